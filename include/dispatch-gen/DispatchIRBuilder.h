@@ -1,0 +1,115 @@
+//===- DispatchIRBuilder.h - Build a dispatcher function in LLVM IR -*- C++
+//-*-===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// A dispatcher turns an indirect call through a function pointer into a
+// direct call: it compares the pointer with every registered target and
+// tail-calls the matching one directly. Only a pointer that matches no target
+// takes the fallback, the original indirect call.
+//
+// Two shapes of target set are supported:
+//
+//  * Absolute addresses (a JIT knows them before codegen): the dispatcher is
+//    one `switch` on the pointer with the addresses as case constants, so
+//    LLVM's switch lowering builds a balanced tree of direct compares, weighted
+//    by the optional `!prof` branch weights.
+//  * Symbols (ahead-of-time output): addresses are only known at link time,
+//    so the dispatcher is a chain of `icmp eq ptr %sel, @target` compares,
+//    hottest target first when weights are given.
+//
+// Every dispatcher carries `"no-jump-tables"="true"`: a jump table is an
+// indirect jump again.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_DISPATCHIRBUILDER_H
+#define DISPATCH_GEN_DISPATCHIRBUILDER_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace llvm {
+class Function;
+class FunctionType;
+class LLVMContext;
+class Module;
+} // namespace llvm
+
+namespace dispatchgen {
+
+/// One function the dispatcher can reach directly.
+struct DispatchTarget {
+  /// The symbol the direct call names. For ahead-of-time output the linker
+  /// resolves it; a JIT defines it as an absolute symbol at Address.
+  std::string Symbol;
+  /// The target's address when it is known before codegen. Either every
+  /// target of a dispatcher has one or none has.
+  std::optional<uint64_t> Address;
+  /// Observed call count (profile weight). Targets without one count as 1
+  /// when any target of the dispatcher has a weight.
+  std::optional<uint64_t> Weight;
+};
+
+/// What to build.
+struct DispatcherSpec {
+  /// Name of the dispatcher function.
+  std::string Name;
+  /// The programs' function type. Must not be varargs.
+  llvm::FunctionType *Signature = nullptr;
+  /// Which parameter of Signature holds the target pointer. Unset: the
+  /// dispatcher takes the pointer as an extra trailing parameter and does not
+  /// forward it. Set: the parameter (of pointer type) is part of the programs'
+  /// own signature and is forwarded with the others.
+  std::optional<unsigned> SelectorArg;
+  /// The targets, in any order; symbols and addresses must be unique.
+  std::vector<DispatchTarget> Targets;
+  /// Lower the fallback indirect call through a retpoline thunk.
+  bool RetpolineFallback = false;
+  /// Weight of the fallback when targets carry weights.
+  uint64_t FallbackWeight = 1;
+};
+
+/// Parses a function type written in LLVM's syntax, e.g. "i32 (ptr, ptr)",
+/// with LLVM's own parser.
+llvm::Expected<llvm::FunctionType *> parseSignature(llvm::StringRef Text,
+                                                    llvm::LLVMContext &Ctx);
+
+/// Parses a target written as `SYMBOL[@ADDRESS][:WEIGHT]` (the CLI's form):
+/// `drop_tcp`, `drop_tcp:900`, `drop_tcp@0x7f0012340000:900`. ADDRESS and
+/// WEIGHT take C's prefixes (0x, 0) or decimal.
+llvm::Expected<DispatchTarget> parseTargetSpec(llvm::StringRef Text);
+
+/// Builds dispatcher functions into a module.
+class DispatchIRBuilder {
+public:
+  explicit DispatchIRBuilder(llvm::Module &M) : M(M) {}
+
+  /// The dispatcher's own function type for a spec: Signature, plus a
+  /// trailing `ptr` parameter unless SelectorArg is set.
+  static llvm::Expected<llvm::FunctionType *>
+  getDispatcherType(llvm::FunctionType *Signature,
+                    std::optional<unsigned> SelectorArg);
+
+  /// Builds the dispatcher described by Spec, declaring every target symbol
+  /// that the module does not define yet, and verifies the result. Fails,
+  /// leaving the module unchanged, on a malformed spec.
+  llvm::Expected<llvm::Function *> build(const DispatcherSpec &Spec);
+
+private:
+  llvm::Error check(const DispatcherSpec &Spec);
+
+  llvm::Module &M;
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_DISPATCHIRBUILDER_H

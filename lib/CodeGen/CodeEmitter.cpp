@@ -1,0 +1,107 @@
+//===- CodeEmitter.cpp - Lower a dispatcher module to a file --------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/CodeEmitter.h"
+
+#include "llvm/Config/llvm-config.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/Triple.h"
+
+#include <mutex>
+
+using namespace llvm;
+
+namespace dispatchgen {
+
+static Error makeError(const Twine &Msg) {
+  return make_error<StringError>(Msg, inconvertibleErrorCode());
+}
+
+static void initializeTargetsOnce() {
+  static std::once_flag Once;
+  std::call_once(Once, [] {
+    InitializeAllTargetInfos();
+    InitializeAllTargets();
+    InitializeAllTargetMCs();
+    InitializeAllAsmPrinters();
+    InitializeAllAsmParsers();
+    InitializeAllDisassemblers();
+  });
+}
+
+Expected<std::unique_ptr<TargetMachine>>
+createTargetMachine(const EmitOptions &Opts) {
+  initializeTargetsOnce();
+  bool IsHost = Opts.Triple.empty();
+  Triple TT(IsHost ? sys::getDefaultTargetTriple()
+                   : Triple::normalize(Opts.Triple));
+  std::string Err;
+  const Target *T = TargetRegistry::lookupTarget(TT, Err);
+  if (!T)
+    return makeError(formatv("unknown target triple '{0}': LLVM {1} has no "
+                             "target for it",
+                             TT.str(), LLVM_VERSION_STRING));
+  std::string CPU = Opts.CPU;
+  if (CPU.empty() && IsHost)
+    CPU = sys::getHostCPUName().str();
+  TargetOptions TO;
+  std::unique_ptr<TargetMachine> TM(
+      T->createTargetMachine(TT, CPU, Opts.Features, TO, Opts.RelocModel,
+                             std::nullopt, Opts.OptLevel));
+  if (!TM)
+    return makeError(
+        formatv("cannot create a target machine for '{0}'", TT.str()));
+  return std::move(TM);
+}
+
+Error prepareModule(Module &M, const EmitOptions &Opts) {
+  auto TMOrErr = createTargetMachine(Opts);
+  if (!TMOrErr)
+    return TMOrErr.takeError();
+  M.setTargetTriple((*TMOrErr)->getTargetTriple());
+  M.setDataLayout((*TMOrErr)->createDataLayout());
+  return Error::success();
+}
+
+Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
+  std::string VerifyMsg;
+  raw_string_ostream VerifyOS(VerifyMsg);
+  if (verifyModule(M, &VerifyOS))
+    return makeError(formatv("module '{0}' is invalid: {1}",
+                             M.getModuleIdentifier(), VerifyMsg));
+  if (Opts.Kind == EmitKind::EK_LLVMIR) {
+    M.print(OS, nullptr);
+    return Error::success();
+  }
+  auto TMOrErr = createTargetMachine(Opts);
+  if (!TMOrErr)
+    return TMOrErr.takeError();
+  TargetMachine &TM = **TMOrErr;
+  if (M.getTargetTriple() != TM.getTargetTriple())
+    return makeError(formatv("module '{0}' was prepared for '{1}', not '{2}'",
+                             M.getModuleIdentifier(), M.getTargetTriple().str(),
+                             TM.getTargetTriple().str()));
+  legacy::PassManager PM;
+  CodeGenFileType FT = Opts.Kind == EmitKind::EK_Assembly
+                           ? CodeGenFileType::AssemblyFile
+                           : CodeGenFileType::ObjectFile;
+  if (TM.addPassesToEmitFile(PM, OS, nullptr, FT))
+    return makeError(formatv("target '{0}' cannot emit this file type",
+                             TM.getTargetTriple().str()));
+  PM.run(M);
+  return Error::success();
+}
+
+} // namespace dispatchgen

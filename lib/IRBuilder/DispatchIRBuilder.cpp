@@ -1,0 +1,383 @@
+//===- DispatchIRBuilder.cpp - Build a dispatcher function in LLVM IR -----===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/DispatchIRBuilder.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/AsmParser/Parser.h"
+#include "llvm/IR/DerivedTypes.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/MDBuilder.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <numeric>
+
+using namespace llvm;
+
+namespace dispatchgen {
+
+static Error makeError(const Twine &Msg) {
+  return make_error<StringError>(Msg, inconvertibleErrorCode());
+}
+
+Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
+  if (Text.trim().empty())
+    return makeError("empty signature: expected an LLVM function type such "
+                     "as 'i32 (ptr, ptr)'");
+  // parseType wants a module for named types; a scratch one keeps the
+  // caller's module free of anything the parse might add.
+  Module Scratch("signature", Ctx);
+  SMDiagnostic Diag;
+  Type *Ty = parseType(Text, Diag, Scratch);
+  if (!Ty)
+    return makeError(
+        formatv("invalid signature '{0}': {1}", Text, Diag.getMessage()));
+  auto *FT = dyn_cast<FunctionType>(Ty);
+  if (!FT) {
+    std::string Printed;
+    raw_string_ostream(Printed) << *Ty;
+    return makeError(formatv("invalid signature '{0}': '{1}' is not a "
+                             "function type",
+                             Text, Printed));
+  }
+  if (FT->isVarArg())
+    return makeError(formatv("invalid signature '{0}': a dispatcher cannot "
+                             "forward variadic arguments",
+                             Text));
+  return FT;
+}
+
+Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
+  DispatchTarget T;
+  StringRef Rest = Text;
+  // A symbol never holds ':' or '@' here; the last of each starts a field.
+  if (size_t Colon = Rest.rfind(':'); Colon != StringRef::npos) {
+    StringRef W = Rest.substr(Colon + 1);
+    uint64_t Weight;
+    if (W.empty() || W.getAsInteger(0, Weight))
+      return makeError(formatv("invalid weight '{0}' in target '{1}': "
+                               "expected an unsigned integer",
+                               W, Text));
+    T.Weight = Weight;
+    Rest = Rest.take_front(Colon);
+  }
+  if (size_t At = Rest.rfind('@'); At != StringRef::npos) {
+    StringRef A = Rest.substr(At + 1);
+    uint64_t Address;
+    if (A.empty() || A.getAsInteger(0, Address))
+      return makeError(formatv("invalid address '{0}' in target '{1}': "
+                               "expected an unsigned integer",
+                               A, Text));
+    T.Address = Address;
+    Rest = Rest.take_front(At);
+  }
+  if (Rest.empty())
+    return makeError(formatv("target '{0}' has an empty symbol name", Text));
+  T.Symbol = Rest.str();
+  return T;
+}
+
+Expected<FunctionType *>
+DispatchIRBuilder::getDispatcherType(FunctionType *Signature,
+                                     std::optional<unsigned> SelectorArg) {
+  if (!Signature)
+    return makeError("no signature given");
+  if (Signature->isVarArg())
+    return makeError("a dispatcher cannot forward variadic arguments");
+  if (SelectorArg) {
+    if (*SelectorArg >= Signature->getNumParams())
+      return makeError(formatv("selector argument {0} is out of range: the "
+                               "signature has {1} parameter(s)",
+                               *SelectorArg, Signature->getNumParams()));
+    if (!Signature->getParamType(*SelectorArg)->isPointerTy())
+      return makeError(
+          formatv("selector argument {0} must be a pointer", *SelectorArg));
+    return Signature;
+  }
+  SmallVector<Type *, 8> Params(Signature->params());
+  Params.push_back(PointerType::getUnqual(Signature->getContext()));
+  return FunctionType::get(Signature->getReturnType(), Params,
+                           /*isVarArg=*/false);
+}
+
+Error DispatchIRBuilder::check(const DispatcherSpec &Spec) {
+  if (Spec.Name.empty())
+    return makeError("the dispatcher needs a name");
+  if (M.getNamedValue(Spec.Name))
+    return makeError(
+        formatv("symbol '{0}' is already defined in the module", Spec.Name));
+  if (auto TyOrErr = getDispatcherType(Spec.Signature, Spec.SelectorArg);
+      !TyOrErr)
+    return TyOrErr.takeError();
+  if (Spec.RetpolineFallback && !M.getTargetTriple().empty() &&
+      !M.getTargetTriple().isX86())
+    return makeError(formatv("a retpoline fallback is only available on x86, "
+                             "not on '{0}'",
+                             M.getTargetTriple().str()));
+
+  StringSet<> Symbols;
+  DenseMap<uint64_t, StringRef> Addresses;
+  unsigned IntPtrBits = M.getDataLayout().getPointerSizeInBits();
+  unsigned WithAddress = 0;
+  for (const DispatchTarget &T : Spec.Targets) {
+    if (T.Symbol.empty())
+      return makeError("a target has an empty symbol name");
+    if (T.Symbol == Spec.Name)
+      return makeError(
+          formatv("target '{0}' is the dispatcher itself", T.Symbol));
+    if (!Symbols.insert(T.Symbol).second)
+      return makeError(formatv("target '{0}' is listed twice", T.Symbol));
+    if (GlobalValue *GV = M.getNamedValue(T.Symbol)) {
+      auto *F = dyn_cast<Function>(GV);
+      if (!F)
+        return makeError(formatv("target '{0}' names a global that is not a "
+                                 "function",
+                                 T.Symbol));
+      if (F->getFunctionType() != Spec.Signature)
+        return makeError(formatv("target '{0}' is already declared with "
+                                 "another type",
+                                 T.Symbol));
+    }
+    if (!T.Address)
+      continue;
+    ++WithAddress;
+    if (*T.Address == 0)
+      return makeError(formatv("target '{0}' has address 0", T.Symbol));
+    if (IntPtrBits < 64 && (*T.Address >> IntPtrBits) != 0)
+      return makeError(formatv("target '{0}' address {1:x} does not fit in a "
+                               "{2}-bit pointer",
+                               T.Symbol, *T.Address, IntPtrBits));
+    auto [It, Inserted] = Addresses.try_emplace(*T.Address, T.Symbol);
+    if (!Inserted)
+      return makeError(formatv("targets '{0}' and '{1}' have the same "
+                               "address {2:x}",
+                               It->second, T.Symbol, *T.Address));
+  }
+  if (WithAddress != 0 && WithAddress != Spec.Targets.size())
+    return makeError("either every target has an address or none has");
+  return Error::success();
+}
+
+namespace {
+
+/// Scales 64-bit counts into the 32-bit branch weights `!prof` holds,
+/// keeping their ratios. The limit is INT32_MAX rather than UINT32_MAX only
+/// so that the weights print as positive numbers in textual IR.
+class WeightScaler {
+public:
+  explicit WeightScaler(uint64_t Max)
+      : Divisor(Max > INT32_MAX ? Max / INT32_MAX + 1 : 1) {}
+  uint32_t operator()(uint64_t W) const {
+    return static_cast<uint32_t>(W / Divisor);
+  }
+
+private:
+  uint64_t Divisor;
+};
+
+/// Emits the blocks of one dispatcher.
+class DispatcherEmitter {
+public:
+  DispatcherEmitter(Module &M, const DispatcherSpec &Spec, Function &F)
+      : M(M), Spec(Spec), F(F), Ctx(M.getContext()), B(Ctx) {
+    for (Argument &A : F.args()) {
+      unsigned No = A.getArgNo();
+      if (Spec.SelectorArg ? No == *Spec.SelectorArg
+                           : No == Spec.Signature->getNumParams())
+        Selector = &A;
+      if (Spec.SelectorArg || No < Spec.Signature->getNumParams())
+        Forwarded.push_back(&A);
+    }
+    for (Value *A : Forwarded)
+      if (A != Selector)
+        A->setName("arg" + Twine(cast<Argument>(A)->getArgNo()));
+    Selector->setName("target");
+    HasWeights = any_of(Spec.Targets, [](const DispatchTarget &T) {
+      return T.Weight.has_value();
+    });
+  }
+
+  void emit() {
+    BasicBlock *Entry = BasicBlock::Create(Ctx, "entry", &F);
+    BasicBlock *Fallback = BasicBlock::Create(Ctx, "fallback", &F);
+    B.SetInsertPoint(Fallback);
+    emitTailCall(Spec.Signature, Selector);
+
+    if (!Spec.Targets.empty() && Spec.Targets.front().Address)
+      emitSwitch(Entry, Fallback);
+    else
+      emitCompareChain(Entry, Fallback);
+  }
+
+private:
+  uint64_t weightOf(const DispatchTarget &T) const {
+    return T.Weight.value_or(1);
+  }
+
+  /// Absolute addresses: one switch; LLVM's switch lowering builds the
+  /// compare tree (weight-balanced when `!prof` is present).
+  void emitSwitch(BasicBlock *Entry, BasicBlock *Fallback) {
+    std::vector<const DispatchTarget *> Sorted;
+    for (const DispatchTarget &T : Spec.Targets)
+      Sorted.push_back(&T);
+    llvm::sort(Sorted, [](const DispatchTarget *L, const DispatchTarget *R) {
+      return *L->Address < *R->Address;
+    });
+
+    B.SetInsertPoint(Entry);
+    IntegerType *IntPtrTy = M.getDataLayout().getIntPtrType(Ctx);
+    Value *Addr = B.CreatePtrToInt(Selector, IntPtrTy, "target.addr");
+    SwitchInst *SI = B.CreateSwitch(Addr, Fallback, Sorted.size());
+    SmallVector<uint64_t, 64> Weights{Spec.FallbackWeight};
+    for (const DispatchTarget *T : Sorted) {
+      SI->addCase(ConstantInt::get(IntPtrTy, *T->Address),
+                  emitCaseBlock(*T, Fallback));
+      Weights.push_back(weightOf(*T));
+    }
+    if (HasWeights) {
+      WeightScaler Scale(*llvm::max_element(Weights));
+      SmallVector<uint32_t, 64> Scaled;
+      for (uint64_t W : Weights)
+        Scaled.push_back(Scale(W));
+      SI->setMetadata(LLVMContext::MD_prof,
+                      MDBuilder(Ctx).createBranchWeights(Scaled));
+    }
+  }
+
+  /// Symbols: their addresses are link-time constants that a switch cannot
+  /// take, and their order is unknown, so compare one after another, hottest
+  /// first.
+  void emitCompareChain(BasicBlock *Entry, BasicBlock *Fallback) {
+    std::vector<const DispatchTarget *> Ordered;
+    for (const DispatchTarget &T : Spec.Targets)
+      Ordered.push_back(&T);
+    // Heaviest first; equal weights keep the order given (Ordered points
+    // into Spec.Targets, so pointer order is that order).
+    if (HasWeights)
+      llvm::sort(Ordered,
+                 [&](const DispatchTarget *L, const DispatchTarget *R) {
+                   if (weightOf(*L) != weightOf(*R))
+                     return weightOf(*L) > weightOf(*R);
+                   return L < R;
+                 });
+
+    // Remaining[I] = weight of everything after compare I, fallback included.
+    SmallVector<uint64_t, 64> Remaining(Ordered.size() + 1,
+                                        Spec.FallbackWeight);
+    for (size_t I = Ordered.size(); I-- > 0;)
+      Remaining[I] = Remaining[I + 1] + weightOf(*Ordered[I]);
+    WeightScaler Scale(Remaining.front());
+
+    BasicBlock *Check = Entry;
+    for (size_t I = 0; I < Ordered.size(); ++I) {
+      const DispatchTarget &T = *Ordered[I];
+      BasicBlock *Next =
+          I + 1 < Ordered.size()
+              ? BasicBlock::Create(Ctx, "check." + Ordered[I + 1]->Symbol, &F,
+                                   Fallback)
+              : Fallback;
+      BasicBlock *Case = emitCaseBlock(T, Next);
+      B.SetInsertPoint(Check);
+      Value *Is = B.CreateICmpEQ(Selector, getTarget(T), "is." + T.Symbol);
+      BranchInst *Br = B.CreateCondBr(Is, Case, Next);
+      if (HasWeights)
+        Br->setMetadata(LLVMContext::MD_prof,
+                        MDBuilder(Ctx).createBranchWeights(
+                            Scale(weightOf(T)), Scale(Remaining[I + 1])));
+      Check = Next;
+    }
+    if (Ordered.empty()) {
+      B.SetInsertPoint(Entry);
+      B.CreateBr(Fallback);
+    }
+  }
+
+  BasicBlock *emitCaseBlock(const DispatchTarget &T, BasicBlock *Before) {
+    BasicBlock *BB = BasicBlock::Create(Ctx, "call." + T.Symbol, &F, Before);
+    B.SetInsertPoint(BB);
+    emitTailCall(Spec.Signature, getTarget(T));
+    return BB;
+  }
+
+  Function *getTarget(const DispatchTarget &T) {
+    if (Function *Existing = M.getFunction(T.Symbol))
+      return Existing;
+    return Function::Create(Spec.Signature, GlobalValue::ExternalLinkage,
+                            T.Symbol, M);
+  }
+
+  void emitTailCall(FunctionType *FT, Value *Callee) {
+    CallInst *CI = B.CreateCall(FT, Callee, Forwarded);
+    // musttail needs identical prototypes: only when the selector is one of
+    // the programs' own parameters. Otherwise the backend still turns the
+    // `tail` call into a jump whenever the ABI allows.
+    CI->setTailCallKind(F.getFunctionType() == FT ? CallInst::TCK_MustTail
+                                                  : CallInst::TCK_Tail);
+    if (auto *Target = dyn_cast<Function>(Callee))
+      CI->setCallingConv(Target->getCallingConv());
+    if (FT->getReturnType()->isVoidTy())
+      B.CreateRetVoid();
+    else
+      B.CreateRet(CI);
+  }
+
+  Module &M;
+  const DispatcherSpec &Spec;
+  Function &F;
+  LLVMContext &Ctx;
+  IRBuilder<> B;
+  Argument *Selector = nullptr;
+  SmallVector<Value *, 8> Forwarded;
+  bool HasWeights = false;
+};
+
+} // namespace
+
+Expected<Function *> DispatchIRBuilder::build(const DispatcherSpec &Spec) {
+  if (Error E = check(Spec))
+    return std::move(E);
+  // check() validated the signature, so this cannot fail.
+  FunctionType *FT =
+      cantFail(getDispatcherType(Spec.Signature, Spec.SelectorArg));
+
+  // Remember what the module already declares so a failure can undo
+  // exactly what this call added.
+  SmallVector<std::string, 0> NewDecls;
+  for (const DispatchTarget &T : Spec.Targets)
+    if (!M.getFunction(T.Symbol))
+      NewDecls.push_back(T.Symbol);
+
+  Function *F =
+      Function::Create(FT, GlobalValue::ExternalLinkage, Spec.Name, M);
+  F->addFnAttr("no-jump-tables", "true");
+  if (Spec.RetpolineFallback)
+    F->addFnAttr("target-features",
+                 "+retpoline-indirect-calls,+retpoline-indirect-branches");
+  DispatcherEmitter(M, Spec, *F).emit();
+
+  std::string VerifyMsg;
+  raw_string_ostream VerifyOS(VerifyMsg);
+  if (verifyFunction(*F, &VerifyOS)) {
+    F->eraseFromParent();
+    for (const std::string &Sym : NewDecls)
+      if (Function *Decl = M.getFunction(Sym))
+        Decl->eraseFromParent();
+    return makeError(formatv("internal error: dispatcher '{0}' does not "
+                             "verify: {1}",
+                             Spec.Name, VerifyMsg));
+  }
+  return F;
+}
+
+} // namespace dispatchgen

@@ -1,0 +1,181 @@
+//===- EmitCommand.cpp - dispatch-gen emit --------------------------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// `dispatch-gen emit` builds an ahead-of-time dispatcher for a fixed target
+// set and writes it as LLVM IR, assembly or an object file.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Commands.h"
+
+#include "dispatch-gen/CodeEmitter.h"
+#include "dispatch-gen/DispatchIRBuilder.h"
+
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace llvm;
+
+namespace dispatchgen::tool {
+
+cl::SubCommand
+    EmitCommand("emit",
+                "Build an ahead-of-time dispatcher as IR, assembly or object");
+
+static cl::OptionCategory EmitCategory("emit options");
+static cl::OptionCategory CodeGenCategory("Code generation options");
+
+static const cl::OptionCategory *Categories[] = {&EmitCategory,
+                                                 &CodeGenCategory};
+ArrayRef<const cl::OptionCategory *> getCategories() { return Categories; }
+
+static cl::list<std::string>
+    Targets(cl::Positional, cl::sub(EmitCommand), cl::cat(EmitCategory),
+            cl::desc("<symbol[@address][:weight]>..."));
+
+static cl::opt<std::string>
+    Signature("signature", cl::sub(EmitCommand), cl::cat(EmitCategory),
+              cl::Required, cl::value_desc("type"),
+              cl::desc("The programs' function type in LLVM syntax, e.g. "
+                       "'i32 (ptr, ptr)'"));
+
+static cl::opt<std::string> Name("name", cl::sub(EmitCommand),
+                                 cl::cat(EmitCategory), cl::init("dispatch"),
+                                 cl::value_desc("symbol"),
+                                 cl::desc("Name of the dispatcher function"));
+
+static cl::opt<unsigned> SelectorArg(
+    "selector-arg", cl::sub(EmitCommand), cl::cat(EmitCategory),
+    cl::value_desc("index"),
+    cl::desc("Dispatch on this (pointer) parameter of the signature and "
+             "forward it; by default the dispatcher takes the target as an "
+             "extra trailing parameter"));
+
+static cl::opt<bool> Retpoline(
+    "retpoline", cl::sub(EmitCommand), cl::cat(EmitCategory),
+    cl::desc("Lower the fallback indirect call through a retpoline (x86)"));
+
+static cl::opt<uint64_t> FallbackWeight(
+    "fallback-weight", cl::sub(EmitCommand), cl::cat(EmitCategory), cl::init(1),
+    cl::value_desc("count"),
+    cl::desc("Branch weight of the fallback when targets carry weights"));
+
+static cl::opt<EmitKind> Emit(
+    "emit", cl::sub(EmitCommand), cl::cat(EmitCategory),
+    cl::init(EmitKind::EK_Assembly), cl::desc("What to write"),
+    cl::values(clEnumValN(EmitKind::EK_LLVMIR, "llvm", "Textual LLVM IR"),
+               clEnumValN(EmitKind::EK_Assembly, "asm", "Assembly (default)"),
+               clEnumValN(EmitKind::EK_Object, "obj", "Object file")));
+
+static cl::opt<std::string> OutputPath("o", cl::sub(EmitCommand),
+                                       cl::cat(EmitCategory), cl::init("-"),
+                                       cl::value_desc("file"),
+                                       cl::desc("Output file ('-' = stdout)"));
+
+static cl::opt<std::string>
+    TargetTriple("target-triple", cl::sub(EmitCommand),
+                 cl::cat(CodeGenCategory), cl::value_desc("triple"),
+                 cl::desc("Target triple (default: the host's)"));
+
+static cl::opt<std::string> MCPU("mcpu", cl::sub(EmitCommand),
+                                 cl::cat(CodeGenCategory),
+                                 cl::value_desc("cpu"),
+                                 cl::desc("Target CPU (default: generic for "
+                                          "a foreign triple, else the host)"));
+
+static cl::opt<std::string> MAttr("mattr", cl::sub(EmitCommand),
+                                  cl::cat(CodeGenCategory),
+                                  cl::value_desc("a1,+a2,-a3"),
+                                  cl::desc("Target features"));
+
+static cl::opt<char> OptLevel("O", cl::sub(EmitCommand),
+                              cl::cat(CodeGenCategory), cl::Prefix,
+                              cl::init('2'), cl::value_desc("0-3"),
+                              cl::desc("Code generation optimisation level "
+                                       "(default 2)"));
+
+static int fail(StringRef ToolName, const Twine &Msg) {
+  WithColor::error(errs(), ToolName) << Msg << "\n";
+  return 1;
+}
+
+static int fail(StringRef ToolName, Error E) {
+  return fail(ToolName, toString(std::move(E)));
+}
+
+int runEmit(StringRef ToolName) {
+  std::optional<CodeGenOptLevel> Level = CodeGenOpt::parseLevel(OptLevel);
+  if (!Level)
+    return fail(ToolName, formatv("invalid optimisation level -O{0}: expected "
+                                  "0, 1, 2 or 3",
+                                  OptLevel.getValue()));
+  EmitOptions Opts;
+  Opts.Triple = TargetTriple;
+  Opts.CPU = MCPU;
+  Opts.Features = MAttr;
+  Opts.OptLevel = *Level;
+  Opts.Kind = Emit;
+
+  if (Opts.Kind == EmitKind::EK_Object && OutputPath == "-" &&
+      sys::Process::StandardOutIsDisplayed())
+    return fail(ToolName, "refusing to write an object file to a terminal; "
+                          "use -o FILE");
+
+  LLVMContext Ctx;
+  Module M(Name, Ctx);
+  if (Error E = prepareModule(M, Opts))
+    return fail(ToolName, std::move(E));
+
+  DispatcherSpec Spec;
+  Spec.Name = Name;
+  Spec.RetpolineFallback = Retpoline;
+  Spec.FallbackWeight = FallbackWeight;
+  if (SelectorArg.getNumOccurrences())
+    Spec.SelectorArg = SelectorArg;
+  auto SigOrErr = parseSignature(Signature, Ctx);
+  if (!SigOrErr)
+    return fail(ToolName, SigOrErr.takeError());
+  Spec.Signature = *SigOrErr;
+  for (const std::string &Text : Targets) {
+    auto TargetOrErr = parseTargetSpec(Text);
+    if (!TargetOrErr)
+      return fail(ToolName, TargetOrErr.takeError());
+    Spec.Targets.push_back(std::move(*TargetOrErr));
+  }
+  if (Spec.Targets.empty())
+    WithColor::warning(errs(), ToolName)
+        << "no targets given: the dispatcher only does the indirect call\n";
+
+  if (auto FOrErr = DispatchIRBuilder(M).build(Spec); !FOrErr)
+    return fail(ToolName, FOrErr.takeError());
+
+  std::error_code EC;
+  ToolOutputFile Out(OutputPath, EC,
+                     Opts.Kind == EmitKind::EK_Object ? sys::fs::OF_None
+                                                      : sys::fs::OF_Text);
+  if (EC)
+    return fail(ToolName, formatv("cannot open '{0}' for writing: {1}",
+                                  OutputPath, EC.message()));
+  if (Error E = emitModule(M, Opts, Out.os()))
+    return fail(ToolName, std::move(E));
+  Out.os().flush();
+  if (Out.os().has_error()) {
+    std::error_code WriteEC = Out.os().error();
+    // A stream destroyed with a pending error aborts the process.
+    Out.os().clear_error();
+    return fail(ToolName, formatv("cannot write '{0}': {1}", OutputPath,
+                                  WriteEC.message()));
+  }
+  Out.keep();
+  return 0;
+}
+
+} // namespace dispatchgen::tool
