@@ -1,5 +1,4 @@
-//===- CodeEmitter.h - Lower a dispatcher module to a file -------*- C++
-//-*-===//
+//===- CodeEmitter.h - Lower a dispatcher module to a file ---*- C++ -*-===//
 //
 // Part of dispatch-gen.
 //

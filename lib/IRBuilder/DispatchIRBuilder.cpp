@@ -31,15 +31,27 @@ static Error makeError(const Twine &Msg) {
   return make_error<StringError>(Msg, inconvertibleErrorCode());
 }
 
+/// Whether Ty is or holds a named struct, which exists only in the scratch
+/// module of parseSignature (an opaque one cannot even be passed).
+static bool holdsNamedStruct(Type *Ty) {
+  if (auto *ST = dyn_cast<StructType>(Ty); ST && !ST->isLiteral())
+    return true;
+  return any_of(Ty->subtypes(), holdsNamedStruct);
+}
+
 Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
-  if (Text.trim().empty())
+  StringRef Trimmed = Text.trim();
+  if (Trimmed.empty())
     return makeError("empty signature: expected an LLVM function type such "
                      "as 'i32 (ptr, ptr)'");
   // parseType wants a module for named types; a scratch one keeps the
   // caller's module free of anything the parse might add.
   Module Scratch("signature", Ctx);
   SMDiagnostic Diag;
-  Type *Ty = parseType(Text, Diag, Scratch);
+  // LLVM's lexer reads up to a NUL: give it a terminated copy, not a slice
+  // of the caller's buffer.
+  std::string Terminated = Trimmed.str();
+  Type *Ty = parseType(Terminated, Diag, Scratch);
   if (!Ty)
     return makeError(
         formatv("invalid signature '{0}': {1}", Text, Diag.getMessage()));
@@ -54,6 +66,11 @@ Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
   if (FT->isVarArg())
     return makeError(formatv("invalid signature '{0}': a dispatcher cannot "
                              "forward variadic arguments",
+                             Text));
+  if (holdsNamedStruct(FT))
+    return makeError(formatv("invalid signature '{0}': named types are not "
+                             "supported; write structs out, e.g. '{{ i64, "
+                             "i64 } (ptr)'",
                              Text));
   return FT;
 }
@@ -148,6 +165,12 @@ Error DispatchIRBuilder::check(const DispatcherSpec &Spec) {
         return makeError(formatv("target '{0}' is already declared with "
                                  "another type",
                                  T.Symbol));
+      // The dispatcher forwards its arguments with the C convention.
+      if (F->getCallingConv() != CallingConv::C)
+        return makeError(formatv("target '{0}' uses calling convention {1}; "
+                                 "dispatchers forward arguments with the C "
+                                 "convention",
+                                 T.Symbol, F->getCallingConv()));
     }
     if (!T.Address)
       continue;
@@ -174,16 +197,18 @@ namespace {
 /// Scales 64-bit counts into the 32-bit branch weights `!prof` holds,
 /// keeping their ratios. The limit is INT32_MAX rather than UINT32_MAX only
 /// so that the weights print as positive numbers in textual IR.
+/// Sums of weights can pass 64 bits, so it works in 128.
 class WeightScaler {
 public:
-  explicit WeightScaler(uint64_t Max)
+  using Wide = unsigned __int128;
+  explicit WeightScaler(Wide Max)
       : Divisor(Max > INT32_MAX ? Max / INT32_MAX + 1 : 1) {}
-  uint32_t operator()(uint64_t W) const {
+  uint32_t operator()(Wide W) const {
     return static_cast<uint32_t>(W / Divisor);
   }
 
 private:
-  uint64_t Divisor;
+  Wide Divisor;
 };
 
 /// Emits the blocks of one dispatcher.
@@ -273,8 +298,8 @@ private:
                  });
 
     // Remaining[I] = weight of everything after compare I, fallback included.
-    SmallVector<uint64_t, 64> Remaining(Ordered.size() + 1,
-                                        Spec.FallbackWeight);
+    SmallVector<WeightScaler::Wide, 64> Remaining(Ordered.size() + 1,
+                                                  Spec.FallbackWeight);
     for (size_t I = Ordered.size(); I-- > 0;)
       Remaining[I] = Remaining[I + 1] + weightOf(*Ordered[I]);
     WeightScaler Scale(Remaining.front());
