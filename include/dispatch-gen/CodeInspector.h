@@ -1,0 +1,167 @@
+//===- CodeInspector.h - Disassemble and classify machine code -*- C++ -*-===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// A dispatcher is only worth having while its cases stay direct branches: a
+// PLT stub or a jump table turns them back into indirect jumps, and a case
+// that jumps anywhere but to a registered program misroutes calls. This
+// component decodes a range of machine code with LLVM's MC disassembler and
+// classifies every branch, so that a live image can be checked (exactly one
+// indirect branch, the fallback; every direct branch lands inside the image
+// or on a registered program) and printed.
+//
+// The classification follows MCInstrAnalysis:
+//
+//  * return:   isReturn.
+//  * direct:   a branch or call whose target evaluateBranch computes, i.e. a
+//              PC-relative one (`je/jmp/call rel8/rel32` on x86).
+//  * indirect: isIndirectBranch, or any other branch or call without an
+//              evaluable target (`jmp *%rdx`, `call *%rax`, `jmp *x(%rip)`,
+//              `call *(%rax)`).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_CODEINSPECTOR_H
+#define DISPATCH_GEN_CODEINSPECTOR_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace llvm {
+class MCAsmInfo;
+class MCContext;
+class MCDisassembler;
+class MCInstPrinter;
+class MCInstrAnalysis;
+class MCInstrInfo;
+class MCRegisterInfo;
+class MCSubtargetInfo;
+class raw_ostream;
+} // namespace llvm
+
+namespace dispatchgen {
+
+/// How an instruction transfers control.
+enum class BranchKind {
+  /// Not a control transfer (or one MCInstrAnalysis does not model, such as
+  /// a trap).
+  BK_None,
+  /// A branch or call to a target encoded in the instruction.
+  BK_Direct,
+  /// A branch or call through a register or memory.
+  BK_Indirect,
+  BK_Return,
+};
+
+/// Which syntax the instruction text uses.
+enum class AsmSyntax {
+  /// AT&T on x86; the target's default dialect elsewhere.
+  AS_Default,
+  /// Intel syntax; x86 only.
+  AS_Intel,
+};
+
+/// One instruction as disassemble() decoded and classified it.
+struct DecodedInstruction {
+  uint64_t Address = 0;
+  /// The instruction's encoding; its size is the instruction's length.
+  llvm::SmallVector<uint8_t, 16> Bytes;
+  /// The instruction as MCInstPrinter prints it, with tabs turned into
+  /// spaces, immediates in hex and branch targets as absolute addresses.
+  std::string Text;
+  BranchKind Kind = BranchKind::BK_None;
+  bool IsCall = false;
+  bool IsConditional = false;
+  /// The absolute target of a direct branch or call.
+  std::optional<uint64_t> Target;
+};
+
+/// What CodeInspector::check found in a range [Address, Address + Size).
+struct ImageCheck {
+  /// Instructions decoded.
+  unsigned Instructions = 0;
+  /// Addresses of the indirect branches and calls, in address order.
+  std::vector<uint64_t> IndirectBranches;
+  /// The distinct targets of direct branches and calls that leave the range,
+  /// sorted.
+  std::vector<uint64_t> DirectTargets;
+  /// The DirectTargets not among the allowed targets, sorted.
+  std::vector<uint64_t> UnknownTargets;
+  /// Addresses where no instruction could be decoded, in address order.
+  /// Decoding resumes one byte further, so the rest of the check is
+  /// best-effort once this is non-empty.
+  std::vector<uint64_t> DecodeErrors;
+};
+
+/// Disassembles and classifies machine code for one target triple.
+///
+/// Not thread-safe: the MC objects it holds (notably MCInstPrinter and
+/// MCContext) carry state that every call, even a const one, uses. Create
+/// one inspector per thread.
+class CodeInspector {
+public:
+  /// Creates an inspector for Triple, or for the running process's triple
+  /// (and host CPU) when Triple is empty. Fails, naming the triple, when
+  /// LLVM has no disassembler, instruction printer or instruction analysis
+  /// for it, or when Syntax is not available on it.
+  static llvm::Expected<std::unique_ptr<CodeInspector>>
+  create(llvm::StringRef Triple = "", AsmSyntax Syntax = AsmSyntax::AS_Default);
+
+  ~CodeInspector();
+
+  /// Decodes all of Bytes, which is loaded at Address. Fails on the first
+  /// byte sequence that is no instruction (including one cut off by the end
+  /// of Bytes), naming its address.
+  llvm::Expected<std::vector<DecodedInstruction>>
+  disassemble(llvm::ArrayRef<uint8_t> Bytes, uint64_t Address) const;
+
+  /// Decodes all of Bytes, loaded at Address, and reports its branches.
+  /// A direct target counts as leaving the range when it is outside
+  /// [Address, Address + Bytes.size()); AllowedTargets need not be sorted.
+  ImageCheck check(llvm::ArrayRef<uint8_t> Bytes, uint64_t Address,
+                   llvm::ArrayRef<uint64_t> AllowedTargets) const;
+
+  /// Prints one line per instruction: address, encoding, text, and
+  /// `  # -> NAME` for a direct target that NameOf names (a non-empty
+  /// result).
+  void print(llvm::ArrayRef<DecodedInstruction> Instructions,
+             llvm::raw_ostream &OS,
+             llvm::function_ref<std::string(uint64_t)> NameOf = nullptr) const;
+
+private:
+  CodeInspector();
+
+  /// Decodes the instruction at the start of Bytes, loaded at Address;
+  /// std::nullopt when there is none.
+  std::optional<DecodedInstruction> decodeOne(llvm::ArrayRef<uint8_t> Bytes,
+                                              uint64_t Address) const;
+
+  // Created once by create() and never reassigned; declared in dependency
+  // order so that each is destroyed before what it points to.
+  std::unique_ptr<llvm::MCRegisterInfo> MRI;
+  std::unique_ptr<llvm::MCAsmInfo> MAI;
+  std::unique_ptr<llvm::MCSubtargetInfo> STI;
+  std::unique_ptr<llvm::MCInstrInfo> MII;
+  std::unique_ptr<llvm::MCContext> Ctx;
+  std::unique_ptr<llvm::MCDisassembler> DisAsm;
+  std::unique_ptr<llvm::MCInstrAnalysis> MIA;
+  std::unique_ptr<llvm::MCInstPrinter> Printer;
+  /// Whether the printer wants the next instruction's address (x86) rather
+  /// than the instruction's own to print PC-relative targets.
+  bool PCRelToNextInstruction = false;
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_CODEINSPECTOR_H

@@ -1,0 +1,200 @@
+//===- Dispatcher.h - A live dispatcher lowered through ORC -----*- C++ -*-===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// A Dispatcher owns a ProgramSet and keeps a machine-code image that
+// reaches every registered program with a direct jump. Each membership
+// change regenerates the image:
+//
+//   1. DispatchIRBuilder builds the dispatcher for the set, with the
+//      programs' absolute addresses as switch cases;
+//   2. the module is compiled (one reused TargetMachine) and linked by ORC
+//      into the inactive one of two JITDylibs (A/B, alternating), in memory
+//      reserved near the programs so every `je/jmp rel32` is in range;
+//   3. the trampoline is patched to the new image (one atomic store);
+//   4. after an RCU grace period the old image is removed and the programs
+//      whose last reference went are handed to the release callback.
+//
+// A failure at any step before 3 leaves the live image and the registry
+// exactly as they were and returns an Error that says what failed.
+//
+// Updates are serialised by the Dispatcher; calls through entry() take no
+// lock, allocate nothing and write no shared memory. Callers must be RCU
+// readers of the configured flavour (see Reclamation.h).
+//
+// Programs that no image can reach with rel32 (more than 2 GiB away) are
+// still registered but take the fallback; status() counts them.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_DISPATCHER_H
+#define DISPATCH_GEN_DISPATCHER_H
+
+#include "dispatch-gen/ProgramSet.h"
+#include "dispatch-gen/Reclamation.h"
+
+#include "llvm/ADT/FunctionExtras.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/CodeGen.h"
+#include "llvm/Support/Error.h"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace llvm {
+class raw_ostream;
+namespace orc {
+class ExecutionSession;
+class JITDylib;
+class LLJIT;
+} // namespace orc
+} // namespace llvm
+
+namespace dispatchgen {
+
+/// Steps of an update where a test can inject a failure.
+enum class FaultPoint { FP_Compile, FP_Allocate, FP_Link, FP_Patch };
+
+struct DispatcherConfig {
+  /// Base name of the dispatcher's symbols (images, JITDylibs, the entry).
+  std::string Name = "dispatch";
+  /// The programs' function type in LLVM syntax, e.g. "i32 (ptr, ptr)".
+  std::string Signature;
+  /// As DispatcherSpec::SelectorArg: unset, the entry takes the program as
+  /// an extra trailing pointer parameter.
+  std::optional<unsigned> SelectorArg;
+  /// Distinct programs the dispatcher holds (the kernel's is 48).
+  unsigned Capacity = ProgramSet::DefaultCapacity;
+  /// How callers read (see Reclamation.h) and how old images are freed.
+  RCUFlavor Flavor = RCUFlavor::RF_Memb;
+  ReclaimMode Reclaim = ReclaimMode::RM_Synchronous;
+  /// Route the fallback indirect call through a retpoline.
+  bool RetpolineFallback = false;
+  /// Codegen level of images. O1 is the cheapest that folds the direct
+  /// tail calls into `je rel32`.
+  llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Less;
+  /// Place the entry and the images near this address: a program's, or any
+  /// function of the module (executable or shared library) the programs
+  /// live in. 0: near this library's shared-library neighbours, which is
+  /// where JIT-compiled code usually lands. Ignored with CompiledEntry,
+  /// which is itself the anchor.
+  uint64_t Near = 0;
+  /// Adopt this entry, defined with DISPATCHGEN_DEFINE_DISPATCHER, instead
+  /// of creating one in JIT memory.
+  void *CompiledEntry = nullptr;
+  /// Bytes of address space reserved for images (nothing is committed
+  /// until used).
+  size_t ImageRegionSize = 64u << 20;
+  /// Disassemble each new image before it goes live and refuse it unless
+  /// its only indirect branch is the fallback.
+  bool VerifyImages = false;
+  /// Append each image to /tmp/perf-<pid>.map so perf names it.
+  bool PerfMap = false;
+  /// Called once for each program whose last reference went, after no
+  /// caller can still reach it through an image: on the updating thread
+  /// (RM_Synchronous) or on liburcu's call_rcu thread (RM_Asynchronous).
+  /// Also called, at destruction, for every program still registered.
+  /// Each call pairs with one registration: with RM_Asynchronous, the
+  /// release of a program removed and quickly added again may arrive after
+  /// the new add, so count references rather than free on release.
+  llvm::unique_function<void(const ProgramEntry &)> OnRelease;
+  /// Testing only: called at each FaultPoint of every update; an error
+  /// fails the update there.
+  llvm::unique_function<llvm::Error(FaultPoint)> InjectFault;
+};
+
+/// A snapshot of a dispatcher's state.
+struct DispatcherStatus {
+  /// Whether images are generated (x86-64 Linux); otherwise the entry is
+  /// the plain indirect call and updates only maintain the registry.
+  bool Supported = false;
+  /// Updates that changed the image.
+  uint64_t Generation = 0;
+  size_t Programs = 0;
+  /// Programs reached with a direct jump, and programs out of rel32 reach
+  /// that take the fallback.
+  size_t DirectTargets = 0;
+  size_t FallbackTargets = 0;
+  uint64_t EntryAddress = 0;
+  /// The live image; 0 when the entry does the plain indirect call.
+  uint64_t ImageAddress = 0;
+  uint64_t ImageSize = 0;
+  /// Regenerate and patch, and the grace period after it, of the last
+  /// update that changed the image.
+  std::chrono::nanoseconds LastUpdateLatency{0};
+  std::chrono::nanoseconds LastGracePeriod{0};
+  /// JIT allocations alive (images waiting for reclamation included).
+  uint64_t LiveAllocations = 0;
+};
+
+class Dispatcher {
+public:
+  /// A dispatcher with its own ORC ExecutionSession.
+  static llvm::Expected<std::unique_ptr<Dispatcher>>
+  create(DispatcherConfig Config);
+
+  /// A dispatcher inside an embedding JIT: its JITDylibs and layers are
+  /// added to ES, and programs can be named by symbol in ES's JITDylibs.
+  /// ES must outlive the dispatcher.
+  static llvm::Expected<std::unique_ptr<Dispatcher>>
+  create(DispatcherConfig Config, llvm::orc::ExecutionSession &ES);
+  static llvm::Expected<std::unique_ptr<Dispatcher>>
+  create(DispatcherConfig Config, llvm::orc::LLJIT &J);
+
+  /// Waits for pending reclamation, puts a compiled-in entry back to its
+  /// indirect call, frees every image and releases every program.
+  ~Dispatcher();
+  Dispatcher(const Dispatcher &) = delete;
+  Dispatcher &operator=(const Dispatcher &) = delete;
+
+  /// The address callers call, with the dispatcher's signature.
+  uint64_t entry() const;
+  template <typename FnT> FnT *entryAs() const {
+    return reinterpret_cast<FnT *>(entry());
+  }
+  /// The JITDylib holding the absolute symbol Name (the entry) for JIT
+  /// callers to link against; null for a standalone dispatcher.
+  llvm::orc::JITDylib *entryDylib() const;
+
+  /// ProgramSet's operations; each regenerates the image when the
+  /// membership changed.
+  llvm::Error add(uint64_t Program, llvm::StringRef Name = "");
+  /// Adds the program defined by Symbol in JD (materialising it).
+  llvm::Error add(llvm::StringRef Symbol, llvm::orc::JITDylib &JD);
+  llvm::Error remove(uint64_t Program);
+  llvm::Error change(uint64_t From, uint64_t To, llvm::StringRef ToName = "");
+  /// Applies a whole batch with at most one regeneration.
+  llvm::Error apply(const ProgramSet::Batch &Batch);
+
+  /// Observed call counts; the next regeneration (or regenerate()) weights
+  /// the image's compare tree by them. Unknown programs are ignored.
+  void setWeights(llvm::ArrayRef<std::pair<uint64_t, uint64_t>> Weights);
+  /// Rebuilds the image for the current set (e.g. after setWeights).
+  llvm::Error regenerate();
+
+  DispatcherStatus status() const;
+  /// The registered programs, by address.
+  std::vector<ProgramEntry> programs() const;
+  /// Writes the live image's disassembly, naming the programs it reaches.
+  llvm::Error dump(llvm::raw_ostream &OS) const;
+  /// Checks the live image: exactly one indirect branch (the fallback, none
+  /// with a retpoline) and every other branch direct to a program or within
+  /// the image.
+  llvm::Error verify() const;
+
+  class Impl;
+
+private:
+  explicit Dispatcher(std::unique_ptr<Impl> I);
+  std::unique_ptr<Impl> I;
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_DISPATCHER_H

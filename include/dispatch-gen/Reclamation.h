@@ -1,0 +1,155 @@
+//===- Reclamation.h - RCU readers and grace-period reclamation -*- C++ -*-===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// A dispatcher frees an old image, and releases the programs that left the
+// set, only after every caller that might still run them has finished: after
+// an RCU grace period, from liburcu.
+//
+// Callers are RCU readers, in one of two flavours:
+//
+//  * RF_Memb (liburcu's urcu-memb): each thread that calls through a
+//    dispatcher registers once (RCUReaderThread) and wraps each call, or a
+//    batch of calls, in an RCUReadGuard. The guard increments a thread-local
+//    counter: no lock, no shared write, no fence (the updater pays with
+//    membarrier()).
+//  * RF_QSBR (urcu-qsbr): calls need no guard at all. Each registered thread
+//    instead reports a quiescent state (rcuQuiescentState()) from time to
+//    time, at a point where it holds no reference to dispatched code, and
+//    goes offline (RCUOfflineScope) around anything that blocks. A
+//    registered thread that never reports stalls every update.
+//
+// The updater side is Reclaimer: synchronous (wait for the grace period,
+// then free) or asynchronous (call_rcu: free on liburcu's worker thread, so
+// the update does not block).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_RECLAMATION_H
+#define DISPATCH_GEN_RECLAMATION_H
+
+#include "llvm/ADT/FunctionExtras.h"
+
+#include <atomic>
+#include <cstdint>
+
+// The read side must inline: a call into liburcu through the PLT is an
+// indirect jump, the very thing a dispatcher exists to avoid.
+#ifndef _LGPL_SOURCE
+#define _LGPL_SOURCE
+#define DISPATCHGEN_DEFINED_LGPL_SOURCE
+#endif
+#include <urcu/urcu-memb.h>
+#include <urcu/urcu-qsbr.h>
+#ifdef DISPATCHGEN_DEFINED_LGPL_SOURCE
+#undef _LGPL_SOURCE
+#undef DISPATCHGEN_DEFINED_LGPL_SOURCE
+#endif
+
+namespace dispatchgen {
+
+enum class RCUFlavor { RF_Memb, RF_QSBR };
+
+enum class ReclaimMode {
+  /// Each update waits for its grace period, then frees.
+  RM_Synchronous,
+  /// Each update queues its frees with call_rcu and returns at once.
+  RM_Asynchronous,
+};
+
+/// Registers the calling thread as an RCU reader of Flavor for the guard's
+/// lifetime (QSBR threads start online). Create it on the thread itself.
+class RCUReaderThread {
+public:
+  explicit RCUReaderThread(RCUFlavor Flavor) : Flavor(Flavor) {
+    if (Flavor == RCUFlavor::RF_Memb)
+      urcu_memb_register_thread();
+    else
+      urcu_qsbr_register_thread();
+  }
+  ~RCUReaderThread() {
+    if (Flavor == RCUFlavor::RF_Memb)
+      urcu_memb_unregister_thread();
+    else
+      urcu_qsbr_unregister_thread();
+  }
+  RCUReaderThread(const RCUReaderThread &) = delete;
+  RCUReaderThread &operator=(const RCUReaderThread &) = delete;
+
+private:
+  RCUFlavor Flavor;
+};
+
+/// A read-side critical section of the RF_Memb flavour: a dispatcher's
+/// image and programs stay alive while any guard that saw them is alive.
+/// Nests. The thread must be registered (RCUReaderThread).
+class RCUReadGuard {
+public:
+  RCUReadGuard() { urcu_memb_read_lock(); }
+  ~RCUReadGuard() { urcu_memb_read_unlock(); }
+  RCUReadGuard(const RCUReadGuard &) = delete;
+  RCUReadGuard &operator=(const RCUReadGuard &) = delete;
+};
+
+/// RF_QSBR: the calling thread holds no reference to dispatched code now.
+inline void rcuQuiescentState() { urcu_qsbr_quiescent_state(); }
+
+/// RF_QSBR: the calling thread is offline (it may block; updates do not
+/// wait for it) for the scope's lifetime.
+class RCUOfflineScope {
+public:
+  RCUOfflineScope() { urcu_qsbr_thread_offline(); }
+  ~RCUOfflineScope() { urcu_qsbr_thread_online(); }
+  RCUOfflineScope(const RCUOfflineScope &) = delete;
+  RCUOfflineScope &operator=(const RCUOfflineScope &) = delete;
+};
+
+/// Runs frees after RCU grace periods.
+class Reclaimer {
+public:
+  Reclaimer(RCUFlavor Flavor, ReclaimMode Mode);
+  /// Waits until every queued free has run.
+  ~Reclaimer();
+  Reclaimer(const Reclaimer &) = delete;
+  Reclaimer &operator=(const Reclaimer &) = delete;
+
+  /// Runs Free once no reader can still be in a read-side critical section
+  /// that began before this call: at once after a grace period
+  /// (RM_Synchronous), or later on liburcu's call_rcu thread
+  /// (RM_Asynchronous).
+  void retire(llvm::unique_function<void()> Free);
+
+  /// Waits for one grace period.
+  void synchronize();
+
+  /// Waits until every free queued so far has run.
+  void drain();
+
+  /// Frees queued and not yet run.
+  uint64_t pending() const { return Pending.load(std::memory_order_acquire); }
+
+  RCUFlavor flavor() const { return Flavor; }
+  ReclaimMode mode() const { return Mode; }
+
+  /// For the torture test only: frees run at once, with no grace period. A
+  /// test that passes like this proves nothing.
+  void setSkipGracePeriodForTesting(bool Skip) { SkipGracePeriod = Skip; }
+
+private:
+  struct Deferred;
+  static void runDeferred(struct rcu_head *Head);
+
+  RCUFlavor Flavor;
+  ReclaimMode Mode;
+  bool SkipGracePeriod = false;
+  /// Incremented by retire() (updater thread), decremented by the free
+  /// (updater thread, or the call_rcu thread); acquire/release so that a
+  /// drain() that sees 0 also sees every free's effects.
+  std::atomic<uint64_t> Pending{0};
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_RECLAMATION_H

@@ -1,0 +1,476 @@
+//===- Dispatcher.cpp - A live dispatcher lowered through ORC -------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/Dispatcher.h"
+
+#include "ImageLinker.h"
+
+#include "dispatch-gen/CodeInspector.h"
+#include "dispatch-gen/DispatchIRBuilder.h"
+#include "dispatch-gen/Trampoline.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <mutex>
+
+using namespace llvm;
+using namespace llvm::orc;
+
+namespace dispatchgen {
+
+static Error makeError(const Twine &Msg) {
+  return make_error<StringError>(Msg, inconvertibleErrorCode());
+}
+
+using Clock = std::chrono::steady_clock;
+
+class Dispatcher::Impl {
+public:
+  explicit Impl(DispatcherConfig C)
+      : Config(std::move(C)), Set(Config.Capacity),
+        Reclaim(Config.Flavor, Config.Reclaim) {}
+
+  Error init(ExecutionSession *ES);
+  ~Impl();
+
+  Error update(const ProgramSet::Batch &B, bool Force);
+  DispatcherStatus status() const;
+  Error dump(raw_ostream &OS) const;
+  Error verify() const;
+
+  /// Immutable after init().
+  DispatcherConfig Config;
+  bool Supported = false;
+  std::unique_ptr<Trampoline> Entry;
+  std::unique_ptr<ImageLinker> Linker;
+
+  /// Everything below is guarded by UpdateMutex: updates are serialised, and
+  /// status()/dump() read under it. Reclamation callbacks touch only what
+  /// they captured, and the linker (thread-safe through ORC).
+  mutable std::mutex UpdateMutex;
+  ProgramSet Set;
+  DenseMap<uint64_t, uint64_t> Weights;
+  std::unique_ptr<LLVMContext> Ctx;
+  FunctionType *Signature = nullptr;
+  /// The image the entry jumps to; an empty RT when a compiled-in entry
+  /// does its own indirect call.
+  LinkedImage Live;
+  /// A JIT entry's image for the empty set (the indirect call), made once.
+  LinkedImage Empty;
+  uint64_t Generation = 0;
+  size_t DirectTargets = 0, FallbackTargets = 0;
+  Clock::duration LastUpdate{}, LastGrace{};
+
+  Reclaimer Reclaim;
+  /// Made on first use; used under UpdateMutex only (not thread-safe).
+  mutable std::unique_ptr<CodeInspector> Inspector;
+
+private:
+  Expected<CodeInspector &> inspector() const;
+  Error verifyImage(const LinkedImage &Image,
+                    ArrayRef<uint64_t> Programs) const;
+  Expected<LinkedImage> build(uint64_t Gen, size_t &Direct, size_t &Fallback);
+  Error switchTo(LinkedImage &Image);
+  void resetContextIfOld();
+};
+
+Error Dispatcher::Impl::init(ExecutionSession *ES) {
+  if (Config.Capacity == 0)
+    return makeError("a dispatcher's capacity must be at least 1");
+  if (Config.Name.empty())
+    return makeError("a dispatcher needs a name");
+  Ctx = std::make_unique<LLVMContext>();
+  auto Sig = parseSignature(Config.Signature, *Ctx);
+  if (!Sig)
+    return Sig.takeError();
+  Signature = *Sig;
+  if (auto T =
+          DispatchIRBuilder::getDispatcherType(Signature, Config.SelectorArg);
+      !T)
+    return T.takeError();
+
+  if (Error E = Trampoline::checkSupported()) {
+    // The kernel's -ENOTSUPP: a compiled-in entry keeps its indirect call
+    // and the registry still works; a JIT entry cannot exist.
+    if (!Config.CompiledEntry)
+      return E;
+    consumeError(std::move(E));
+    return Error::success();
+  }
+  Supported = true;
+
+  auto T = Config.CompiledEntry ? Trampoline::adopt(Config.CompiledEntry)
+                                : Trampoline::create(Config.Near);
+  if (!T)
+    return T.takeError();
+  Entry = std::move(*T);
+
+  auto L = ImageLinker::create(ES, Config.Name, Entry->address(),
+                               Config.ImageRegionSize, Config.OptLevel,
+                               &Config.InjectFault);
+  if (!L)
+    return L.takeError();
+  Linker = std::move(*L);
+  if (ES)
+    if (auto JD = Linker->defineEntry(Config.Name, Entry->address()); !JD)
+      return JD.takeError();
+
+  if (Config.CompiledEntry)
+    return Error::success();
+  // A JIT entry starts on the image of the empty set: the indirect call.
+  size_t Direct = 0, Fallback = 0;
+  auto Image = build(Generation, Direct, Fallback);
+  if (!Image)
+    return Image.takeError();
+  Empty = std::move(*Image);
+  return Entry->retarget(Empty.Address);
+}
+
+Dispatcher::Impl::~Impl() {
+  Reclaim.drain();
+  // No caller may be inside an image once the entry no longer leads there
+  // and a grace period has passed.
+  if (Entry && Config.CompiledEntry)
+    consumeError(Entry->reset());
+  Reclaim.synchronize();
+  if (Linker) {
+    consumeError(Linker->remove(Live));
+    consumeError(Linker->remove(Empty));
+  }
+  if (Config.OnRelease)
+    for (const ProgramEntry &P : Set.entries())
+      Config.OnRelease(P);
+}
+
+void Dispatcher::Impl::resetContextIfOld() {
+  // Constants and metadata of past images accumulate in a context; a fresh
+  // one now and then keeps memory flat over millions of updates.
+  if (Generation % 1024 != 0)
+    return;
+  Ctx = std::make_unique<LLVMContext>();
+  Signature = cantFail(parseSignature(Config.Signature, *Ctx),
+                       "parsed successfully in init()");
+}
+
+Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
+                                              size_t &Fallback) {
+  Module M(formatv("{0}.g{1}", Config.Name, Gen).str(), *Ctx);
+  const TargetMachine &TM = Linker->targetMachine();
+  M.setDataLayout(TM.createDataLayout());
+  M.setTargetTriple(TM.getTargetTriple());
+
+  DispatcherSpec Spec;
+  Spec.Name = formatv("{0}.image.g{1}", Config.Name, Gen).str();
+  Spec.Signature = Signature;
+  Spec.SelectorArg = Config.SelectorArg;
+  Spec.RetpolineFallback = Config.RetpolineFallback;
+  std::vector<ImageTarget> Targets;
+  Direct = Fallback = 0;
+  for (const ProgramEntry &P : Set.entries()) {
+    // A program out of rel32 reach would need a stub, an indirect jump:
+    // leave it to the fallback and say so in the status.
+    if (!Linker->memory().reachesFromEverywhere(P.Address)) {
+      ++Fallback;
+      continue;
+    }
+    ++Direct;
+    DispatchTarget T;
+    T.Symbol = formatv("{0}.g{1}.p{2}", Config.Name, Gen, Targets.size()).str();
+    T.Address = P.Address;
+    if (!Weights.empty())
+      T.Weight = Weights.lookup(P.Address);
+    Targets.push_back({T.Symbol, P.Address});
+    Spec.Targets.push_back(std::move(T));
+  }
+  if (Error E = DispatchIRBuilder(M).build(Spec).takeError())
+    return std::move(E);
+  auto Image = Linker->link(M, Targets, Gen % 2, Spec.Name);
+  if (!Image)
+    return Image.takeError();
+  if (Config.VerifyImages) {
+    std::vector<uint64_t> Programs;
+    for (const ImageTarget &T : Targets)
+      Programs.push_back(T.Address);
+    if (Error E = verifyImage(*Image, Programs)) {
+      consumeError(Linker->remove(*Image));
+      return makeError(formatv("image of generation {0} failed verification: "
+                               "{1}",
+                               Gen, toString(std::move(E))));
+    }
+  }
+  if (Config.PerfMap)
+    Linker->writePerfMap(Image->Address, Image->Size, Spec.Name);
+  return Image;
+}
+
+Error Dispatcher::Impl::switchTo(LinkedImage &Image) {
+  if (Config.InjectFault)
+    if (Error E = Config.InjectFault(FaultPoint::FP_Patch))
+      return makeError("cannot patch the entry: " + toString(std::move(E)));
+  if (Image.RT)
+    return Entry->retarget(Image.Address);
+  return Config.CompiledEntry ? Entry->reset() : Entry->retarget(Empty.Address);
+}
+
+Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
+  std::lock_guard<std::mutex> Lock(UpdateMutex);
+  ProgramSet Before = Set;
+  auto Delta = Set.apply(B);
+  if (!Delta)
+    return Delta.takeError();
+  if (!Delta->changed() && !Force)
+    return Error::success();
+
+  auto Start = Clock::now();
+  uint64_t Gen = Generation + 1;
+  LinkedImage Next;
+  size_t Direct = 0, Fallback = Set.size();
+  if (Supported && !Set.empty()) {
+    resetContextIfOld();
+    auto Image = build(Gen, Direct, Fallback);
+    if (!Image) {
+      Set = std::move(Before);
+      return Image.takeError();
+    }
+    Next = std::move(*Image);
+  }
+  if (Supported) {
+    if (Error E = switchTo(Next)) {
+      consumeError(Linker->remove(Next));
+      Set = std::move(Before);
+      return E;
+    }
+  }
+  LastUpdate = Clock::now() - Start;
+  Generation = Gen;
+  DirectTargets = Direct;
+  FallbackTargets = Fallback;
+  LinkedImage Old = std::exchange(Live, std::move(Next));
+
+  // After the grace period no caller can be in the old image or in a
+  // program that left the set.
+  auto GraceStart = Clock::now();
+  Reclaim.retire([this, Old = std::move(Old),
+                  Removed = std::move(Delta->Removed)]() mutable {
+    if (Linker)
+      if (Error E = Linker->remove(Old))
+        Linker->session().reportError(std::move(E));
+    if (Config.OnRelease)
+      for (const ProgramEntry &P : Removed)
+        Config.OnRelease(P);
+  });
+  LastGrace = Clock::now() - GraceStart;
+  return Error::success();
+}
+
+Expected<CodeInspector &> Dispatcher::Impl::inspector() const {
+  if (!Inspector) {
+    auto I = CodeInspector::create();
+    if (!I)
+      return I.takeError();
+    Inspector = std::move(*I);
+  }
+  return *Inspector;
+}
+
+Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
+                                    ArrayRef<uint64_t> Programs) const {
+  auto I = inspector();
+  if (!I)
+    return I.takeError();
+  if (Image.Size == 0)
+    return makeError(formatv("the image at {0:x} has no size", Image.Address));
+  std::vector<uint64_t> Allowed(Programs.begin(), Programs.end());
+  Allowed.insert(Allowed.end(), Image.Helpers.begin(), Image.Helpers.end());
+  ArrayRef<uint8_t> Bytes(reinterpret_cast<const uint8_t *>(Image.Address),
+                          Image.Size);
+  ImageCheck C = I->check(Bytes, Image.Address, Allowed);
+  size_t Expected = Config.RetpolineFallback ? 0 : 1;
+  std::string Problems;
+  if (!C.DecodeErrors.empty())
+    Problems += formatv(" undecodable bytes at {0:x};", C.DecodeErrors[0]);
+  if (C.IndirectBranches.size() != Expected)
+    Problems += formatv(" {0} indirect branches where {1} (the fallback) "
+                        "belong;",
+                        C.IndirectBranches.size(), Expected);
+  for (uint64_t T : C.UnknownTargets)
+    Problems += formatv(" a direct branch to {0:x}, which is no program;", T);
+  // Every program of the image must be reached directly.
+  for (uint64_t P : Programs)
+    if (!llvm::is_contained(C.DirectTargets, P))
+      Problems += formatv(" no direct branch to program {0:x};", P);
+  if (Problems.empty())
+    return Error::success();
+  Problems.pop_back();
+  return makeError(StringRef(Problems).ltrim());
+}
+
+Error Dispatcher::Impl::verify() const {
+  std::lock_guard<std::mutex> Lock(UpdateMutex);
+  if (!Supported)
+    return Trampoline::checkSupported();
+  const LinkedImage &Image = Live.RT ? Live : Empty;
+  if (!Image.RT)
+    return Error::success(); // A compiled-in entry's own indirect call.
+  std::vector<uint64_t> Programs;
+  for (const ProgramEntry &P : Set.entries())
+    if (Linker->memory().reachesFromEverywhere(P.Address))
+      Programs.push_back(P.Address);
+  return verifyImage(Image, Programs);
+}
+
+Error Dispatcher::Impl::dump(raw_ostream &OS) const {
+  std::lock_guard<std::mutex> Lock(UpdateMutex);
+  if (!Supported)
+    return Trampoline::checkSupported();
+  const LinkedImage &Image = Live.RT ? Live : Empty;
+  OS << formatv("dispatcher '{0}': generation {1}, {2} programs ({3} direct, "
+                "{4} through the fallback)\n",
+                Config.Name, Generation, Set.size(), DirectTargets,
+                FallbackTargets);
+  OS << formatv("entry {0:x} -> ", Entry->address());
+  if (!Image.RT) {
+    OS << "its own indirect call (no image)\n";
+    return Error::success();
+  }
+  OS << formatv("image {0:x}, {1} bytes\n", Image.Address, Image.Size);
+  auto I = inspector();
+  if (!I)
+    return I.takeError();
+  auto Insts = I->disassemble(
+      ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(Image.Address),
+                        Image.Size),
+      Image.Address);
+  if (!Insts)
+    return Insts.takeError();
+  DenseMap<uint64_t, std::string> Names;
+  for (const ProgramEntry &P : Set.entries())
+    Names[P.Address] =
+        P.Name.empty() ? formatv("program {0:x}", P.Address).str() : P.Name;
+  I->print(*Insts, OS, [&](uint64_t Address) {
+    auto It = Names.find(Address);
+    return It == Names.end() ? std::string() : It->second;
+  });
+  return Error::success();
+}
+
+DispatcherStatus Dispatcher::Impl::status() const {
+  std::lock_guard<std::mutex> Lock(UpdateMutex);
+  DispatcherStatus S;
+  S.Supported = Supported;
+  S.Generation = Generation;
+  S.Programs = Set.size();
+  S.DirectTargets = DirectTargets;
+  S.FallbackTargets = FallbackTargets;
+  S.EntryAddress = Entry ? Entry->address()
+                         : reinterpret_cast<uint64_t>(Config.CompiledEntry);
+  const LinkedImage &Image = Live.RT ? Live : Empty;
+  S.ImageAddress = Image.Address;
+  S.ImageSize = Image.Size;
+  S.LastUpdateLatency =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(LastUpdate);
+  S.LastGracePeriod =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(LastGrace);
+  S.LiveAllocations = Linker ? Linker->memory().liveAllocations() : 0;
+  return S;
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatcher
+//===----------------------------------------------------------------------===//
+
+Dispatcher::Dispatcher(std::unique_ptr<Impl> I) : I(std::move(I)) {}
+Dispatcher::~Dispatcher() = default;
+
+static Expected<std::unique_ptr<Dispatcher::Impl>>
+createImpl(DispatcherConfig Config, ExecutionSession *ES) {
+  auto I = std::make_unique<Dispatcher::Impl>(std::move(Config));
+  if (Error E = I->init(ES))
+    return makeError(formatv("cannot create dispatcher '{0}': {1}",
+                             I->Config.Name, toString(std::move(E))));
+  return std::move(I);
+}
+
+Expected<std::unique_ptr<Dispatcher>>
+Dispatcher::create(DispatcherConfig Config) {
+  auto I = createImpl(std::move(Config), nullptr);
+  if (!I)
+    return I.takeError();
+  return std::unique_ptr<Dispatcher>(new Dispatcher(std::move(*I)));
+}
+
+Expected<std::unique_ptr<Dispatcher>>
+Dispatcher::create(DispatcherConfig Config, ExecutionSession &ES) {
+  auto I = createImpl(std::move(Config), &ES);
+  if (!I)
+    return I.takeError();
+  return std::unique_ptr<Dispatcher>(new Dispatcher(std::move(*I)));
+}
+
+Expected<std::unique_ptr<Dispatcher>>
+Dispatcher::create(DispatcherConfig Config, LLJIT &J) {
+  return create(std::move(Config), J.getExecutionSession());
+}
+
+uint64_t Dispatcher::entry() const { return I->status().EntryAddress; }
+
+JITDylib *Dispatcher::entryDylib() const {
+  return I->Linker ? I->Linker->entryDylib() : nullptr;
+}
+
+Error Dispatcher::add(uint64_t Program, StringRef Name) {
+  return I->update(ProgramSet::Batch().add(Program, Name), false);
+}
+
+Error Dispatcher::add(StringRef Symbol, JITDylib &JD) {
+  ExecutionSession &ES = JD.getExecutionSession();
+  DataLayout DL = I->Linker ? I->Linker->targetMachine().createDataLayout()
+                            : DataLayout("");
+  auto Sym = ES.lookup({&JD}, MangleAndInterner(ES, DL)(Symbol));
+  if (!Sym)
+    return makeError(formatv("cannot add program '{0}': {1}", Symbol,
+                             toString(Sym.takeError())));
+  return add(Sym->getAddress().getValue(), Symbol);
+}
+
+Error Dispatcher::remove(uint64_t Program) {
+  return I->update(ProgramSet::Batch().remove(Program), false);
+}
+
+Error Dispatcher::change(uint64_t From, uint64_t To, StringRef ToName) {
+  return I->update(ProgramSet::Batch().change(From, To, ToName), false);
+}
+
+Error Dispatcher::apply(const ProgramSet::Batch &Batch) {
+  return I->update(Batch, false);
+}
+
+void Dispatcher::setWeights(ArrayRef<std::pair<uint64_t, uint64_t>> Weights) {
+  std::lock_guard<std::mutex> Lock(I->UpdateMutex);
+  for (const auto &[Address, Count] : Weights)
+    if (I->Set.contains(Address))
+      I->Weights[Address] = Count;
+}
+
+Error Dispatcher::regenerate() { return I->update(ProgramSet::Batch(), true); }
+
+DispatcherStatus Dispatcher::status() const { return I->status(); }
+
+Error Dispatcher::dump(raw_ostream &OS) const { return I->dump(OS); }
+
+Error Dispatcher::verify() const { return I->verify(); }
+
+std::vector<ProgramEntry> Dispatcher::programs() const {
+  std::lock_guard<std::mutex> Lock(I->UpdateMutex);
+  return I->Set.entries();
+}
+
+} // namespace dispatchgen

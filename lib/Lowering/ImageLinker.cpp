@@ -1,0 +1,309 @@
+//===- ImageLinker.cpp - Compile and link dispatcher images ---------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ImageLinker.h"
+
+#include "llvm/ExecutionEngine/JITLink/JITLink.h"
+#include "llvm/ExecutionEngine/JITLink/x86_64.h"
+#include "llvm/ExecutionEngine/Orc/AbsoluteSymbols.h"
+#include "llvm/ExecutionEngine/Orc/CompileUtils.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/ExecutionEngine/Orc/Mangling.h"
+#include "llvm/ExecutionEngine/Orc/SelfExecutorProcessControl.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <atomic>
+#include <mutex>
+#include <unistd.h>
+
+using namespace llvm;
+using namespace llvm::orc;
+
+namespace dispatchgen {
+
+static Error makeError(const Twine &Msg) {
+  return make_error<StringError>(Msg, inconvertibleErrorCode());
+}
+
+/// Sees every graph of the linker's layer: injects link faults, refuses
+/// branches left going through stubs, records code ranges, and keeps the
+/// text of the last failure, which ORC otherwise sends only to the
+/// session's error reporter.
+class ImageLinker::Plugin : public ObjectLinkingLayer::Plugin {
+public:
+  explicit Plugin(FaultHook *Faults) : Faults(Faults) {}
+
+  void modifyPassConfig(MaterializationResponsibility &MR,
+                        jitlink::LinkGraph &G,
+                        jitlink::PassConfiguration &Config) override {
+    Config.PostAllocationPasses.push_back(
+        [this](jitlink::LinkGraph &) -> Error {
+          if (Faults && *Faults)
+            return record((*Faults)(FaultPoint::FP_Link));
+          return Error::success();
+        });
+    if (G.getTargetTriple().getArch() == Triple::x86_64)
+      Config.PreFixupPasses.push_back(
+          [this](jitlink::LinkGraph &G) { return record(checkNoStubs(G)); });
+    Config.PostFixupPasses.push_back([this](jitlink::LinkGraph &G) {
+      std::lock_guard<std::mutex> Lock(M);
+      for (jitlink::Symbol *S : G.defined_symbols())
+        if (S->hasName() && S->isCallable())
+          Ranges.push_back({(*S->getName()).str(), S->getAddress().getValue(),
+                            S->getSize()});
+      return Error::success();
+    });
+  }
+
+  Error notifyFailed(MaterializationResponsibility &) override {
+    return Error::success();
+  }
+  Error notifyRemovingResources(JITDylib &, ResourceKey) override {
+    return Error::success();
+  }
+  void notifyTransferringResources(JITDylib &, ResourceKey,
+                                   ResourceKey) override {}
+
+  /// Keeps E's message as the last failure and returns E.
+  Error record(Error E) {
+    if (!E)
+      return E;
+    std::string Msg = toString(std::move(E));
+    {
+      std::lock_guard<std::mutex> Lock(M);
+      LastFailure = Msg;
+    }
+    return makeError(Msg);
+  }
+
+  std::string takeLastFailure() {
+    std::lock_guard<std::mutex> Lock(M);
+    return std::exchange(LastFailure, std::string());
+  }
+
+  struct Range {
+    std::string Name;
+    uint64_t Address, Size;
+  };
+  /// The functions linked since the last call (links are serialised).
+  std::vector<Range> takeRanges() {
+    std::lock_guard<std::mutex> Lock(M);
+    return std::exchange(Ranges, {});
+  }
+
+private:
+  /// JITLink routes an external branch through a stub (`jmp *GOT`) and
+  /// bypasses it only when the target is within rel32 reach; one left in
+  /// place is an indirect jump on the hot path.
+  static Error checkNoStubs(jitlink::LinkGraph &G) {
+    std::string Far;
+    for (jitlink::Block *B : G.blocks()) {
+      if (B->getSection().getName() ==
+          jitlink::x86_64::PLTTableManager::getSectionName())
+        continue;
+      for (jitlink::Edge &E : B->edges()) {
+        if (E.getKind() !=
+            jitlink::x86_64::BranchPCRel32ToPtrJumpStubBypassable)
+          continue;
+        // Edge -> stub -> GOT entry -> the real target.
+        jitlink::Block &Stub = E.getTarget().getBlock();
+        jitlink::Block &GOT = Stub.edges().begin()->getTarget().getBlock();
+        jitlink::Symbol &Target = GOT.edges().begin()->getTarget();
+        Far += formatv(" {0} at {1:x} (from {2:x})",
+                       Target.hasName() ? *Target.getName() : "<anonymous>",
+                       Target.getAddress().getValue(),
+                       B->getFixupAddress(E).getValue());
+      }
+    }
+    if (Far.empty())
+      return Error::success();
+    return makeError("targets out of rel32 reach of the image:" + Far);
+  }
+
+  FaultHook *Faults;
+  std::mutex M;
+  std::vector<Range> Ranges;
+  std::string LastFailure;
+};
+
+static void initializeNativeTargetOnce() {
+  static std::once_flag Once;
+  std::call_once(Once, [] {
+    InitializeNativeTarget();
+    InitializeNativeTargetAsmPrinter();
+  });
+}
+
+/// A unique suffix for the JITDylibs of each linker in a session.
+static unsigned nextLinkerId() {
+  static std::atomic<unsigned> Next{0};
+  return Next++;
+}
+
+Expected<std::unique_ptr<ImageLinker>>
+ImageLinker::create(ExecutionSession *ES, StringRef Name, uint64_t Near,
+                    size_t RegionSize, CodeGenOptLevel OptLevel,
+                    FaultHook *Faults) {
+  initializeNativeTargetOnce();
+  std::unique_ptr<ImageLinker> L(new ImageLinker());
+  L->Faults = Faults;
+
+  auto JTMB = JITTargetMachineBuilder::detectHost();
+  if (!JTMB)
+    return JTMB.takeError();
+  // The JIT default code model on x86-64 is Large, which calls through
+  // `movabs; jmp *%reg`. Small + PIC gives rel32 branches.
+  JTMB->setCodeModel(CodeModel::Small)
+      .setRelocationModel(Reloc::PIC_)
+      .setCodeGenOptLevel(OptLevel);
+  auto TM = JTMB->createTargetMachine();
+  if (!TM)
+    return TM.takeError();
+  L->TM = std::move(*TM);
+
+  auto MM = NearMemoryManager::create(Near, RegionSize);
+  if (!MM)
+    return MM.takeError();
+  L->MemMgr = std::move(*MM);
+
+  L->ThePlugin = std::make_shared<Plugin>(Faults);
+  if (Faults)
+    L->MemMgr->setAllocationHook([Faults, P = L->ThePlugin.get()]() -> Error {
+      if (*Faults)
+        return P->record((*Faults)(FaultPoint::FP_Allocate));
+      return Error::success();
+    });
+
+  if (ES) {
+    L->ES = ES;
+  } else {
+    auto EPC = SelfExecutorProcessControl::Create();
+    if (!EPC)
+      return EPC.takeError();
+    L->OwnedES = std::make_unique<ExecutionSession>(std::move(*EPC));
+    L->ES = L->OwnedES.get();
+    // Failures come back through link(); the plugin keeps their text.
+    L->OwnedES->setErrorReporter([P = L->ThePlugin.get()](Error E) {
+      consumeError(P->record(std::move(E)));
+    });
+  }
+
+  L->ObjLayer = std::make_unique<ObjectLinkingLayer>(*L->ES, *L->MemMgr);
+  L->ObjLayer->addPlugin(L->ThePlugin);
+  unsigned Id = nextLinkerId();
+  for (unsigned Slot = 0; Slot < 2; ++Slot)
+    L->Dylibs[Slot] = &L->ES->createBareJITDylib(
+        formatv("dispatch-gen.{0}.{1}.{2}", Name, Id, Slot ? 'B' : 'A').str());
+  return std::move(L);
+}
+
+ImageLinker::~ImageLinker() {
+  // Free our code before the layer that owns its allocations goes.
+  for (JITDylib *JD : Dylibs)
+    if (JD)
+      consumeError(ES->removeJITDylib(*JD));
+  if (EntryJD)
+    consumeError(ES->removeJITDylib(*EntryJD));
+  if (OwnedES)
+    consumeError(OwnedES->endSession());
+  // The layer deregisters from the session; the session (if ours) and the
+  // memory manager go after it, in member order.
+  ObjLayer.reset();
+  OwnedES.reset();
+}
+
+Error ImageLinker::fail(Error E) {
+  std::string Detail = ThePlugin->takeLastFailure();
+  if (Detail.empty())
+    return E;
+  consumeError(std::move(E));
+  return makeError(Detail);
+}
+
+Expected<LinkedImage> ImageLinker::link(Module &M,
+                                        ArrayRef<ImageTarget> Targets,
+                                        unsigned Slot, StringRef ImageSymbol) {
+  assert(Slot < 2 && "two JITDylibs");
+  ThePlugin->takeLastFailure();
+  ThePlugin->takeRanges();
+  if (Faults && *Faults)
+    if (Error E = (*Faults)(FaultPoint::FP_Compile))
+      return makeError("cannot compile image: " + toString(std::move(E)));
+  SimpleCompiler Compile(*TM);
+  auto Obj = Compile(M);
+  if (!Obj)
+    return makeError("cannot compile image: " + toString(Obj.takeError()));
+
+  JITDylib &JD = *Dylibs[Slot];
+  MangleAndInterner Mangle(*ES, M.getDataLayout());
+  SymbolMap Absolute;
+  for (const ImageTarget &T : Targets)
+    Absolute[Mangle(T.Symbol)] = {ExecutorAddr(T.Address),
+                                  JITSymbolFlags::Exported |
+                                      JITSymbolFlags::Callable};
+  LinkedImage Image;
+  Image.RT = JD.createResourceTracker();
+  auto Discard = [&](Error E) -> Error {
+    return joinErrors(std::move(E), Image.RT->remove());
+  };
+  if (!Absolute.empty())
+    if (Error E = JD.define(absoluteSymbols(std::move(Absolute)), Image.RT))
+      return Discard(std::move(E));
+  if (Error E = ObjLayer->add(Image.RT, std::move(*Obj)))
+    return Discard(std::move(E));
+  auto Sym = ES->lookup({&JD}, Mangle(ImageSymbol));
+  if (!Sym)
+    return Discard(
+        makeError("cannot link image: " + toString(fail(Sym.takeError()))));
+  Image.Address = Sym->getAddress().getValue();
+  for (const Plugin::Range &R : ThePlugin->takeRanges()) {
+    if (R.Address == Image.Address)
+      Image.Size = R.Size;
+    else
+      Image.Helpers.push_back(R.Address);
+  }
+  return Image;
+}
+
+Error ImageLinker::remove(LinkedImage &Image) {
+  if (!Image.RT)
+    return Error::success();
+  Error E = Image.RT->remove();
+  Image.RT = nullptr;
+  return E;
+}
+
+Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
+                                              uint64_t Address) {
+  if (EntryJD)
+    return EntryJD;
+  JITDylib &JD = ES->createBareJITDylib(
+      formatv("dispatch-gen.{0}.{1}.entry", Symbol, nextLinkerId()).str());
+  MangleAndInterner Mangle(*ES, TM->createDataLayout());
+  if (Error E = JD.define(absoluteSymbols(
+          {{Mangle(Symbol),
+            {ExecutorAddr(Address),
+             JITSymbolFlags::Exported | JITSymbolFlags::Callable}}})))
+    return std::move(E);
+  EntryJD = &JD;
+  return EntryJD;
+}
+
+void ImageLinker::writePerfMap(uint64_t Address, uint64_t Size,
+                               StringRef Name) {
+  std::error_code EC;
+  raw_fd_ostream OS(formatv("/tmp/perf-{0}.map", ::getpid()).str(), EC,
+                    sys::fs::OF_Append | sys::fs::OF_Text);
+  if (EC)
+    return; // A profiler aid; the dispatcher works without it.
+  OS << formatv("{0:x-} {1:x-} {2}\n", Address, Size, Name);
+}
+
+} // namespace dispatchgen

@@ -1,0 +1,105 @@
+//===- ImageLinker.h - Compile and link dispatcher images -------*- C++ -*-===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// The ORC half of a Dispatcher: one reused TargetMachine, an
+// ObjectLinkingLayer over a NearMemoryManager, and two JITDylibs used in
+// turn. Each image gets its own ResourceTracker, holding the image and the
+// absolute symbols of the programs it calls, so one remove() frees both.
+//
+// A JITLink pass refuses any branch that JITLink could not make direct (a
+// stub `jmp *GOT` left in place), another records each image's code range.
+// Every failure is returned as an Error naming its cause, even though ORC
+// itself reports link failures only to the session's error reporter.
+//
+// Not thread-safe: the Dispatcher serialises link(); remove() may run on
+// another thread (ORC's session lock covers it).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_LIB_LOWERING_IMAGELINKER_H
+#define DISPATCH_GEN_LIB_LOWERING_IMAGELINKER_H
+
+#include "NearMemoryManager.h"
+
+#include "dispatch-gen/Dispatcher.h"
+
+#include "llvm/ExecutionEngine/Orc/Core.h"
+#include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
+#include "llvm/Target/TargetMachine.h"
+
+#include <map>
+#include <mutex>
+
+namespace dispatchgen {
+
+/// A linked image.
+struct LinkedImage {
+  llvm::orc::ResourceTrackerSP RT;
+  uint64_t Address = 0;
+  uint64_t Size = 0;
+  /// Other functions linked with the image, such as a retpoline thunk.
+  std::vector<uint64_t> Helpers;
+};
+
+/// One program an image calls, defined as an absolute symbol.
+struct ImageTarget {
+  std::string Symbol;
+  uint64_t Address;
+};
+
+class ImageLinker {
+public:
+  using FaultHook = llvm::unique_function<llvm::Error(FaultPoint)>;
+
+  /// ES null: the linker creates and owns its session.
+  static llvm::Expected<std::unique_ptr<ImageLinker>>
+  create(llvm::orc::ExecutionSession *ES, llvm::StringRef Name, uint64_t Near,
+         size_t RegionSize, llvm::CodeGenOptLevel OptLevel, FaultHook *Faults);
+
+  ~ImageLinker();
+
+  llvm::orc::ExecutionSession &session() { return *ES; }
+  const llvm::TargetMachine &targetMachine() const { return *TM; }
+  NearMemoryManager &memory() { return *MemMgr; }
+
+  /// Compiles M and links it into JITDylib Slot (0 or 1) together with
+  /// Targets; returns the code range of ImageSymbol. On failure nothing of
+  /// it stays in the JITDylib.
+  llvm::Expected<LinkedImage> link(llvm::Module &M,
+                                   llvm::ArrayRef<ImageTarget> Targets,
+                                   unsigned Slot, llvm::StringRef ImageSymbol);
+
+  /// Frees an image (after its grace period).
+  llvm::Error remove(LinkedImage &Image);
+
+  /// Creates (once) a JITDylib defining Symbol at Address, for JIT callers.
+  llvm::Expected<llvm::orc::JITDylib *> defineEntry(llvm::StringRef Symbol,
+                                                    uint64_t Address);
+  llvm::orc::JITDylib *entryDylib() const { return EntryJD; }
+
+  /// Appends an image to /tmp/perf-<pid>.map.
+  void writePerfMap(uint64_t Address, uint64_t Size, llvm::StringRef Name);
+
+  class Plugin;
+
+private:
+  ImageLinker() = default;
+  llvm::Error fail(llvm::Error E);
+
+  std::unique_ptr<llvm::orc::ExecutionSession> OwnedES;
+  llvm::orc::ExecutionSession *ES = nullptr;
+  std::unique_ptr<NearMemoryManager> MemMgr;
+  std::unique_ptr<llvm::orc::ObjectLinkingLayer> ObjLayer;
+  std::shared_ptr<Plugin> ThePlugin;
+  std::unique_ptr<llvm::TargetMachine> TM;
+  llvm::orc::JITDylib *Dylibs[2] = {nullptr, nullptr};
+  llvm::orc::JITDylib *EntryJD = nullptr;
+  FaultHook *Faults = nullptr;
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_LIB_LOWERING_IMAGELINKER_H

@@ -1,0 +1,83 @@
+//===- Reclaimer.cpp - Grace-period reclamation with liburcu --------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/Reclamation.h"
+
+#include <urcu/call-rcu.h>
+#include <urcu/flavor.h>
+
+// Both flavours' operation tables are exported by their libraries; the
+// headers declare only the flavour included last, so declare them here.
+extern "C" {
+extern const struct rcu_flavor_struct urcu_memb_flavor;
+extern const struct rcu_flavor_struct urcu_qsbr_flavor;
+}
+
+namespace dispatchgen {
+
+static const rcu_flavor_struct &ops(RCUFlavor Flavor) {
+  return Flavor == RCUFlavor::RF_Memb ? urcu_memb_flavor : urcu_qsbr_flavor;
+}
+
+/// A free queued with call_rcu; Head must stay the first member so the
+/// callback can get back to the whole object.
+struct Reclaimer::Deferred {
+  struct rcu_head Head;
+  Reclaimer *Owner;
+  llvm::unique_function<void()> Free;
+};
+
+Reclaimer::Reclaimer(RCUFlavor Flavor, ReclaimMode Mode)
+    : Flavor(Flavor), Mode(Mode) {}
+
+Reclaimer::~Reclaimer() { drain(); }
+
+void Reclaimer::runDeferred(struct rcu_head *Head) {
+  auto *D = reinterpret_cast<Deferred *>(Head);
+  D->Free();
+  Reclaimer *Owner = D->Owner;
+  delete D;
+  Owner->Pending.fetch_sub(1, std::memory_order_release);
+}
+
+void Reclaimer::retire(llvm::unique_function<void()> Free) {
+  if (SkipGracePeriod) {
+    Free();
+    return;
+  }
+  if (Mode == ReclaimMode::RM_Synchronous) {
+    synchronize();
+    Free();
+    return;
+  }
+  Pending.fetch_add(1, std::memory_order_relaxed);
+  auto *D = new Deferred{{}, this, std::move(Free)};
+  // call_rcu works from any thread; the QSBR flavour's needs no
+  // registration of the caller either (liburcu 0.13, call_rcu.h).
+  ops(Flavor).update_call_rcu(&D->Head, runDeferred);
+}
+
+void Reclaimer::synchronize() {
+  // A registered QSBR reader that waits for a grace period would wait for
+  // itself; liburcu's synchronize_rcu takes such a thread offline itself.
+  ops(Flavor).update_synchronize_rcu();
+}
+
+void Reclaimer::drain() {
+  if (Pending.load(std::memory_order_acquire) == 0)
+    return;
+  // rcu_barrier() waits for every call_rcu callback queued before it, and
+  // those wait for a grace period: an online QSBR reader must not hold it
+  // up by waiting here.
+  bool WasOnline = Flavor == RCUFlavor::RF_QSBR && urcu_qsbr_read_ongoing();
+  if (WasOnline)
+    urcu_qsbr_thread_offline();
+  ops(Flavor).barrier();
+  if (WasOnline)
+    urcu_qsbr_thread_online();
+}
+
+} // namespace dispatchgen

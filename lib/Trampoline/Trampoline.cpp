@@ -1,0 +1,320 @@
+//===- Trampoline.cpp - The patchable, stable dispatcher entry ------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/Trampoline.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <set>
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define DISPATCHGEN_TRAMPOLINE_SUPPORTED 1
+#endif
+
+using namespace llvm;
+
+namespace dispatchgen {
+
+static Error makeError(const Twine &Msg) {
+  return make_error<StringError>(Msg, inconvertibleErrorCode());
+}
+
+#ifdef DISPATCHGEN_TRAMPOLINE_SUPPORTED
+
+namespace {
+
+constexpr uint8_t JmpRel32 = 0xe9;
+/// `nopl 0x0(%rax,%rax,1)`: the compiled-in entry's patchable nop.
+constexpr uint8_t Nop5[5] = {0x0f, 0x1f, 0x44, 0x00, 0x00};
+/// `ud2` twice and int3s: what a JIT entry runs before its first target.
+constexpr uint64_t TrapWord = 0xcccccccc0b0f0b0full;
+constexpr uint64_t Low5Bytes = 0xffffffffffull;
+
+size_t pageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+Error errnoError(const Twine &What) {
+  return makeError(What + ": " + std::strerror(errno));
+}
+
+/// Serialises every thread of the process after a code change, once
+/// registered; registration happens once per process.
+bool syncCoreAvailable() {
+  static bool Available = [] {
+    long Cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (Cmds < 0 || !(Cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE))
+      return false;
+    return syscall(__NR_membarrier,
+                   MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0,
+                   0) == 0;
+  }();
+  return Available;
+}
+
+void syncCore() {
+  if (syncCoreAvailable())
+    syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
+}
+
+/// Compiled-in entries are patched through mprotect; two patches of entries
+/// on one page must not interleave their mprotect calls.
+std::mutex &textPatchMutex() {
+  static std::mutex M;
+  return M;
+}
+
+/// Entries adopted by a live Trampoline; guarded by textPatchMutex().
+std::set<uint64_t> &adoptedEntries() {
+  static std::set<uint64_t> S;
+  return S;
+}
+
+} // namespace
+
+/// Where the entry's bytes live and how they are written.
+class Trampoline::Memory {
+public:
+  virtual ~Memory() = default;
+  /// Whether the entry is compiled into the host (else JIT memory we own).
+  virtual bool isCompiledIn() const = 0;
+  /// Stores Word at the entry with one atomic 8-byte store.
+  virtual Error store(uint64_t Entry, uint64_t Word) = 0;
+};
+
+namespace {
+
+/// A JIT entry: one page of a memfd, mapped twice: read+execute where it
+/// runs, read+write elsewhere for the updater. Execute permission is never
+/// touched.
+class DualMappedPage : public Trampoline::Memory {
+public:
+  static Expected<std::unique_ptr<DualMappedPage>> create(uint64_t Near);
+  ~DualMappedPage() override {
+    munmap(Exec, pageSize());
+    if (Write != Exec)
+      munmap(Write, pageSize());
+  }
+  bool isCompiledIn() const override { return false; }
+  Error store(uint64_t Entry, uint64_t Word) override {
+    auto *Slot = reinterpret_cast<uint64_t *>(
+        static_cast<char *>(Write) +
+        (Entry - reinterpret_cast<uint64_t>(Exec)));
+    // Release: a caller that runs the new jump also sees the image bytes the
+    // updater wrote before it.
+    __atomic_store_n(Slot, Word, __ATOMIC_RELEASE);
+    return Error::success();
+  }
+  uint64_t entry() const { return reinterpret_cast<uint64_t>(Exec); }
+
+private:
+  DualMappedPage(void *Exec, void *Write) : Exec(Exec), Write(Write) {}
+  void *Exec;
+  void *Write;
+};
+
+/// Maps Size bytes of Fd (or anonymous memory when Fd < 0) with Prot as
+/// close to Near as possible, within +-1 GiB; anywhere when Near is 0.
+void *mapNear(uint64_t Near, size_t Size, int Prot, int Flags, int Fd) {
+  if (Near == 0)
+    return mmap(nullptr, Size, Prot, Flags, Fd, 0);
+  constexpr uint64_t Step = 2ull << 20, Reach = 1ull << 30;
+  uint64_t Base = Near & ~(Step - 1);
+  for (uint64_t Off = 0; Off < Reach; Off += Step) {
+    for (int Dir : {+1, -1}) {
+      if (Dir < 0 && Base < Off + Step)
+        continue;
+      uint64_t Hint = Dir > 0 ? Base + Off + Step : Base - Off - Step;
+      void *P = mmap(reinterpret_cast<void *>(Hint), Size, Prot,
+                     Flags | MAP_FIXED_NOREPLACE, Fd, 0);
+      if (P == MAP_FAILED)
+        continue;
+      if (reinterpret_cast<uint64_t>(P) == Hint)
+        return P;
+      // A kernel older than 4.17 took the flag as a hint only.
+      munmap(P, Size);
+    }
+  }
+  return MAP_FAILED;
+}
+
+Expected<std::unique_ptr<DualMappedPage>>
+DualMappedPage::create(uint64_t Near) {
+  size_t PS = pageSize();
+  int Fd = memfd_create("dispatch-gen-trampoline", MFD_CLOEXEC);
+  if (Fd >= 0 && ftruncate(Fd, PS) != 0) {
+    close(Fd);
+    Fd = -1;
+  }
+  void *Exec = MAP_FAILED, *Write = MAP_FAILED;
+  if (Fd >= 0) {
+    Exec = mapNear(Near, PS, PROT_READ | PROT_EXEC, MAP_SHARED, Fd);
+    if (Exec != MAP_FAILED)
+      Write = mmap(nullptr, PS, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
+    close(Fd);
+  }
+  if (Exec == MAP_FAILED || Write == MAP_FAILED) {
+    // No executable memfd here (e.g. vm.memfd_noexec): fall back to one
+    // anonymous page that is writable and executable at once, which still
+    // never loses execute permission.
+    if (Exec != MAP_FAILED)
+      munmap(Exec, PS);
+    Exec = mapNear(Near, PS, PROT_READ | PROT_WRITE | PROT_EXEC,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1);
+    if (Exec == MAP_FAILED)
+      return errnoError(
+          formatv("cannot map a trampoline page near {0:x}", Near));
+    Write = Exec;
+  }
+  // Trap everywhere until the first retarget().
+  auto *Words = static_cast<uint64_t *>(Write);
+  for (size_t I = 0; I < PS / sizeof(uint64_t); ++I)
+    Words[I] = TrapWord;
+  return std::unique_ptr<DualMappedPage>(new DualMappedPage(Exec, Write));
+}
+
+/// A compiled-in entry in the host's text: its page is made writable while
+/// staying executable for the store, then read+execute again.
+class HostText : public Trampoline::Memory {
+public:
+  bool isCompiledIn() const override { return true; }
+  Error store(uint64_t Entry, uint64_t Word) override {
+    std::lock_guard<std::mutex> Lock(textPatchMutex());
+    uint64_t Page = Entry & ~(uint64_t(pageSize()) - 1);
+    void *PagePtr = reinterpret_cast<void *>(Page);
+    if (mprotect(PagePtr, pageSize(), PROT_READ | PROT_WRITE | PROT_EXEC))
+      return errnoError(
+          formatv("cannot make the entry at {0:x} writable", Entry));
+    __atomic_store_n(reinterpret_cast<uint64_t *>(Entry), Word,
+                     __ATOMIC_RELEASE);
+    if (mprotect(PagePtr, pageSize(), PROT_READ | PROT_EXEC))
+      return errnoError(
+          formatv("cannot restore the entry page at {0:x}", Page));
+    return Error::success();
+  }
+};
+
+} // namespace
+
+Error Trampoline::checkSupported() { return Error::success(); }
+
+bool Trampoline::hasSyncCore() { return syncCoreAvailable(); }
+
+Expected<std::unique_ptr<Trampoline>> Trampoline::create(uint64_t Near) {
+  auto PageOrErr = DualMappedPage::create(Near);
+  if (!PageOrErr)
+    return PageOrErr.takeError();
+  uint64_t Entry = (*PageOrErr)->entry();
+  // Register for membarrier now, not on the first update's hot moment.
+  (void)syncCoreAvailable();
+  return std::unique_ptr<Trampoline>(
+      new Trampoline(Entry, TrapWord, std::move(*PageOrErr)));
+}
+
+Expected<std::unique_ptr<Trampoline>> Trampoline::adopt(void *EntryPtr) {
+  uint64_t Entry = reinterpret_cast<uint64_t>(EntryPtr);
+  if (!EntryPtr || Entry % 8)
+    return makeError(formatv("{0:x} is not a dispatch-gen entry (entries are "
+                             "8-byte aligned)",
+                             Entry));
+  std::lock_guard<std::mutex> Lock(textPatchMutex());
+  if (adoptedEntries().count(Entry))
+    return makeError(formatv(
+        "the entry at {0:x} is already adopted by a dispatcher", Entry));
+  uint64_t Word =
+      __atomic_load_n(reinterpret_cast<uint64_t *>(Entry), __ATOMIC_ACQUIRE);
+  if (std::memcmp(&Word, Nop5, sizeof(Nop5)) != 0 ||
+      static_cast<uint8_t>(Word >> 40) != JmpRel32)
+    return makeError(formatv("{0:x} is not an entry defined by "
+                             "DISPATCHGEN_DEFINE_DISPATCHER",
+                             Entry));
+  adoptedEntries().insert(Entry);
+  (void)syncCoreAvailable();
+  return std::unique_ptr<Trampoline>(
+      new Trampoline(Entry, Word, std::make_unique<HostText>()));
+}
+
+Trampoline::Trampoline(uint64_t Entry, uint64_t Original,
+                       std::unique_ptr<Memory> Mem)
+    : Entry(Entry), Original(Original), Mem(std::move(Mem)) {}
+
+Trampoline::~Trampoline() {
+  if (Mem && Mem->isCompiledIn()) {
+    // Nothing to report to from a destructor; a failure leaves the entry
+    // jumping to its last target, which the owner keeps alive until now.
+    consumeError(reset());
+    std::lock_guard<std::mutex> Lock(textPatchMutex());
+    adoptedEntries().erase(Entry);
+  }
+}
+
+bool Trampoline::canReach(uint64_t Address) const {
+  int64_t Rel = static_cast<int64_t>(Address - (Entry + 5));
+  return Rel >= INT32_MIN && Rel <= INT32_MAX;
+}
+
+Error Trampoline::store(uint64_t Word) {
+  if (Error E = Mem->store(Entry, Word))
+    return E;
+  syncCore();
+  return Error::success();
+}
+
+Error Trampoline::retarget(uint64_t NewTarget) {
+  if (!canReach(NewTarget))
+    return makeError(formatv("the entry at {0:x} cannot reach {1:x} with a "
+                             "rel32 jump",
+                             Entry, NewTarget));
+  uint32_t Rel = static_cast<uint32_t>(NewTarget - (Entry + 5));
+  // Bytes 5..7 belong to the next instruction; keep them.
+  uint64_t Word =
+      (Original & ~Low5Bytes) | (uint64_t(Rel) << 8) | uint64_t(JmpRel32);
+  if (Error E = store(Word))
+    return E;
+  Target = NewTarget;
+  return Error::success();
+}
+
+Error Trampoline::reset() {
+  if (Error E = store(Original))
+    return E;
+  Target = 0;
+  return Error::success();
+}
+
+#else // !DISPATCHGEN_TRAMPOLINE_SUPPORTED
+
+class Trampoline::Memory {};
+
+Error Trampoline::checkSupported() {
+  return makeError("patchable dispatcher entries are not supported on this "
+                   "architecture (x86-64 Linux only); callers keep the "
+                   "indirect call");
+}
+
+bool Trampoline::hasSyncCore() { return false; }
+
+Expected<std::unique_ptr<Trampoline>> Trampoline::create(uint64_t) {
+  return checkSupported();
+}
+
+Expected<std::unique_ptr<Trampoline>> Trampoline::adopt(void *) {
+  return checkSupported();
+}
+
+Trampoline::~Trampoline() = default;
+bool Trampoline::canReach(uint64_t) const { return false; }
+Error Trampoline::retarget(uint64_t) { return checkSupported(); }
+Error Trampoline::reset() { return checkSupported(); }
+
+#endif // DISPATCHGEN_TRAMPOLINE_SUPPORTED
+
+} // namespace dispatchgen

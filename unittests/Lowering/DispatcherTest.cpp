@@ -1,0 +1,498 @@
+//===- DispatcherTest.cpp - Tests of the live dispatcher ------------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// Programs are functions of this executable (progN below), of a shared
+// library (DispatcherTestPrograms), or JIT-compiled by an embedding LLJIT.
+// Every program returns a value that names it, so a misrouted call shows.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/Dispatcher.h"
+#include "dispatch-gen/Trampoline.h"
+
+#include "SharedPrograms.h"
+
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IRReader/IRReader.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "gtest/gtest.h"
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+using namespace dispatchgen;
+using namespace llvm;
+
+namespace {
+
+using Prog = int (*)(int);
+using EntryFn = int(int, Prog);
+
+constexpr int NumProgs = 8;
+/// Registrations of each program not yet released: raised before an add,
+/// lowered by the release callback. A release may arrive after the same
+/// program was added again (asynchronous reclamation), so this counts
+/// rather than flags. A program that runs while it is 0 runs after its
+/// release.
+std::atomic<int> Outstanding[NumProgs];
+std::atomic<uint64_t> RunAfterRelease{0};
+std::atomic<bool> CheckReleases{false};
+
+template <int N> __attribute__((noinline)) int prog(int X) {
+  if (CheckReleases && Outstanding[N].load(std::memory_order_relaxed) <= 0)
+    RunAfterRelease.fetch_add(1, std::memory_order_relaxed);
+  return N * 1000 + X;
+}
+
+const Prog Progs[NumProgs] = {prog<0>, prog<1>, prog<2>, prog<3>,
+                              prog<4>, prog<5>, prog<6>, prog<7>};
+
+uint64_t addr(Prog P) { return reinterpret_cast<uint64_t>(P); }
+
+int indexOf(uint64_t Address) {
+  for (int I = 0; I < NumProgs; ++I)
+    if (addr(Progs[I]) == Address)
+      return I;
+  return -1;
+}
+
+DispatcherConfig hostConfig() {
+  DispatcherConfig C;
+  C.Name = "test_dispatch";
+  C.Signature = "i32 (i32)";
+  C.Near = addr(Progs[0]); // the programs live in this executable
+  C.VerifyImages = true;
+  return C;
+}
+
+std::unique_ptr<Dispatcher> makeDispatcher(DispatcherConfig C) {
+  auto D = Dispatcher::create(std::move(C));
+  if (!D) {
+    ADD_FAILURE() << toString(D.takeError());
+    return nullptr;
+  }
+  return std::move(*D);
+}
+
+void expectOk(Error E) { EXPECT_FALSE(!!E) << toString(std::move(E)); }
+
+std::string errorText(Error E) { return toString(std::move(E)); }
+
+/// Every thread that calls through a dispatcher is an RCU reader.
+class DispatcherTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    for (auto &R : Outstanding)
+      R = 0;
+    RunAfterRelease = 0;
+    CheckReleases = false;
+  }
+  RCUReaderThread Reader{RCUFlavor::RF_Memb};
+};
+
+int callThrough(const Dispatcher &D, int X, Prog P) {
+  RCUReadGuard Guard;
+  return D.entryAs<EntryFn>()(X, P);
+}
+
+TEST_F(DispatcherTest, EmptyDispatcherIsThePlainIndirectCall) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  DispatcherStatus S = D->status();
+  EXPECT_TRUE(S.Supported);
+  EXPECT_EQ(S.Programs, 0u);
+  EXPECT_NE(S.ImageAddress, 0u) << "a JIT entry starts on the empty image";
+  EXPECT_EQ(callThrough(*D, 7, Progs[3]), 3007);
+  expectOk(D->verify());
+}
+
+TEST_F(DispatcherTest, RegisteredProgramsAreReachedDirectly) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1]), "prog1"));
+  expectOk(D->add(addr(Progs[2]), "prog2"));
+  EXPECT_EQ(callThrough(*D, 5, Progs[1]), 1005);
+  EXPECT_EQ(callThrough(*D, 5, Progs[2]), 2005);
+  // An unregistered program takes the fallback and still runs.
+  EXPECT_EQ(callThrough(*D, 5, Progs[6]), 6005);
+  DispatcherStatus S = D->status();
+  EXPECT_EQ(S.Programs, 2u);
+  EXPECT_EQ(S.DirectTargets, 2u);
+  EXPECT_EQ(S.FallbackTargets, 0u);
+  EXPECT_EQ(S.Generation, 2u);
+  expectOk(D->verify());
+
+  std::string Dump;
+  raw_string_ostream OS(Dump);
+  expectOk(D->dump(OS));
+  EXPECT_NE(Dump.find("2 programs (2 direct"), std::string::npos) << Dump;
+  EXPECT_NE(Dump.find("# -> prog1"), std::string::npos) << Dump;
+  EXPECT_NE(Dump.find("# -> prog2"), std::string::npos) << Dump;
+}
+
+TEST_F(DispatcherTest, RefcountOnlyChangesDoNotRegenerate) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  uint64_t Gen = D->status().Generation;
+  expectOk(D->add(addr(Progs[1])));
+  EXPECT_EQ(D->status().Generation, Gen);
+  expectOk(D->remove(addr(Progs[1])));
+  EXPECT_EQ(D->status().Generation, Gen);
+  expectOk(D->remove(addr(Progs[1])));
+  EXPECT_EQ(D->status().Generation, Gen + 1);
+  EXPECT_EQ(D->status().Programs, 0u);
+}
+
+TEST_F(DispatcherTest, ReleaseComesOnceAfterTheLastReference) {
+  std::vector<uint64_t> ReleasedNow;
+  DispatcherConfig C = hostConfig();
+  C.OnRelease = [&](const ProgramEntry &P) {
+    ReleasedNow.push_back(P.Address);
+  };
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  expectOk(D->add(addr(Progs[1])));
+  expectOk(D->remove(addr(Progs[1])));
+  EXPECT_TRUE(ReleasedNow.empty());
+  expectOk(D->change(addr(Progs[1]), addr(Progs[2])));
+  EXPECT_EQ(ReleasedNow, std::vector<uint64_t>{addr(Progs[1])});
+  EXPECT_EQ(callThrough(*D, 1, Progs[2]), 2001);
+  D.reset();
+  // Destruction releases what is still registered.
+  EXPECT_EQ(ReleasedNow,
+            (std::vector<uint64_t>{addr(Progs[1]), addr(Progs[2])}));
+}
+
+TEST_F(DispatcherTest, ErrorsLeaveEverythingAsItWas) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  DispatcherStatus Before = D->status();
+  EXPECT_NE(errorText(D->remove(addr(Progs[5]))).find("is not registered"),
+            std::string::npos);
+  EXPECT_NE(errorText(D->add(0)).find("null program"), std::string::npos);
+  DispatcherStatus After = D->status();
+  EXPECT_EQ(After.Generation, Before.Generation);
+  EXPECT_EQ(After.ImageAddress, Before.ImageAddress);
+  EXPECT_EQ(D->programs().size(), 1u);
+}
+
+TEST_F(DispatcherTest, BatchRegeneratesOnce) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  ProgramSet::Batch B;
+  for (int I = 0; I < NumProgs; ++I)
+    B.add(addr(Progs[I]));
+  expectOk(D->apply(B));
+  EXPECT_EQ(D->status().Generation, 1u);
+  EXPECT_EQ(D->status().DirectTargets, size_t(NumProgs));
+  for (int I = 0; I < NumProgs; ++I)
+    EXPECT_EQ(callThrough(*D, 1, Progs[I]), I * 1000 + 1);
+  expectOk(D->verify());
+}
+
+TEST_F(DispatcherTest, TenThousandUpdatesKeepMemoryFlat) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[0])));
+  expectOk(D->add(addr(Progs[1])));
+  uint64_t MaxLive = 0;
+  std::set<uint64_t> ImagesSeen;
+  for (int I = 0; I < 10000; ++I) {
+    int From = 1 + I % 7, To = 1 + (I + 1) % 7;
+    ASSERT_FALSE(!!D->change(addr(Progs[From]), addr(Progs[To])));
+    DispatcherStatus S = D->status();
+    MaxLive = std::max(MaxLive, S.LiveAllocations);
+    ImagesSeen.insert(S.ImageAddress);
+  }
+  DispatcherStatus S = D->status();
+  EXPECT_EQ(S.Generation, 2u + 10000u);
+  // The empty image, the live one (reclaimed images are gone at once in
+  // synchronous mode).
+  EXPECT_LE(MaxLive, 2u);
+  // Freed memory is reused: far fewer distinct addresses than updates.
+  EXPECT_LT(ImagesSeen.size(), 16u);
+  EXPECT_EQ(callThrough(*D, 3, Progs[0]), 3);
+  int Last = 1 + 10000 % 7;
+  EXPECT_EQ(callThrough(*D, 3, Progs[Last]), Last * 1000 + 3);
+  expectOk(D->verify());
+}
+
+TEST_F(DispatcherTest, InjectedFailuresChangeNothingAndTheNextUpdateWorks) {
+  for (FaultPoint Point : {FaultPoint::FP_Compile, FaultPoint::FP_Allocate,
+                           FaultPoint::FP_Link, FaultPoint::FP_Patch}) {
+    SCOPED_TRACE(static_cast<int>(Point));
+    bool Armed = false;
+    DispatcherConfig C = hostConfig();
+    C.InjectFault = [&](FaultPoint P) -> Error {
+      if (Armed && P == Point)
+        return createStringError(inconvertibleErrorCode(), "injected fault");
+      return Error::success();
+    };
+    auto D = makeDispatcher(std::move(C));
+    ASSERT_TRUE(D);
+    expectOk(D->add(addr(Progs[1])));
+    DispatcherStatus Before = D->status();
+    Armed = true;
+    std::string Msg = errorText(D->add(addr(Progs[2])));
+    EXPECT_NE(Msg.find("injected fault"), std::string::npos) << Msg;
+    Armed = false;
+    DispatcherStatus After = D->status();
+    EXPECT_EQ(After.Generation, Before.Generation);
+    EXPECT_EQ(After.ImageAddress, Before.ImageAddress);
+    EXPECT_EQ(After.LiveAllocations, Before.LiveAllocations);
+    ASSERT_EQ(D->programs().size(), 1u);
+    EXPECT_EQ(D->programs()[0].Address, addr(Progs[1]));
+    EXPECT_EQ(callThrough(*D, 1, Progs[1]), 1001);
+    expectOk(D->verify());
+    // The same update succeeds once the fault is gone.
+    expectOk(D->add(addr(Progs[2])));
+    EXPECT_EQ(callThrough(*D, 1, Progs[2]), 2001);
+    EXPECT_EQ(D->status().DirectTargets, 2u);
+  }
+}
+
+TEST_F(DispatcherTest, FarProgramsTakeTheFallbackAndAreCounted) {
+  // Images near a shared library; this executable's functions are far away
+  // in a PIE (and, if not, the test still checks the counts add up).
+  DispatcherConfig C = hostConfig();
+  C.Near = reinterpret_cast<uint64_t>(&dispatchgen_test_shared_prog);
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  expectOk(D->add(reinterpret_cast<uint64_t>(&dispatchgen_test_shared_prog)));
+  DispatcherStatus S = D->status();
+  EXPECT_EQ(S.DirectTargets + S.FallbackTargets, 2u);
+  EXPECT_GE(S.DirectTargets, 1u) << "the shared library is near";
+  EXPECT_EQ(callThrough(*D, 2, Progs[1]), 1002);
+  EXPECT_EQ(callThrough(*D, 2, &dispatchgen_test_shared_prog), 9002);
+  expectOk(D->verify());
+}
+
+TEST_F(DispatcherTest, SharedLibraryProgramsAreReachedDirectly) {
+  DispatcherConfig C = hostConfig();
+  C.Near = reinterpret_cast<uint64_t>(&dispatchgen_test_shared_prog);
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(reinterpret_cast<uint64_t>(&dispatchgen_test_shared_prog),
+                  "shared"));
+  expectOk(D->add(reinterpret_cast<uint64_t>(&dispatchgen_test_shared_prog2),
+                  "shared2"));
+  EXPECT_EQ(D->status().DirectTargets, 2u);
+  EXPECT_EQ(callThrough(*D, 1, &dispatchgen_test_shared_prog2), 9101);
+  expectOk(D->verify());
+}
+
+TEST_F(DispatcherTest, RetpolineFallbackLeavesNoIndirectBranch) {
+  DispatcherConfig C = hostConfig();
+  C.RetpolineFallback = true;
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  EXPECT_EQ(callThrough(*D, 1, Progs[1]), 1001);
+  EXPECT_EQ(callThrough(*D, 1, Progs[2]), 2001);
+  expectOk(D->verify()); // zero indirect branches expected
+}
+
+TEST_F(DispatcherTest, BadConfigurationsAreClearErrors) {
+  DispatcherConfig C = hostConfig();
+  C.Signature = "i32 (i32";
+  EXPECT_NE(errorText(Dispatcher::create(std::move(C)).takeError())
+                .find("invalid signature"),
+            std::string::npos);
+  C = hostConfig();
+  C.Capacity = 0;
+  EXPECT_NE(errorText(Dispatcher::create(std::move(C)).takeError())
+                .find("capacity must be at least 1"),
+            std::string::npos);
+  C = hostConfig();
+  C.SelectorArg = 0; // i32 is not a pointer
+  EXPECT_NE(errorText(Dispatcher::create(std::move(C)).takeError())
+                .find("must be a pointer"),
+            std::string::npos);
+}
+
+TEST_F(DispatcherTest, FullDispatcherRefusesAndKeepsItsImage) {
+  DispatcherConfig C = hostConfig();
+  C.Capacity = 2;
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  expectOk(D->add(addr(Progs[2])));
+  uint64_t Image = D->status().ImageAddress;
+  EXPECT_NE(errorText(D->add(addr(Progs[3]))).find("is full"),
+            std::string::npos);
+  EXPECT_EQ(D->status().ImageAddress, Image);
+}
+
+} // namespace
+
+// A compiled-in entry, as an AOT caller defines it.
+DISPATCHGEN_DEFINE_DISPATCHER(dispatchgen_test_aot_entry, int, (int X, Prog P),
+                              P(X));
+
+namespace {
+
+TEST_F(DispatcherTest, CompiledInEntryFollowsTheSet) {
+  DispatcherConfig C = hostConfig();
+  C.CompiledEntry = reinterpret_cast<void *>(&dispatchgen_test_aot_entry);
+  {
+    auto D = makeDispatcher(std::move(C));
+    ASSERT_TRUE(D);
+    EXPECT_EQ(D->entry(),
+              reinterpret_cast<uint64_t>(&dispatchgen_test_aot_entry));
+    EXPECT_EQ(D->status().ImageAddress, 0u) << "its own indirect call";
+    EXPECT_EQ(dispatchgen_test_aot_entry(4, Progs[2]), 2004);
+    expectOk(D->add(addr(Progs[2])));
+    EXPECT_NE(D->status().ImageAddress, 0u);
+    {
+      RCUReadGuard Guard;
+      EXPECT_EQ(dispatchgen_test_aot_entry(4, Progs[2]), 2004);
+      EXPECT_EQ(dispatchgen_test_aot_entry(4, Progs[3]), 3004);
+    }
+    expectOk(D->verify());
+    expectOk(D->remove(addr(Progs[2])));
+    EXPECT_EQ(D->status().ImageAddress, 0u);
+    EXPECT_EQ(dispatchgen_test_aot_entry(4, Progs[2]), 2004);
+    expectOk(D->add(addr(Progs[5])));
+  }
+  EXPECT_EQ(dispatchgen_test_aot_entry(4, Progs[5]), 5004);
+}
+
+/// Callers on every core but one call registered programs while the main
+/// thread churns the set. A program is taken out of the published set
+/// before it is removed from the dispatcher, and its registration is
+/// counted out only by the release callback, after the grace period: a
+/// reader that picked it inside its read-side section must never see its
+/// count at 0.
+void churnUnderLoad(ReclaimMode Mode) {
+  DispatcherConfig C = hostConfig();
+  C.Reclaim = Mode;
+  C.VerifyImages = false;
+  C.OnRelease = [](const ProgramEntry &P) {
+    Outstanding[indexOf(P.Address)].fetch_sub(1);
+  };
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+
+  std::atomic<uint32_t> Published{0};
+  std::atomic<bool> Stop{false};
+  std::atomic<uint64_t> Calls{0}, Misrouted{0};
+  auto *Entry = D->entryAs<EntryFn>();
+  CheckReleases = true;
+  std::vector<std::thread> Readers;
+  unsigned NumReaders = std::max(2u, std::thread::hardware_concurrency()) - 1;
+  for (unsigned R = 0; R < NumReaders; ++R)
+    Readers.emplace_back([&, R] {
+      RCUReaderThread Registration(RCUFlavor::RF_Memb);
+      unsigned Pick = R;
+      while (!Stop.load(std::memory_order_relaxed)) {
+        RCUReadGuard Guard;
+        uint32_t Mask = Published.load(std::memory_order_acquire);
+        if (!Mask)
+          continue;
+        do
+          Pick = (Pick + 1) % NumProgs;
+        while (!(Mask & (1u << Pick)));
+        if (Entry(int(Calls % 100), Progs[Pick]) / 1000 != int(Pick))
+          Misrouted.fetch_add(1, std::memory_order_relaxed);
+        Calls.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+
+  uint32_t Mask = 0;
+  unsigned Updates = 0;
+  for (int Round = 0; Round < 3000; ++Round) {
+    int P = Round % NumProgs;
+    if (Mask & (1u << P)) {
+      Mask &= ~(1u << P);
+      Published.store(Mask, std::memory_order_release);
+      ASSERT_FALSE(!!D->remove(addr(Progs[P])));
+    } else {
+      Outstanding[P].fetch_add(1);
+      ASSERT_FALSE(!!D->add(addr(Progs[P])));
+      Mask |= 1u << P;
+      Published.store(Mask, std::memory_order_release);
+    }
+    ++Updates;
+  }
+  Stop = true;
+  for (std::thread &T : Readers)
+    T.join();
+  CheckReleases = false;
+  EXPECT_EQ(Misrouted.load(), 0u);
+  EXPECT_EQ(RunAfterRelease.load(), 0u);
+  EXPECT_GT(Calls.load(), Updates) << "readers made progress";
+}
+
+TEST_F(DispatcherTest, CallsStayCorrectWhileTheSetChurnsSynchronously) {
+  churnUnderLoad(ReclaimMode::RM_Synchronous);
+}
+
+TEST_F(DispatcherTest, CallsStayCorrectWhileTheSetChurnsAsynchronously) {
+  churnUnderLoad(ReclaimMode::RM_Asynchronous);
+}
+
+/// The embedding case: the caller's LLJIT compiles two programs and a
+/// caller function that calls the dispatcher's entry symbol directly.
+TEST_F(DispatcherTest, EmbeddedInACallersLLJIT) {
+  InitializeNativeTarget();
+  InitializeNativeTargetAsmPrinter();
+  auto J = orc::LLJITBuilder().create();
+  ASSERT_TRUE(!!J) << toString(J.takeError());
+  auto Ctx = std::make_unique<LLVMContext>();
+  SMDiagnostic Diag;
+  auto M = parseIR(MemoryBufferRef(R"(
+    define i32 @jit_prog_a(i32 %x) { %r = add i32 %x, 100 ret i32 %r }
+    define i32 @jit_prog_b(i32 %x) { %r = add i32 %x, 200 ret i32 %r }
+    declare i32 @embed_dispatch(i32, ptr)
+    define i32 @call_a(i32 %x) {
+      %r = call i32 @embed_dispatch(i32 %x, ptr @jit_prog_a)
+      ret i32 %r
+    }
+  )",
+                                   "programs"),
+                   Diag, *Ctx);
+  ASSERT_TRUE(M) << Diag.getMessage().str();
+
+  DispatcherConfig C;
+  C.Name = "embed_dispatch";
+  C.Signature = "i32 (i32)";
+  C.VerifyImages = true;
+  auto D = Dispatcher::create(std::move(C), **J);
+  ASSERT_TRUE(!!D) << toString(D.takeError());
+  orc::JITDylib &Main = (*J)->getMainJITDylib();
+  Main.addToLinkOrder(*(*D)->entryDylib());
+  ASSERT_FALSE(
+      !!(*J)->addIRModule(orc::ThreadSafeModule(std::move(M), std::move(Ctx))));
+
+  expectOk((*D)->add("jit_prog_a", Main));
+  expectOk((*D)->add("jit_prog_b", Main));
+  EXPECT_EQ((*D)->status().DirectTargets, 2u);
+  expectOk((*D)->verify());
+
+  auto CallA = (*J)->lookup("call_a");
+  ASSERT_TRUE(!!CallA) << toString(CallA.takeError());
+  {
+    RCUReadGuard Guard;
+    EXPECT_EQ(CallA->toPtr<int (*)(int)>()(1), 101);
+  }
+  auto ProgB = cantFail((*J)->lookup("jit_prog_b")).toPtr<Prog>();
+  EXPECT_EQ(callThrough(**D, 1, ProgB), 201);
+  EXPECT_NE(errorText((*D)->add("no_such_program", Main))
+                .find("cannot add program 'no_such_program'"),
+            std::string::npos);
+  D->reset(); // before the LLJIT whose session it uses
+}
+
+} // namespace
