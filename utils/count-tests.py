@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Counts the tests of one run: every GoogleTest case from ctest's JUnit
-report (the lit suite's single ctest entry excluded) plus every lit test from
-lit's xunit report. Prints one closing line, 'tests: N passed, N failed, N
-skipped', and exits non-zero when a test failed or a report is missing."""
+reports (the lit suite's single ctest entry excluded) plus every lit test from
+lit's xunit report, across any number of reports (the normal build's and the
+ThreadSanitizer build's). Prints one closing line, 'tests: N passed, N failed,
+N skipped', and exits non-zero when a test failed or a report is missing."""
 import sys
 import xml.etree.ElementTree as ET
 
 LIT_ENTRY = "lit-suite"
 
 
-def count(path, skip_name=None):
+def count(path):
     passed = failed = skipped = 0
     for case in ET.parse(path).getroot().iter("testcase"):
-        if case.get("name") == skip_name:
+        # ctest's one entry for the whole lit suite: lit's own report counts
+        # its tests.
+        if case.get("name") == LIT_ENTRY:
             continue
         if case.find("failure") is not None or case.find("error") is not None:
             failed += 1
@@ -25,13 +28,13 @@ def count(path, skip_name=None):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: count-tests.py CTEST_JUNIT LIT_XUNIT")
+    if len(sys.argv) < 2:
+        sys.exit("usage: count-tests.py REPORT...  (ctest JUnit or lit xunit)")
     totals = [0, 0, 0]
     missing = False
-    for path, skip in ((sys.argv[1], LIT_ENTRY), (sys.argv[2], None)):
+    for path in sys.argv[1:]:
         try:
-            for i, n in enumerate(count(path, skip)):
+            for i, n in enumerate(count(path)):
                 totals[i] += n
         except (OSError, ET.ParseError) as err:
             print(f"count-tests: cannot read {path}: {err}", file=sys.stderr)

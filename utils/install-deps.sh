@@ -11,6 +11,7 @@ set -euo pipefail
 PACKAGES=(
   cmake ninja-build g++ python3
   llvm-22-dev llvm-22-tools clang-22 libclang-22-dev
+  libclang-rt-22-dev
   liburcu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )

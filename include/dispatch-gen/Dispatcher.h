@@ -81,9 +81,9 @@ struct DispatcherConfig {
   llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Less;
   /// Place the entry and the images near this address: a program's, or any
   /// function of the module (executable or shared library) the programs
-  /// live in. 0: near this library's shared-library neighbours, which is
-  /// where JIT-compiled code usually lands. Ignored with CompiledEntry,
-  /// which is itself the anchor.
+  /// live in. 0: wherever mmap puts new memory, next to the shared
+  /// libraries, which is where JIT-compiled code usually lands too. Ignored
+  /// with CompiledEntry, which is itself the anchor.
   uint64_t Near = 0;
   /// Adopt this entry, defined with DISPATCHGEN_DEFINE_DISPATCHER, instead
   /// of creating one in JIT memory.
@@ -96,6 +96,9 @@ struct DispatcherConfig {
   bool VerifyImages = false;
   /// Append each image to /tmp/perf-<pid>.map so perf names it.
   bool PerfMap = false;
+  /// Register each image with the GDB JIT interface so debuggers name it
+  /// (costs time per update).
+  bool RegisterWithDebugger = false;
   /// Called once for each program whose last reference went, after no
   /// caller can still reach it through an image: on the updating thread
   /// (RM_Synchronous) or on liburcu's call_rcu thread (RM_Asynchronous).

@@ -113,9 +113,7 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
     return T.takeError();
   Entry = std::move(*T);
 
-  auto L = ImageLinker::create(ES, Config.Name, Entry->address(),
-                               Config.ImageRegionSize, Config.OptLevel,
-                               &Config.InjectFault);
+  auto L = ImageLinker::create(ES, Config, Entry->address());
   if (!L)
     return L.takeError();
   Linker = std::move(*L);

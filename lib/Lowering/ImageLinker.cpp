@@ -10,6 +10,7 @@
 #include "llvm/ExecutionEngine/JITLink/x86_64.h"
 #include "llvm/ExecutionEngine/Orc/AbsoluteSymbols.h"
 #include "llvm/ExecutionEngine/Orc/CompileUtils.h"
+#include "llvm/ExecutionEngine/Orc/Debugging/ELFDebugObjectPlugin.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/Mangling.h"
 #include "llvm/ExecutionEngine/Orc/SelfExecutorProcessControl.h"
@@ -148,11 +149,11 @@ static unsigned nextLinkerId() {
 }
 
 Expected<std::unique_ptr<ImageLinker>>
-ImageLinker::create(ExecutionSession *ES, StringRef Name, uint64_t Near,
-                    size_t RegionSize, CodeGenOptLevel OptLevel,
-                    FaultHook *Faults) {
+ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
+                    uint64_t Near) {
   initializeNativeTargetOnce();
   std::unique_ptr<ImageLinker> L(new ImageLinker());
+  FaultHook *Faults = &Config.InjectFault;
   L->Faults = Faults;
 
   auto JTMB = JITTargetMachineBuilder::detectHost();
@@ -162,13 +163,13 @@ ImageLinker::create(ExecutionSession *ES, StringRef Name, uint64_t Near,
   // `movabs; jmp *%reg`. Small + PIC gives rel32 branches.
   JTMB->setCodeModel(CodeModel::Small)
       .setRelocationModel(Reloc::PIC_)
-      .setCodeGenOptLevel(OptLevel);
+      .setCodeGenOptLevel(Config.OptLevel);
   auto TM = JTMB->createTargetMachine();
   if (!TM)
     return TM.takeError();
   L->TM = std::move(*TM);
 
-  auto MM = NearMemoryManager::create(Near, RegionSize);
+  auto MM = NearMemoryManager::create(Near, Config.ImageRegionSize);
   if (!MM)
     return MM.takeError();
   L->MemMgr = std::move(*MM);
@@ -197,10 +198,20 @@ ImageLinker::create(ExecutionSession *ES, StringRef Name, uint64_t Near,
 
   L->ObjLayer = std::make_unique<ObjectLinkingLayer>(*L->ES, *L->MemMgr);
   L->ObjLayer->addPlugin(L->ThePlugin);
+  if (Config.RegisterWithDebugger) {
+    // Symbols only (images carry no debug info): GDB and LLDB name them.
+    Error Err = Error::success();
+    auto Debug = std::make_shared<ELFDebugObjectPlugin>(
+        *L->ES, /*RequireDebugSections=*/false, /*AutoRegisterCode=*/true, Err);
+    if (Err)
+      return std::move(Err);
+    L->ObjLayer->addPlugin(std::move(Debug));
+  }
   unsigned Id = nextLinkerId();
   for (unsigned Slot = 0; Slot < 2; ++Slot)
     L->Dylibs[Slot] = &L->ES->createBareJITDylib(
-        formatv("dispatch-gen.{0}.{1}.{2}", Name, Id, Slot ? 'B' : 'A').str());
+        formatv("dispatch-gen.{0}.{1}.{2}", Config.Name, Id, Slot ? 'B' : 'A')
+            .str());
   return std::move(L);
 }
 

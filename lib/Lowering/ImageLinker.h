@@ -54,10 +54,12 @@ class ImageLinker {
 public:
   using FaultHook = llvm::unique_function<llvm::Error(FaultPoint)>;
 
-  /// ES null: the linker creates and owns its session.
+  /// Places images near Near, as Config says. ES null: the linker creates
+  /// and owns its session. Config must outlive the linker (its fault hook
+  /// is called from link passes).
   static llvm::Expected<std::unique_ptr<ImageLinker>>
-  create(llvm::orc::ExecutionSession *ES, llvm::StringRef Name, uint64_t Near,
-         size_t RegionSize, llvm::CodeGenOptLevel OptLevel, FaultHook *Faults);
+  create(llvm::orc::ExecutionSession *ES, DispatcherConfig &Config,
+         uint64_t Near);
 
   ~ImageLinker();
 

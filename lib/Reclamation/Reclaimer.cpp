@@ -9,6 +9,8 @@
 #include <urcu/call-rcu.h>
 #include <urcu/flavor.h>
 
+#include <optional>
+
 // Both flavours' operation tables are exported by their libraries; the
 // headers declare only the flavour included last, so declare them here.
 extern "C" {
@@ -37,6 +39,11 @@ Reclaimer::~Reclaimer() { drain(); }
 
 void Reclaimer::runDeferred(struct rcu_head *Head) {
   auto *D = reinterpret_cast<Deferred *>(Head);
+  // For ThreadSanitizer, which sees neither call_rcu's queue nor the grace
+  // period: retire() happened before, and so did every reader's critical
+  // section that might still have used what Free frees.
+  TsanHappensAfter(D);
+  TsanHappensAfter(detail::tsanGracePeriod(D->Owner->Flavor));
   D->Free();
   Reclaimer *Owner = D->Owner;
   delete D;
@@ -55,6 +62,8 @@ void Reclaimer::retire(llvm::unique_function<void()> Free) {
   }
   Pending.fetch_add(1, std::memory_order_relaxed);
   auto *D = new Deferred{{}, this, std::move(Free)};
+  // Hands D to runDeferred() through call_rcu's queue, for ThreadSanitizer.
+  TsanHappensBefore(D);
   // call_rcu works from any thread; the QSBR flavour's needs no
   // registration of the caller either (liburcu 0.13, call_rcu.h).
   ops(Flavor).update_call_rcu(&D->Head, runDeferred);
@@ -64,6 +73,8 @@ void Reclaimer::synchronize() {
   // A registered QSBR reader that waits for a grace period would wait for
   // itself; liburcu's synchronize_rcu takes such a thread offline itself.
   ops(Flavor).update_synchronize_rcu();
+  // The readers' critical sections are behind us (see Reclamation.h).
+  TsanHappensAfter(detail::tsanGracePeriod(Flavor));
 }
 
 void Reclaimer::drain() {
@@ -72,12 +83,14 @@ void Reclaimer::drain() {
   // rcu_barrier() waits for every call_rcu callback queued before it, and
   // those wait for a grace period: an online QSBR reader must not hold it
   // up by waiting here.
-  bool WasOnline = Flavor == RCUFlavor::RF_QSBR && urcu_qsbr_read_ongoing();
-  if (WasOnline)
-    urcu_qsbr_thread_offline();
+  std::optional<RCUOfflineScope> Offline;
+  if (Flavor == RCUFlavor::RF_QSBR && urcu_qsbr_read_ongoing())
+    Offline.emplace();
   ops(Flavor).barrier();
-  if (WasOnline)
-    urcu_qsbr_thread_online();
+  // Each free ends with a release decrement of Pending: this load orders
+  // them all before drain() returns, for ThreadSanitizer too, which cannot
+  // see how rcu_barrier() waits for them.
+  (void)Pending.load(std::memory_order_acquire);
 }
 
 } // namespace dispatchgen

@@ -18,6 +18,9 @@
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IRReader/IRReader.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
@@ -27,9 +30,18 @@
 #include <atomic>
 #include <set>
 #include <thread>
+#include <unistd.h>
 
 using namespace dispatchgen;
 using namespace llvm;
+
+// GDB's JIT interface, as libLLVM exports it.
+extern "C" struct {
+  uint32_t Version;
+  uint32_t ActionFlag;
+  void *RelevantEntry;
+  void *FirstEntry;
+} __jit_debug_descriptor;
 
 namespace {
 
@@ -302,6 +314,34 @@ TEST_F(DispatcherTest, RetpolineFallbackLeavesNoIndirectBranch) {
   EXPECT_EQ(callThrough(*D, 1, Progs[1]), 1001);
   EXPECT_EQ(callThrough(*D, 1, Progs[2]), 2001);
   expectOk(D->verify()); // zero indirect branches expected
+}
+
+TEST_F(DispatcherTest, PerfMapNamesEveryImage) {
+  DispatcherConfig C = hostConfig();
+  C.Name = "perfmap_dispatch";
+  C.PerfMap = true;
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  DispatcherStatus S = D->status();
+  std::string Path = formatv("/tmp/perf-{0}.map", ::getpid()).str();
+  auto Map = MemoryBuffer::getFile(Path);
+  ASSERT_TRUE(!!Map) << Map.getError().message();
+  std::string Line = formatv("{0:x-} {1:x-} perfmap_dispatch.image.g{2}",
+                             S.ImageAddress, S.ImageSize, S.Generation);
+  EXPECT_NE((*Map)->getBuffer().find(Line), StringRef::npos) << Line;
+  sys::fs::remove(Path);
+}
+
+TEST_F(DispatcherTest, ImagesCanBeRegisteredWithTheDebugger) {
+  DispatcherConfig C = hostConfig();
+  C.RegisterWithDebugger = true;
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  // GDB's JIT interface: the descriptor's list holds our objects.
+  EXPECT_NE(__jit_debug_descriptor.FirstEntry, nullptr);
+  EXPECT_EQ(callThrough(*D, 1, Progs[1]), 1001);
 }
 
 TEST_F(DispatcherTest, BadConfigurationsAreClearErrors) {
