@@ -46,6 +46,11 @@ class Module;
 
 namespace dispatchgen {
 
+/// How the ABI widens a small integer argument or return value (`_Bool`,
+/// `char`, `short` in C): the dispatcher, its calls and the targets'
+/// declarations must all say so, or a callee may read garbage high bits.
+enum class ArgExtension { AE_None, AE_ZeroExt, AE_SignExt };
+
 /// One function the dispatcher can reach directly.
 struct DispatchTarget {
   /// The symbol the direct call names. For ahead-of-time output the linker
@@ -76,6 +81,10 @@ struct DispatcherSpec {
   bool RetpolineFallback = false;
   /// Weight of the fallback when targets carry weights.
   uint64_t FallbackWeight = 1;
+  /// ABI extensions of the return value and of Signature's parameters (a
+  /// shorter list: none for the rest).
+  ArgExtension ReturnExtension = ArgExtension::AE_None;
+  std::vector<ArgExtension> ParamExtensions;
 };
 
 /// Parses a function type written in LLVM's syntax, e.g. "i32 (ptr, ptr)",

@@ -234,6 +234,15 @@ public:
   }
 
   void emit() {
+    // The dispatcher's own parameters carry the programs' extensions; a
+    // trailing selector has none.
+    AttributeList AL = attributesFor(Spec.Signature->getNumParams());
+    for (Attribute A : AL.getRetAttrs())
+      F.addRetAttr(A);
+    for (unsigned I = 0; I < Spec.Signature->getNumParams(); ++I)
+      for (Attribute A : AL.getParamAttrs(I))
+        F.addParamAttr(I, A);
+
     BasicBlock *Entry = BasicBlock::Create(Ctx, "entry", &F);
     BasicBlock *Fallback = BasicBlock::Create(Ctx, "fallback", &F);
     B.SetInsertPoint(Fallback);
@@ -338,12 +347,30 @@ private:
   Function *getTarget(const DispatchTarget &T) {
     if (Function *Existing = M.getFunction(T.Symbol))
       return Existing;
-    return Function::Create(Spec.Signature, GlobalValue::ExternalLinkage,
-                            T.Symbol, M);
+    Function *Decl = Function::Create(
+        Spec.Signature, GlobalValue::ExternalLinkage, T.Symbol, M);
+    Decl->setAttributes(attributesFor(Spec.Signature->getNumParams()));
+    return Decl;
+  }
+
+  /// The ABI extensions as attributes, for NumParams parameters of which
+  /// the first come from Spec.Signature.
+  AttributeList attributesFor(unsigned NumParams) const {
+    auto Kind = [](ArgExtension E) {
+      return E == ArgExtension::AE_ZeroExt ? Attribute::ZExt : Attribute::SExt;
+    };
+    AttributeList AL;
+    if (Spec.ReturnExtension != ArgExtension::AE_None)
+      AL = AL.addRetAttribute(Ctx, Kind(Spec.ReturnExtension));
+    for (unsigned I = 0; I < NumParams && I < Spec.ParamExtensions.size(); ++I)
+      if (Spec.ParamExtensions[I] != ArgExtension::AE_None)
+        AL = AL.addParamAttribute(Ctx, I, Kind(Spec.ParamExtensions[I]));
+    return AL;
   }
 
   void emitTailCall(FunctionType *FT, Value *Callee) {
     CallInst *CI = B.CreateCall(FT, Callee, Forwarded);
+    CI->setAttributes(attributesFor(FT->getNumParams()));
     // musttail needs identical prototypes: only when the selector is one of
     // the programs' own parameters. Otherwise the backend still turns the
     // `tail` call into a jump whenever the ABI allows.

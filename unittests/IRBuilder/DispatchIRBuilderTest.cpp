@@ -786,6 +786,37 @@ TEST_F(DispatchIRBuilderTest, SelectorArgCallsAreMustTailForwardingAllParams) {
   }
 }
 
+TEST_F(DispatchIRBuilderTest, ArgumentExtensionsAreOnDispatcherCallsAndTargets) {
+  for (bool WithAddresses : {true, false}) {
+    SCOPED_TRACE(WithAddresses ? "address form" : "symbol form");
+    parseModule("");
+    DispatcherSpec Spec =
+        WithAddresses
+            ? makeSpec("i1 (i1, i16, ptr)", {addressTarget("a", 0x1000)})
+            : makeSpec("i1 (i1, i16, ptr)", {symbolTarget("a")});
+    // _Bool f(_Bool, short, void *) on x86-64.
+    Spec.ReturnExtension = ArgExtension::AE_ZeroExt;
+    Spec.ParamExtensions = {ArgExtension::AE_ZeroExt, ArgExtension::AE_SignExt};
+    Function *F = buildAndVerify(Spec);
+    ASSERT_TRUE(F);
+    Function *Target = M->getFunction("a");
+    ASSERT_TRUE(Target);
+    for (const AttributeList &AL : {F->getAttributes(), Target->getAttributes()}) {
+      EXPECT_TRUE(AL.hasRetAttr(Attribute::ZExt));
+      EXPECT_TRUE(AL.hasParamAttr(0, Attribute::ZExt));
+      EXPECT_TRUE(AL.hasParamAttr(1, Attribute::SExt));
+      EXPECT_FALSE(AL.hasParamAttr(2, Attribute::ZExt));
+    }
+    // The trailing selector is not the programs' and gets nothing.
+    EXPECT_FALSE(F->getAttributes().hasParamAttr(3, Attribute::ZExt));
+    for (CallInst *CI : collectInsts<CallInst>(*F)) {
+      EXPECT_TRUE(CI->getAttributes().hasRetAttr(Attribute::ZExt));
+      EXPECT_TRUE(CI->getAttributes().hasParamAttr(0, Attribute::ZExt));
+      EXPECT_TRUE(CI->getAttributes().hasParamAttr(1, Attribute::SExt));
+    }
+  }
+}
+
 // Retpoline ------------------------------------------------------------------
 
 TEST_F(DispatchIRBuilderTest, RetpolineFallbackSetsRetpolineTargetFeature) {
