@@ -18,6 +18,8 @@ llvm_config.use_default_substitutions()
 config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(
     ("%examples", os.path.join(config.dispatchgen_src_root, "examples")))
+config.substitutions.append(
+    ("%include", os.path.join(config.dispatchgen_src_root, "include")))
 
 # FileCheck, not and count live in LLVM's bin directory; dispatch-gen is the
 # one just built. Never refer to either by a relative path in a test.

@@ -32,6 +32,7 @@
 #ifndef DISPATCH_GEN_DISPATCHER_H
 #define DISPATCH_GEN_DISPATCHER_H
 
+#include "dispatch-gen/DispatchIRBuilder.h"
 #include "dispatch-gen/ProgramSet.h"
 #include "dispatch-gen/Reclamation.h"
 
@@ -69,6 +70,10 @@ struct DispatcherConfig {
   /// As DispatcherSpec::SelectorArg: unset, the entry takes the program as
   /// an extra trailing pointer parameter.
   std::optional<unsigned> SelectorArg;
+  /// ABI extensions of the return value and parameters (as
+  /// DispatcherSpec's; the Clang frontend derives them from a C prototype).
+  ArgExtension ReturnExtension = ArgExtension::AE_None;
+  std::vector<ArgExtension> ParamExtensions;
   /// Distinct programs the dispatcher holds (the kernel's is 48).
   unsigned Capacity = ProgramSet::DefaultCapacity;
   /// How callers read (see Reclamation.h) and how old images are freed.

@@ -170,6 +170,8 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
   Spec.Signature = Signature;
   Spec.SelectorArg = Config.SelectorArg;
   Spec.RetpolineFallback = Config.RetpolineFallback;
+  Spec.ReturnExtension = Config.ReturnExtension;
+  Spec.ParamExtensions = Config.ParamExtensions;
   std::vector<ImageTarget> Targets;
   Direct = Fallback = 0;
   for (const ProgramEntry &P : Set.entries()) {

@@ -26,92 +26,128 @@ using namespace llvm;
 
 namespace dispatchgen::tool {
 
-cl::SubCommand
-    EmitCommand("emit",
-                "Build an ahead-of-time dispatcher as IR, assembly or object");
-
 static cl::OptionCategory EmitCategory("emit options");
 static cl::OptionCategory CodeGenCategory("Code generation options");
 
-static const cl::OptionCategory *Categories[] = {&EmitCategory,
-                                                 &CodeGenCategory};
-ArrayRef<const cl::OptionCategory *> getCategories() { return Categories; }
+ArrayRef<const cl::OptionCategory *> getCategories() {
+  static const cl::OptionCategory *Categories[] = {
+      &EmitCategory, &CodeGenCategory, &getFrontendCategory()};
+  return Categories;
+}
 
 static cl::list<std::string>
-    Targets(cl::Positional, cl::sub(EmitCommand), cl::cat(EmitCategory),
-            cl::desc("<symbol[@address][:weight]>..."));
+    Targets(cl::Positional, cl::sub(emitCommand()), cl::cat(EmitCategory),
+            cl::desc("<symbol[@address][:weight]>... | <file.c>... "
+                     "[-- clang-args]"));
 
-static cl::opt<std::string>
-    Signature("signature", cl::sub(EmitCommand), cl::cat(EmitCategory),
-              cl::Required, cl::value_desc("type"),
-              cl::desc("The programs' function type in LLVM syntax, e.g. "
-                       "'i32 (ptr, ptr)'"));
+static cl::opt<std::string> Signature(
+    "signature", cl::sub(emitCommand()), cl::cat(EmitCategory),
+    cl::value_desc("type"),
+    cl::desc("The programs' function type in LLVM syntax, e.g. "
+             "'i32 (ptr, ptr)' (required for symbol targets; derived from "
+             "the C prototype for C files)"));
 
-static cl::opt<std::string> Name("name", cl::sub(EmitCommand),
+static cl::opt<std::string> Name("name", cl::sub(emitCommand()),
                                  cl::cat(EmitCategory), cl::init("dispatch"),
                                  cl::value_desc("symbol"),
                                  cl::desc("Name of the dispatcher function"));
 
 static cl::opt<unsigned> SelectorArg(
-    "selector-arg", cl::sub(EmitCommand), cl::cat(EmitCategory),
+    "selector-arg", cl::sub(emitCommand()), cl::cat(EmitCategory),
     cl::value_desc("index"),
     cl::desc("Dispatch on this (pointer) parameter of the signature and "
              "forward it; by default the dispatcher takes the target as an "
              "extra trailing parameter"));
 
 static cl::opt<bool> Retpoline(
-    "retpoline", cl::sub(EmitCommand), cl::cat(EmitCategory),
+    "retpoline", cl::sub(emitCommand()), cl::cat(EmitCategory),
     cl::desc("Lower the fallback indirect call through a retpoline (x86)"));
 
 static cl::opt<uint64_t> FallbackWeight(
-    "fallback-weight", cl::sub(EmitCommand), cl::cat(EmitCategory), cl::init(1),
-    cl::value_desc("count"),
+    "fallback-weight", cl::sub(emitCommand()), cl::cat(EmitCategory),
+    cl::init(1), cl::value_desc("count"),
     cl::desc("Branch weight of the fallback when targets carry weights"));
 
 static cl::opt<EmitKind> Emit(
-    "emit", cl::sub(EmitCommand), cl::cat(EmitCategory),
+    "emit", cl::sub(emitCommand()), cl::cat(EmitCategory),
     cl::init(EmitKind::EK_Assembly), cl::desc("What to write"),
     cl::values(clEnumValN(EmitKind::EK_LLVMIR, "llvm", "Textual LLVM IR"),
                clEnumValN(EmitKind::EK_Assembly, "asm", "Assembly (default)"),
                clEnumValN(EmitKind::EK_Object, "obj", "Object file")));
 
-static cl::opt<std::string> OutputPath("o", cl::sub(EmitCommand),
+static cl::opt<std::string> OutputPath("o", cl::sub(emitCommand()),
                                        cl::cat(EmitCategory), cl::init("-"),
                                        cl::value_desc("file"),
                                        cl::desc("Output file ('-' = stdout)"));
 
 static cl::opt<std::string>
-    TargetTriple("target-triple", cl::sub(EmitCommand),
+    TargetTriple("target-triple", cl::sub(emitCommand()),
                  cl::cat(CodeGenCategory), cl::value_desc("triple"),
                  cl::desc("Target triple (default: the host's)"));
 
-static cl::opt<std::string> MCPU("mcpu", cl::sub(EmitCommand),
+static cl::opt<std::string> MCPU("mcpu", cl::sub(emitCommand()),
                                  cl::cat(CodeGenCategory),
                                  cl::value_desc("cpu"),
                                  cl::desc("Target CPU (default: generic for "
                                           "a foreign triple, else the host)"));
 
-static cl::opt<std::string> MAttr("mattr", cl::sub(EmitCommand),
+static cl::opt<std::string> MAttr("mattr", cl::sub(emitCommand()),
                                   cl::cat(CodeGenCategory),
                                   cl::value_desc("a1,+a2,-a3"),
                                   cl::desc("Target features"));
 
-static cl::opt<char> OptLevel("O", cl::sub(EmitCommand),
+static cl::opt<char> OptLevel("O", cl::sub(emitCommand()),
                               cl::cat(CodeGenCategory), cl::Prefix,
                               cl::init('2'), cl::value_desc("0-3"),
                               cl::desc("Code generation optimisation level "
                                        "(default 2)"));
 
-static int fail(StringRef ToolName, const Twine &Msg) {
-  WithColor::error(errs(), ToolName) << Msg << "\n";
-  return 1;
+/// Targets and signature from C files: every non-static program, with the
+/// signature Clang's ABI lowering gives their prototype.
+static Error fillFromC(DispatcherSpec &Spec, const Invocation &Inv,
+                       LLVMContext &Ctx) {
+  std::vector<std::string> Files(Targets.begin(), Targets.end());
+  auto Units = compileFiles(Files, Inv, /*ExposePrograms=*/false, Ctx);
+  if (!Units)
+    return Units.takeError();
+  // Clang discards value names in the context it compiles in; the
+  // dispatcher's IR reads better with them.
+  Ctx.setDiscardValueNames(false);
+  auto Sig = commonSignature(*Units, Files);
+  if (!Sig)
+    return Sig.takeError();
+  if (Signature.getNumOccurrences()) {
+    auto Given = parseSignature(Signature, Ctx);
+    if (!Given)
+      return Given.takeError();
+    if (*Given != Sig->Type)
+      return createStringError(
+          inconvertibleErrorCode(),
+          formatv("--signature='{0}' differs from the programs' '{1}' (C: "
+                  "{2})",
+                  Signature, Sig->Text, Sig->CType));
+  }
+  Spec.Signature = Sig->Type;
+  Spec.ReturnExtension = Sig->ReturnExtension;
+  Spec.ParamExtensions = Sig->ParamExtensions;
+  for (const CompiledUnit &U : *Units)
+    for (const FoundProgram &P : U.Programs) {
+      if (P.Static) {
+        warn(Inv.ToolName,
+             formatv("{0}:{1}: program '{2}' is static: another object "
+                     "cannot call it, so it is left to the fallback",
+                     P.File, P.Line, P.Name));
+        continue;
+      }
+      DispatchTarget T;
+      T.Symbol = P.Symbol;
+      Spec.Targets.push_back(std::move(T));
+    }
+  return Error::success();
 }
 
-static int fail(StringRef ToolName, Error E) {
-  return fail(ToolName, toString(std::move(E)));
-}
-
-int runEmit(StringRef ToolName) {
+int runEmit(const Invocation &Inv) {
+  StringRef ToolName = Inv.ToolName;
   std::optional<CodeGenOptLevel> Level = CodeGenOpt::parseLevel(OptLevel);
   if (!Level)
     return fail(ToolName, formatv("invalid optimisation level -O{0}: expected "
@@ -140,19 +176,33 @@ int runEmit(StringRef ToolName) {
   Spec.FallbackWeight = FallbackWeight;
   if (SelectorArg.getNumOccurrences())
     Spec.SelectorArg = SelectorArg;
-  auto SigOrErr = parseSignature(Signature, Ctx);
-  if (!SigOrErr)
-    return fail(ToolName, SigOrErr.takeError());
-  Spec.Signature = *SigOrErr;
-  for (const std::string &Text : Targets) {
-    auto TargetOrErr = parseTargetSpec(Text);
-    if (!TargetOrErr)
-      return fail(ToolName, TargetOrErr.takeError());
-    Spec.Targets.push_back(std::move(*TargetOrErr));
+  size_t CFiles =
+      llvm::count_if(Targets, [](const std::string &T) { return isCFile(T); });
+  if (CFiles != 0 && CFiles != Targets.size())
+    return fail(ToolName, "give either C files or target symbols, not both");
+  if (CFiles) {
+    if (Error E = fillFromC(Spec, Inv, Ctx))
+      return fail(ToolName, std::move(E));
+  } else {
+    if (!Signature.getNumOccurrences())
+      return fail(ToolName, "--signature is required for symbol targets "
+                            "(e.g. --signature='i32 (ptr, ptr)')");
+    if (!Inv.ClangArgs.empty())
+      return fail(ToolName, "compiler flags after '--' need C files");
+    auto SigOrErr = parseSignature(Signature, Ctx);
+    if (!SigOrErr)
+      return fail(ToolName, SigOrErr.takeError());
+    Spec.Signature = *SigOrErr;
+    for (const std::string &Text : Targets) {
+      auto TargetOrErr = parseTargetSpec(Text);
+      if (!TargetOrErr)
+        return fail(ToolName, TargetOrErr.takeError());
+      Spec.Targets.push_back(std::move(*TargetOrErr));
+    }
   }
   if (Spec.Targets.empty())
-    WithColor::warning(errs(), ToolName)
-        << "no targets given: the dispatcher only does the indirect call\n";
+    warn(ToolName, "no targets given: the dispatcher only does the indirect "
+                   "call");
 
   if (auto FOrErr = DispatchIRBuilder(M).build(Spec); !FOrErr)
     return fail(ToolName, FOrErr.takeError());

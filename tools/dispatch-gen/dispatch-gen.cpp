@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 //
 // A thin driver: each subcommand parses its options and calls the library.
+// Everything after a `--` is handed to the C frontend as compiler flags.
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,7 +16,10 @@
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstring>
+
 using namespace llvm;
+using namespace dispatchgen::tool;
 
 static void printVersion(raw_ostream &OS) {
   OS << "dispatch-gen " << DISPATCHGEN_VERSION << " (LLVM "
@@ -24,20 +28,38 @@ static void printVersion(raw_ostream &OS) {
 
 int main(int Argc, char **Argv) {
   InitLLVM X(Argc, Argv);
+  Invocation Inv;
+  Inv.ToolName = "dispatch-gen";
+  // llvm::cl would take what follows `--` as positional arguments.
+  int OwnArgc = Argc;
+  for (int I = 1; I < Argc; ++I)
+    if (std::strcmp(Argv[I], "--") == 0) {
+      OwnArgc = I;
+      Inv.ClangArgs.assign(Argv + I + 1, Argv + Argc);
+      break;
+    }
+
   cl::SetVersionPrinter(printVersion);
-  cl::HideUnrelatedOptions(dispatchgen::tool::getCategories());
+  cl::HideUnrelatedOptions(getCategories());
   cl::ParseCommandLineOptions(
-      Argc, Argv,
+      OwnArgc, Argv,
       "dispatch-gen: generate dispatchers that turn indirect calls into "
       "direct calls\n\n"
+      "  dispatch-gen scan FILE.c... [-- CLANG-ARGS]\n"
+      "      list the programs in C files\n"
       "  dispatch-gen emit --signature='i32 (ptr, ptr)' prog_a prog_b ...\n"
-      "      build an ahead-of-time dispatcher as IR, assembly or object\n\n"
+      "  dispatch-gen emit FILE.c... [-- CLANG-ARGS]\n"
+      "      build an ahead-of-time dispatcher as IR, assembly or object\n"
+      "  dispatch-gen run FILE.c... [--threads=N] [-- CLANG-ARGS]\n"
+      "      JIT the programs, call them through a live dispatcher from\n"
+      "      several threads while swapping programs, and report\n\n"
       "Run 'dispatch-gen <subcommand> --help' for a subcommand's options.\n");
 
-  if (dispatchgen::tool::EmitCommand)
-    return dispatchgen::tool::runEmit(Argv[0]);
-
-  WithColor::error(errs(), "dispatch-gen")
-      << "no subcommand given; run 'dispatch-gen --help'\n";
-  return 1;
+  if (emitCommand())
+    return runEmit(Inv);
+  if (scanCommand())
+    return runScan(Inv);
+  if (runCommand())
+    return runRun(Inv);
+  return fail(Inv.ToolName, "no subcommand given; run 'dispatch-gen --help'");
 }

@@ -1,0 +1,3 @@
+int broken(void *state, long arg) {
+  return undeclared_variable + ;
+}

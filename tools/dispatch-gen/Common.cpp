@@ -1,0 +1,147 @@
+//===- Common.cpp - What dispatch-gen's subcommands share -----------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Commands.h"
+
+#include "llvm/ADT/SmallString.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace llvm;
+
+namespace dispatchgen::tool {
+
+cl::SubCommand &emitCommand() {
+  static cl::SubCommand S(
+      "emit", "Build an ahead-of-time dispatcher as IR, assembly or object");
+  return S;
+}
+
+cl::SubCommand &scanCommand() {
+  static cl::SubCommand S("scan", "List the programs in C files");
+  return S;
+}
+
+cl::SubCommand &runCommand() {
+  static cl::SubCommand S("run", "JIT C programs and call them through a "
+                                 "live dispatcher while swapping them");
+  return S;
+}
+
+static cl::OptionCategory FrontendCategory("C frontend options");
+
+cl::OptionCategory &getFrontendCategory() { return FrontendCategory; }
+
+static cl::opt<std::string> Prototype(
+    "prototype", cl::sub(emitCommand()), cl::sub(scanCommand()),
+    cl::sub(runCommand()), cl::cat(FrontendCategory), cl::value_desc("typedef"),
+    cl::desc("Every function definition of this C type (a typedef of a "
+             "function or function-pointer type) is a program"));
+
+static cl::opt<bool> NoAnnotated(
+    "no-annotated", cl::sub(emitCommand()), cl::sub(scanCommand()),
+    cl::sub(runCommand()), cl::cat(FrontendCategory),
+    cl::desc("Do not take functions marked DISPATCHGEN_PROGRAM (the "
+             "annotation \"dispatch-gen.program\") as programs"));
+
+int fail(StringRef ToolName, const Twine &Msg) {
+  WithColor::error(errs(), ToolName) << Msg << "\n";
+  return 1;
+}
+
+int fail(StringRef ToolName, Error E) {
+  return fail(ToolName, toString(std::move(E)));
+}
+
+void warn(StringRef ToolName, const Twine &Msg) {
+  WithColor::warning(errs(), ToolName) << Msg << "\n";
+}
+
+/// Where dispatch-gen/program.h is: beside an installed tool
+/// (<prefix>/bin/../include), else the source tree it was built from.
+static std::optional<std::string> programHeaderDir() {
+  static int Anchor;
+  std::string Exe = sys::fs::getMainExecutable("dispatch-gen", &Anchor);
+  SmallString<256> Installed(
+      sys::path::parent_path(sys::path::parent_path(Exe)));
+  sys::path::append(Installed, "include");
+  for (StringRef Dir :
+       {StringRef(Installed), StringRef(DISPATCHGEN_SOURCE_INCLUDE_DIR)}) {
+    SmallString<256> Header(Dir);
+    sys::path::append(Header, "dispatch-gen", "program.h");
+    if (sys::fs::exists(Header))
+      return Dir.str();
+  }
+  return std::nullopt;
+}
+
+bool isCFile(StringRef Arg) {
+  return Arg.ends_with(".c") || Arg.ends_with(".h") || Arg.ends_with(".i");
+}
+
+Expected<std::vector<CompiledUnit>> compileFiles(ArrayRef<std::string> Files,
+                                                 const Invocation &Inv,
+                                                 bool ExposePrograms,
+                                                 LLVMContext &Ctx) {
+  if (Files.empty())
+    return createStringError(inconvertibleErrorCode(), "no C file given");
+  if (NoAnnotated && Prototype.empty())
+    return createStringError(inconvertibleErrorCode(),
+                             "--no-annotated needs --prototype: there would "
+                             "be no way to find programs");
+  FrontendOptions Opts;
+  // `#include "dispatch-gen/program.h"` works without flags; the user's
+  // own -I come after and win.
+  if (auto Dir = programHeaderDir())
+    Opts.ClangArgs.push_back("-I" + *Dir);
+  llvm::append_range(Opts.ClangArgs, Inv.ClangArgs);
+  Opts.Prototype = Prototype;
+  Opts.FindAnnotated = !NoAnnotated;
+  Opts.ExposePrograms = ExposePrograms;
+  std::vector<CompiledUnit> Units;
+  for (const std::string &File : Files) {
+    auto Unit = compileC(File, Opts, Ctx);
+    if (!Unit)
+      return Unit.takeError();
+    Units.push_back(std::move(*Unit));
+  }
+  return std::move(Units);
+}
+
+Expected<DerivedSignature> commonSignature(ArrayRef<CompiledUnit> Units,
+                                           ArrayRef<std::string> Files) {
+  const DerivedSignature *First = nullptr;
+  StringRef FirstFile;
+  for (size_t I = 0; I < Units.size(); ++I) {
+    if (!Units[I].Signature)
+      continue;
+    if (!First) {
+      First = &*Units[I].Signature;
+      FirstFile = Files[I];
+      continue;
+    }
+    const DerivedSignature &S = *Units[I].Signature;
+    if (S.Text != First->Text || S.ParamExtensions != First->ParamExtensions ||
+        S.ReturnExtension != First->ReturnExtension)
+      return createStringError(
+          inconvertibleErrorCode(),
+          formatv("the programs of '{0}' have type '{1}' ({2}), those of "
+                  "'{3}' '{4}' ({5})",
+                  Files[I], S.CType, S.Text, FirstFile, First->CType,
+                  First->Text));
+  }
+  if (!First)
+    return createStringError(inconvertibleErrorCode(),
+                             "no program found: mark programs with "
+                             "DISPATCHGEN_PROGRAM (dispatch-gen/program.h) "
+                             "or name their type with --prototype");
+  return *First;
+}
+
+} // namespace dispatchgen::tool
