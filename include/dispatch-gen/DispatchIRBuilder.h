@@ -79,6 +79,10 @@ struct DispatcherSpec {
   std::vector<DispatchTarget> Targets;
   /// Lower the fallback indirect call through a retpoline thunk.
   bool RetpolineFallback = false;
+  /// With RetpolineFallback: call the thunk `__x86_indirect_thunk_r11` that
+  /// the user provides (as the kernel does) instead of the linkonce one LLVM
+  /// emits into every object; a JIT needs one thunk that outlives images.
+  bool ExternalRetpolineThunk = false;
   /// Weight of the fallback when targets carry weights.
   uint64_t FallbackWeight = 1;
   /// ABI extensions of the return value and of Signature's parameters (a

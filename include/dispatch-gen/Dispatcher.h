@@ -115,6 +115,12 @@ struct DispatcherConfig {
   /// Testing only: called at each FaultPoint of every update; an error
   /// fails the update there.
   llvm::unique_function<llvm::Error(FaultPoint)> InjectFault;
+  /// Testing only, never set in production: old images are freed and
+  /// released programs handed to OnRelease at once, with no RCU grace
+  /// period (Reclaimer::setSkipGracePeriodForTesting). A deliberately
+  /// broken reclamation that dispatch-gen-torture --broken-reclamation
+  /// must catch; a test that passes with it proves nothing.
+  bool SkipGracePeriodForTesting = false;
 };
 
 /// A snapshot of a dispatcher's state.

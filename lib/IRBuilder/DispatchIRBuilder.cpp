@@ -272,10 +272,22 @@ private:
     B.SetInsertPoint(Entry);
     IntegerType *IntPtrTy = M.getDataLayout().getIntPtrType(Ctx);
     Value *Addr = B.CreatePtrToInt(Selector, IntPtrTy, "target.addr");
+    // Addresses of one JIT region are 64-bit but close together: switching
+    // on the offset from the lowest makes every case a 32-bit immediate
+    // (`cmp $imm32` instead of `movabs` + `cmp` per case on x86-64). Any
+    // pointer outside the window still matches no case.
+    uint64_t Base = *Sorted.front()->Address;
+    bool Rebase = IntPtrTy->getBitWidth() == 64 && Base > INT32_MAX &&
+                  *Sorted.back()->Address - Base <= INT32_MAX;
+    if (Rebase)
+      Addr =
+          B.CreateSub(Addr, ConstantInt::get(IntPtrTy, Base), "target.offset");
+    else
+      Base = 0;
     SwitchInst *SI = B.CreateSwitch(Addr, Fallback, Sorted.size());
     SmallVector<uint64_t, 64> Weights{Spec.FallbackWeight};
     for (const DispatchTarget *T : Sorted) {
-      SI->addCase(ConstantInt::get(IntPtrTy, *T->Address),
+      SI->addCase(ConstantInt::get(IntPtrTy, *T->Address - Base),
                   emitCaseBlock(*T, Fallback));
       Weights.push_back(weightOf(*T));
     }
@@ -415,7 +427,11 @@ Expected<Function *> DispatchIRBuilder::build(const DispatcherSpec &Spec) {
   F->addFnAttr("no-jump-tables", "true");
   if (Spec.RetpolineFallback)
     F->addFnAttr("target-features",
-                 "+retpoline-indirect-calls,+retpoline-indirect-branches");
+                 Spec.ExternalRetpolineThunk
+                     ? "+retpoline-indirect-calls,+retpoline-indirect-"
+                       "branches,+retpoline-external-thunk"
+                     : "+retpoline-indirect-calls,+retpoline-indirect-"
+                       "branches");
   DispatcherEmitter(M, Spec, *F).emit();
 
   std::string VerifyMsg;

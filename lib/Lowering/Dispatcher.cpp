@@ -36,7 +36,10 @@ class Dispatcher::Impl {
 public:
   explicit Impl(DispatcherConfig C)
       : Config(std::move(C)), Set(Config.Capacity),
-        Reclaim(Config.Flavor, Config.Reclaim) {}
+        Reclaim(Config.Flavor, Config.Reclaim) {
+    // Testing only: see DispatcherConfig::SkipGracePeriodForTesting.
+    Reclaim.setSkipGracePeriodForTesting(Config.SkipGracePeriodForTesting);
+  }
 
   Error init(ExecutionSession *ES);
   ~Impl();
@@ -117,6 +120,9 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (!L)
     return L.takeError();
   Linker = std::move(*L);
+  if (Config.RetpolineFallback)
+    if (auto Thunk = Linker->retpolineThunk(); !Thunk)
+      return Thunk.takeError();
   if (ES)
     if (auto JD = Linker->defineEntry(Config.Name, Entry->address()); !JD)
       return JD.takeError();
@@ -170,6 +176,7 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
   Spec.Signature = Signature;
   Spec.SelectorArg = Config.SelectorArg;
   Spec.RetpolineFallback = Config.RetpolineFallback;
+  Spec.ExternalRetpolineThunk = Config.RetpolineFallback;
   Spec.ReturnExtension = Config.ReturnExtension;
   Spec.ParamExtensions = Config.ParamExtensions;
   std::vector<ImageTarget> Targets;
@@ -290,6 +297,11 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
     return makeError(formatv("the image at {0:x} has no size", Image.Address));
   std::vector<uint64_t> Allowed(Programs.begin(), Programs.end());
   Allowed.insert(Allowed.end(), Image.Helpers.begin(), Image.Helpers.end());
+  if (Config.RetpolineFallback)
+    if (auto Thunk = Linker->retpolineThunk())
+      Allowed.push_back(*Thunk);
+    else
+      return Thunk.takeError();
   ArrayRef<uint8_t> Bytes(reinterpret_cast<const uint8_t *>(Image.Address),
                           Image.Size);
   ImageCheck C = I->check(Bytes, Image.Address, Allowed);
@@ -431,6 +443,9 @@ Error Dispatcher::add(uint64_t Program, StringRef Name) {
 }
 
 Error Dispatcher::add(StringRef Symbol, JITDylib &JD) {
+  // ORC would answer "Symbols not found: [  ]".
+  if (Symbol.empty())
+    return makeError("cannot add a program with an empty symbol name");
   ExecutionSession &ES = JD.getExecutionSession();
   DataLayout DL = I->Linker ? I->Linker->targetMachine().createDataLayout()
                             : DataLayout("");

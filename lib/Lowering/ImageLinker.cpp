@@ -139,6 +139,8 @@ static void initializeNativeTargetOnce() {
   std::call_once(Once, [] {
     InitializeNativeTarget();
     InitializeNativeTargetAsmPrinter();
+    // The retpoline thunk is module assembly.
+    InitializeNativeTargetAsmParser();
   });
 }
 
@@ -220,6 +222,8 @@ ImageLinker::~ImageLinker() {
   for (JITDylib *JD : Dylibs)
     if (JD)
       consumeError(ES->removeJITDylib(*JD));
+  if (ThunkJD)
+    consumeError(ES->removeJITDylib(*ThunkJD));
   if (EntryJD)
     consumeError(ES->removeJITDylib(*EntryJD));
   if (OwnedES)
@@ -305,6 +309,50 @@ Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
     return std::move(E);
   EntryJD = &JD;
   return EntryJD;
+}
+
+Expected<uint64_t> ImageLinker::retpolineThunk() {
+  if (ThunkAddress)
+    return ThunkAddress;
+  LLVMContext Ctx;
+  Module M("dispatch-gen.retpoline", Ctx);
+  M.setDataLayout(TM->createDataLayout());
+  M.setTargetTriple(TM->getTargetTriple());
+  // LLVM's own retpoline sequence, as its X86IndirectThunks pass emits it.
+  M.setModuleInlineAsm(".text\n"
+                       ".globl __x86_indirect_thunk_r11\n"
+                       ".type __x86_indirect_thunk_r11,@function\n"
+                       ".p2align 4\n"
+                       "__x86_indirect_thunk_r11:\n"
+                       "  call .Ldispatchgen_thunk_set\n"
+                       ".Ldispatchgen_thunk_capture:\n"
+                       "  pause\n"
+                       "  lfence\n"
+                       "  jmp .Ldispatchgen_thunk_capture\n"
+                       ".p2align 4\n"
+                       ".Ldispatchgen_thunk_set:\n"
+                       "  movq %r11, (%rsp)\n"
+                       "  retq\n"
+                       ".size __x86_indirect_thunk_r11, "
+                       ".-__x86_indirect_thunk_r11\n");
+  SimpleCompiler Compile(*TM);
+  auto Obj = Compile(M);
+  if (!Obj)
+    return Obj.takeError();
+  JITDylib &JD = ES->createBareJITDylib(
+      formatv("dispatch-gen.thunk.{0}", nextLinkerId()).str());
+  if (Error E = ObjLayer->add(JD, std::move(*Obj)))
+    return std::move(E);
+  auto Sym = ES->lookup({&JD}, MangleAndInterner(*ES, M.getDataLayout())(
+                                   "__x86_indirect_thunk_r11"));
+  if (!Sym)
+    return makeError("cannot link the retpoline thunk: " +
+                     toString(fail(Sym.takeError())));
+  ThunkJD = &JD;
+  for (JITDylib *Image : Dylibs)
+    Image->addToLinkOrder(JD);
+  ThunkAddress = Sym->getAddress().getValue();
+  return ThunkAddress;
 }
 
 void ImageLinker::writePerfMap(uint64_t Address, uint64_t Size,

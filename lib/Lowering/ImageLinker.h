@@ -82,6 +82,12 @@ public:
                                                     uint64_t Address);
   llvm::orc::JITDylib *entryDylib() const { return EntryJD; }
 
+  /// Links, once, the retpoline thunk `__x86_indirect_thunk_r11` into a
+  /// JITDylib of its own that both image JITDylibs search, and returns its
+  /// address. Images call it instead of each carrying a weak copy that a
+  /// later image could bind to and outlive.
+  llvm::Expected<uint64_t> retpolineThunk();
+
   /// Appends an image to /tmp/perf-<pid>.map.
   void writePerfMap(uint64_t Address, uint64_t Size, llvm::StringRef Name);
 
@@ -99,6 +105,8 @@ private:
   std::unique_ptr<llvm::TargetMachine> TM;
   llvm::orc::JITDylib *Dylibs[2] = {nullptr, nullptr};
   llvm::orc::JITDylib *EntryJD = nullptr;
+  llvm::orc::JITDylib *ThunkJD = nullptr;
+  uint64_t ThunkAddress = 0;
   FaultHook *Faults = nullptr;
 };
 

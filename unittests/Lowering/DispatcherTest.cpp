@@ -344,6 +344,22 @@ TEST_F(DispatcherTest, ImagesCanBeRegisteredWithTheDebugger) {
   EXPECT_EQ(callThrough(*D, 1, Progs[1]), 1001);
 }
 
+TEST_F(DispatcherTest, RetpolineThunkOutlivesEveryImage) {
+  // With reclamation asynchronous, images of both JITDylibs live side by
+  // side; each must call the dispatcher's own thunk, never a copy inside
+  // an older image that is about to be freed.
+  DispatcherConfig C = hostConfig();
+  C.RetpolineFallback = true;
+  C.Reclaim = ReclaimMode::RM_Asynchronous;
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 8; ++I) {
+    expectOk(D->change(I ? addr(Progs[I % 4]) : 0, addr(Progs[(I + 1) % 4])));
+    expectOk(D->verify());
+    EXPECT_EQ(callThrough(*D, 1, Progs[7]), 7001) << "the fallback";
+  }
+}
+
 TEST_F(DispatcherTest, BadConfigurationsAreClearErrors) {
   DispatcherConfig C = hostConfig();
   C.Signature = "i32 (i32";
@@ -532,6 +548,8 @@ TEST_F(DispatcherTest, EmbeddedInACallersLLJIT) {
   EXPECT_NE(errorText((*D)->add("no_such_program", Main))
                 .find("cannot add program 'no_such_program'"),
             std::string::npos);
+  EXPECT_EQ(errorText((*D)->add("", Main)),
+            "cannot add a program with an empty symbol name");
   D->reset(); // before the LLJIT whose session it uses
 }
 
