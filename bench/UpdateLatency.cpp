@@ -17,11 +17,11 @@
 //    thread is inside a read-side critical section meanwhile, so this is
 //    the grace period's floor.
 //
-// The programs are N + 1 stubs `mov $imm32, %eax; ret` in one executable
-// block of this process, 16 bytes apart; the dispatcher is placed near the
-// block (DispatcherConfig::Near). The set starts with stubs 0..N-1 (one
-// batch); each iteration swaps one registered stub for the one outside the
-// set, so the membership changes and the image is regenerated every time.
+// The programs and the swaps are bench::UpdateDriver's (Benchmark.h), as in
+// `dispatch-gen bench`: N + 1 stubs `mov $imm32, %eax; ret` in one
+// executable block of this process, the dispatcher placed near them; the set
+// starts with stubs 0..N-1 (one batch); each iteration swaps one registered
+// stub for the one outside the set, so the image is regenerated every time.
 // The first few swaps are run untimed (warm caches, first-use paths).
 //
 // Each iteration is one change(), timed with the wall clock around the
@@ -46,6 +46,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "dispatch-gen/Benchmark.h"
 #include "dispatch-gen/Dispatcher.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -54,140 +55,40 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <string>
-#include <sys/mman.h>
-#include <unistd.h>
 #include <vector>
 
 using namespace dispatchgen;
+using namespace dispatchgen::bench;
 using namespace llvm;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using Program = int (*)(int);
-/// The entry of a dispatcher of signature "i32 (i32)" with no selector
-/// argument: the program comes as a trailing parameter.
-using EntryFn = int(int, Program);
-
-constexpr unsigned MaxPrograms = 4096;
-constexpr size_t StubSize = 16;
-/// Stub I returns StubBase + I, so a misrouted call shows.
-constexpr int StubBase = 1000000;
+constexpr unsigned MaxPrograms = UpdateDriver::MaxPrograms;
 constexpr unsigned WarmupUpdates = 3;
-
-/// MaxPrograms + 1 program stubs in one read+execute block; never unmapped.
-/// Returns null when the block cannot be mapped.
-const uint8_t *stubBlock() {
-  static const uint8_t *Block = []() -> const uint8_t * {
-    size_t PS = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    size_t Bytes = ((MaxPrograms + 1) * StubSize + PS - 1) / PS * PS;
-    void *P = mmap(nullptr, Bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (P == MAP_FAILED)
-      return nullptr;
-    auto *Code = static_cast<uint8_t *>(P);
-    std::memset(Code, 0xcc, Bytes); // int3 between the stubs
-    for (unsigned I = 0; I <= MaxPrograms; ++I) {
-      uint8_t *S = Code + I * StubSize;
-      int32_t Imm = StubBase + static_cast<int32_t>(I);
-      S[0] = 0xb8; // mov $imm32, %eax
-      std::memcpy(S + 1, &Imm, sizeof(Imm));
-      S[5] = 0xc3; // ret
-    }
-    if (mprotect(P, Bytes, PROT_READ | PROT_EXEC))
-      return nullptr;
-    return Code;
-  }();
-  return Block;
-}
-
-uint64_t stubAddress(unsigned I) {
-  return reinterpret_cast<uint64_t>(stubBlock() + I * StubSize);
-}
-
-/// Calls through the entry with registered programs and with the one
-/// outside the set (the fallback); empty on success. The thread is an RCU
-/// reader only meanwhile, so it never holds up a grace period of the
-/// timed updates.
-std::string checkCalls(const Dispatcher &D, const std::vector<unsigned> &InSet,
-                       unsigned Spare) {
-  RCUReaderThread Reader(RCUFlavor::RF_Memb);
-  auto *Entry = D.entryAs<EntryFn>();
-  for (unsigned I :
-       {InSet.front(), InSet[InSet.size() / 2], InSet.back(), Spare}) {
-    int Got;
-    {
-      RCUReadGuard Guard;
-      Got = Entry(0, reinterpret_cast<Program>(stubAddress(I)));
-    }
-    if (Got != StubBase + static_cast<int>(I))
-      return formatv("a call of stub {0} returned {1}", I, Got).str();
-  }
-  return "";
-}
-
-double percentileUs(std::vector<double> &SamplesUs, double Fraction) {
-  if (SamplesUs.empty())
-    return 0;
-  std::sort(SamplesUs.begin(), SamplesUs.end());
-  auto Rank = static_cast<size_t>(std::ceil(Fraction * SamplesUs.size()));
-  return SamplesUs[std::clamp<size_t>(Rank, 1, SamplesUs.size()) - 1];
-}
 
 double toUs(std::chrono::nanoseconds D) { return D.count() / 1e3; }
 
 void updateLatency(benchmark::State &State, unsigned N, ReclaimMode Mode) {
-  if (!stubBlock())
-    return State.SkipWithError("cannot map the program stubs");
-
-  DispatcherConfig C;
-  C.Name = "bench_dispatch";
-  C.Signature = "i32 (i32)";
-  C.Capacity = N;
-  C.Reclaim = Mode;
-  C.Near = stubAddress(0);
-  auto DOrErr = Dispatcher::create(std::move(C));
-  if (!DOrErr)
-    return State.SkipWithError(toString(DOrErr.takeError()).c_str());
-  Dispatcher &D = **DOrErr;
-
-  std::vector<unsigned> InSet;
-  ProgramSet::Batch Initial;
-  for (unsigned I = 0; I < N; ++I) {
-    InSet.push_back(I);
-    Initial.add(stubAddress(I));
-  }
-  unsigned Spare = N;
-  if (Error E = D.apply(Initial))
-    return State.SkipWithError(toString(std::move(E)).c_str());
-  if (D.status().DirectTargets != N)
-    return State.SkipWithError("not every program is reached directly");
-
-  // Swaps the Slot-th registered stub with the spare one.
-  auto Swap = [&](size_t Slot) -> Error {
-    if (Error E = D.change(stubAddress(InSet[Slot]), stubAddress(Spare)))
-      return E;
-    std::swap(InSet[Slot], Spare);
-    return Error::success();
-  };
+  auto UOrErr = UpdateDriver::create(N, Mode);
+  if (!UOrErr)
+    return State.SkipWithError(toString(UOrErr.takeError()).c_str());
+  UpdateDriver &U = **UOrErr;
+  Dispatcher &D = U.dispatcher();
   for (unsigned I = 0; I < WarmupUpdates; ++I)
-    if (Error E = Swap(I % N))
+    if (Error E = U.swap())
       return State.SkipWithError(toString(std::move(E)).c_str());
-  std::string Problem = checkCalls(D, InSet, Spare);
-  if (!Problem.empty())
-    return State.SkipWithError(Problem.c_str());
+  if (Error E = U.checkCalls())
+    return State.SkipWithError(toString(std::move(E)).c_str());
 
   std::vector<double> TotalUs, RegenUs, RetireUs;
   uint64_t LiveMax = 0;
-  size_t Slot = 0;
   for (auto _ : State) {
     uint64_t Gen = D.status().Generation;
     auto Start = Clock::now();
-    Error E = Swap(Slot);
+    Error E = U.swap();
     auto End = Clock::now();
     if (E) {
       State.SkipWithError(toString(std::move(E)).c_str());
@@ -204,18 +105,16 @@ void updateLatency(benchmark::State &State, unsigned N, ReclaimMode Mode) {
     RegenUs.push_back(toUs(S.LastUpdateLatency));
     RetireUs.push_back(toUs(S.LastGracePeriod));
     LiveMax = std::max(LiveMax, S.LiveAllocations);
-    Slot = (Slot + 1) % N;
   }
   if (State.error_occurred())
     return;
-  Problem = checkCalls(D, InSet, Spare);
-  if (!Problem.empty())
-    return State.SkipWithError(Problem.c_str());
+  if (Error E = U.checkCalls())
+    return State.SkipWithError(toString(std::move(E)).c_str());
 
-  State.counters["p50_us"] = percentileUs(TotalUs, 0.50);
-  State.counters["p99_us"] = percentileUs(TotalUs, 0.99);
-  State.counters["regen_us"] = percentileUs(RegenUs, 0.50);
-  State.counters["retire_us"] = percentileUs(RetireUs, 0.50);
+  State.counters["p50_us"] = percentile(TotalUs, 0.50);
+  State.counters["p99_us"] = percentile(TotalUs, 0.99);
+  State.counters["regen_us"] = percentile(RegenUs, 0.50);
+  State.counters["retire_us"] = percentile(RetireUs, 0.50);
   State.counters["live_images_max"] = static_cast<double>(LiveMax);
 }
 

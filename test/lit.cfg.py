@@ -1,5 +1,6 @@
 # -*- Python -*- lit configuration for dispatch-gen's tests.
 import os
+import shutil
 import sys
 
 import lit.formats
@@ -35,3 +36,6 @@ for arch in config.targets_to_build.split(";"):
     config.available_features.add(arch.lower() + "-registered-target")
 if config.host_triple.startswith("x86_64"):
     config.available_features.add("host-x86_64")
+# `dispatch-gen bench --plot` runs gnuplot (Debian's gnuplot-nox).
+if shutil.which("gnuplot"):
+    config.available_features.add("gnuplot")

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Counts the tests of one run: every GoogleTest case from ctest's JUnit
 reports (the lit suite's single ctest entry excluded) plus every lit test from
-lit's xunit report, across any number of reports (the normal build's and the
-ThreadSanitizer build's). Prints one closing line, 'tests: N passed, N failed,
+lit's xunit report, across any number of reports (the normal build's, the
+ThreadSanitizer build's and the ASan+UBSan build's; the torture test's ctest
+entries count as cases). Prints one closing line, 'tests: N passed, N failed,
 N skipped', and exits non-zero when a test failed or a report is missing."""
 import sys
 import xml.etree.ElementTree as ET

@@ -14,6 +14,7 @@ PACKAGES=(
   libclang-rt-22-dev
   liburcu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  gnuplot-nox
 )
 
 missing=()

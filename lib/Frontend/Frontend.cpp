@@ -315,8 +315,11 @@ createInvocation(llvm::StringRef File, const FrontendOptions &Opts) {
     return makeError("cannot compile '" + File +
                      "': -mllvm options would change process-wide LLVM "
                      "settings; they are not supported");
-  // A library must free what it allocates; the driver asks cc1 not to.
+  // A library must free what it allocates; the driver asks cc1 not to
+  // (the frontend's and the backend's own -disable-free: without the
+  // latter, emitBackendOutput buries its TargetMachine on every compile).
   Inv->getFrontendOpts().DisableFree = false;
+  Inv->getCodeGenOpts().DisableFree = false;
   const HeaderSearchOptions &HSOpts = Inv->getHeaderSearchOpts();
   if (HSOpts.UseBuiltinIncludes) {
     llvm::SmallString<128> StdDef(HSOpts.ResourceDir);

@@ -101,6 +101,11 @@ Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
   }
   if (Rest.empty())
     return makeError(formatv("target '{0}' has an empty symbol name", Text));
+  // A second '@' or ':' would silently become part of the symbol.
+  if (Rest.find_first_of("@:") != StringRef::npos)
+    return makeError(formatv("invalid symbol '{0}' in target '{1}': expected "
+                             "SYMBOL[@ADDRESS][:WEIGHT]",
+                             Rest, Text));
   T.Symbol = Rest.str();
   return T;
 }

@@ -28,6 +28,7 @@ namespace dispatchgen::tool {
 llvm::cl::SubCommand &emitCommand();
 llvm::cl::SubCommand &scanCommand();
 llvm::cl::SubCommand &runCommand();
+llvm::cl::SubCommand &benchCommand();
 
 /// The option categories --help shows.
 llvm::ArrayRef<const llvm::cl::OptionCategory *> getCategories();
@@ -63,6 +64,7 @@ bool isCFile(llvm::StringRef Arg);
 int runEmit(const Invocation &Inv);
 int runScan(const Invocation &Inv);
 int runRun(const Invocation &Inv);
+int runBench(const Invocation &Inv);
 
 } // namespace dispatchgen::tool
 

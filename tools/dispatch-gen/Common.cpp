@@ -34,6 +34,12 @@ cl::SubCommand &runCommand() {
   return S;
 }
 
+cl::SubCommand &benchCommand() {
+  static cl::SubCommand S("bench", "Measure dispatch cost and update latency "
+                                   "side by side with the peers");
+  return S;
+}
+
 static cl::OptionCategory FrontendCategory("C frontend options");
 
 cl::OptionCategory &getFrontendCategory() { return FrontendCategory; }

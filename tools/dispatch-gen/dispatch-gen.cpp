@@ -52,7 +52,9 @@ int main(int Argc, char **Argv) {
       "      build an ahead-of-time dispatcher as IR, assembly or object\n"
       "  dispatch-gen run FILE.c... [--threads=N] [-- CLANG-ARGS]\n"
       "      JIT the programs, call them through a live dispatcher from\n"
-      "      several threads while swapping programs, and report\n\n"
+      "      several threads while swapping programs, and report\n"
+      "  dispatch-gen bench [--quick] [--json=FILE] [--plot=FILE.svg]\n"
+      "      measure dispatch cost and update latency against the peers\n\n"
       "Run 'dispatch-gen <subcommand> --help' for a subcommand's options.\n");
 
   if (emitCommand())
@@ -61,5 +63,7 @@ int main(int Argc, char **Argv) {
     return runScan(Inv);
   if (runCommand())
     return runRun(Inv);
+  if (benchCommand())
+    return runBench(Inv);
   return fail(Inv.ToolName, "no subcommand given; run 'dispatch-gen --help'");
 }

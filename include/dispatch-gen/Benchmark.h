@@ -1,0 +1,240 @@
+//===- Benchmark.h - Dispatch cost and update latency -----------*- C++ -*-===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// The measurements behind `dispatch-gen bench` and the Google Benchmark
+// binaries in bench/: what a call through a dispatcher costs next to its
+// peers (DESIGN.md, "Peers to measure against"), how long an update takes,
+// how the read side scales with threads while updates churn, and what one
+// dispatcher costs in resident memory.
+//
+// Call cost: CallLoopSet JIT-compiles, in one LLJIT, N tiny programs
+// `i32 prog_K(i32 x) { return x + K; }` and one caller loop per variant:
+//
+//   for (i = 0; i < iters; ++i) {
+//     sel = targets[pattern[i & mask]];
+//     acc += call(x = i ^ sel, sel);     // the variant's call
+//   }
+//
+// so every variant runs the same code around its call and only the call
+// differs. The dispatchers live in the same session (their entries are
+// called directly from the loop), placed next to the programs.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_BENCHMARK_H
+#define DISPATCH_GEN_BENCHMARK_H
+
+#include "dispatch-gen/Reclamation.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace llvm {
+class raw_ostream;
+class Twine;
+} // namespace llvm
+
+namespace dispatchgen {
+class Dispatcher;
+
+namespace bench {
+
+//===-- Call patterns and statistics (pure) -------------------------------===//
+
+/// Which program each call selects.
+enum class Pattern {
+  PT_OneHot,     ///< always program 0
+  PT_RoundRobin, ///< 0, 1, ..., N-1, 0, ...
+  PT_Uniform,    ///< uniformly random (fixed seed)
+  PT_Zipf,       ///< Zipf, s = 1.1, over a fixed shuffle of the programs
+};
+constexpr Pattern AllPatterns[] = {Pattern::PT_OneHot, Pattern::PT_RoundRobin,
+                                   Pattern::PT_Uniform, Pattern::PT_Zipf};
+llvm::StringRef patternName(Pattern P);
+
+/// The Zipf exponent of PT_Zipf.
+constexpr double ZipfExponent = 1.1;
+
+/// Probabilities of ranks 1..N under Zipf with exponent S (sum 1).
+std::vector<double> zipfProbabilities(unsigned N, double S);
+
+/// Length program indices (each < N) following P; the same arguments give
+/// the same indices on every run.
+std::vector<uint32_t> makePattern(Pattern P, unsigned N, size_t Length,
+                                  uint64_t Seed = 0x5eed);
+
+/// How often each of the N programs occurs in Indices.
+std::vector<uint64_t> frequencies(llvm::ArrayRef<uint32_t> Indices, unsigned N);
+
+/// Median (the upper one of an even count) and nearest-rank percentile
+/// (Fraction in (0, 1]); 0 for no samples.
+double median(std::vector<double> Samples);
+double percentile(std::vector<double> Samples, double Fraction);
+
+//===-- Call cost ---------------------------------------------------------===//
+
+/// How the loop makes its call.
+enum class CallVariant {
+  CV_Direct,     ///< `call prog_0`: the limit (ignores the pattern)
+  CV_Indirect,   ///< `call *sel`
+  CV_Retpoline,  ///< `call *sel` through a retpoline thunk
+  CV_Dispatcher, ///< dispatch-gen's live entry, no weights
+  CV_Weighted,   ///< dispatch-gen's entry, weighted by the pattern's counts
+  CV_SortedTree, ///< the kernel's address-sorted binary search (no weights)
+};
+constexpr CallVariant AllVariants[] = {
+    CallVariant::CV_Direct,    CallVariant::CV_Indirect,
+    CallVariant::CV_Retpoline, CallVariant::CV_Dispatcher,
+    CallVariant::CV_Weighted,  CallVariant::CV_SortedTree};
+llvm::StringRef variantName(CallVariant V);
+
+/// N programs, the caller loops of every variant and two live dispatchers,
+/// JIT-compiled in one LLJIT.
+class CallLoopSet {
+public:
+  static llvm::Expected<std::unique_ptr<CallLoopSet>> create(unsigned N);
+  ~CallLoopSet();
+
+  unsigned size() const;
+  /// Selects the calls' programs (indices < N; the length must be a power
+  /// of two) and weights the CV_Weighted dispatcher by their counts.
+  llvm::Error setPattern(llvm::ArrayRef<uint32_t> Indices);
+  /// Runs V's loop for Iterations calls and returns its sum. The calling
+  /// thread must be an RF_Memb RCU reader (RCUReaderThread).
+  uint64_t run(CallVariant V, uint64_t Iterations) const;
+  /// Runs every variant once and checks that they agree.
+  llvm::Error check(uint64_t Iterations) const;
+
+  class Impl;
+
+private:
+  explicit CallLoopSet(std::unique_ptr<Impl> I);
+  std::unique_ptr<Impl> I;
+};
+
+struct CallCostOptions {
+  std::vector<unsigned> Ns = {1, 2, 4, 8, 16, 48, 256, 1024, 4096};
+  std::vector<Pattern> Patterns{std::begin(AllPatterns), std::end(AllPatterns)};
+  /// Calls per timed loop, and timed loops per variant (the median counts).
+  /// Many short loops rather than a few long ones: on a shared machine a
+  /// preemption then spoils a few samples instead of most.
+  uint64_t Iterations = 1u << 18;
+  unsigned Repetitions = 21;
+  /// Entries of each pattern (a power of two).
+  size_t PatternLength = 1u << 16;
+};
+
+struct CallCost {
+  unsigned N;
+  Pattern P;
+  CallVariant V;
+  double NsPerCall;
+};
+
+/// Progress lines ("N=48 zipf"), for stderr.
+using ProgressFn = llvm::function_ref<void(const llvm::Twine &)>;
+
+/// Times every variant for every N and pattern: repetitions interleave the
+/// variants, so drift hits all of them alike.
+llvm::Expected<std::vector<CallCost>>
+measureCallCost(const CallCostOptions &Opts, ProgressFn Progress = {});
+
+//===-- Updates, read-side scaling, memory --------------------------------===//
+
+/// A dispatcher of signature "i32 (i32)" over N of N + 1 program stubs
+/// (`mov $imm32, %eax; ret` in one block of this process, never unmapped);
+/// each swap() exchanges one registered stub for the one outside the set,
+/// so every swap regenerates the image.
+class UpdateDriver {
+public:
+  using EntryFn = int(int, int (*)(int));
+  static constexpr unsigned MaxPrograms = 4096;
+
+  static llvm::Expected<std::unique_ptr<UpdateDriver>> create(unsigned N,
+                                                              ReclaimMode Mode);
+  ~UpdateDriver();
+
+  llvm::Error swap();
+  /// Calls the entry with registered programs and the spare one; the
+  /// thread must not be an RCU reader.
+  llvm::Error checkCalls() const;
+  Dispatcher &dispatcher() { return *D; }
+  EntryFn *entry() const;
+  /// The address of stub I (I <= MaxPrograms); it returns StubBase + I.
+  static uint64_t stubAddress(unsigned I);
+  static constexpr int StubBase = 1000000;
+
+private:
+  UpdateDriver() = default;
+  std::unique_ptr<Dispatcher> D;
+  std::vector<unsigned> InSet;
+  unsigned Spare = 0;
+  size_t Slot = 0;
+};
+
+struct UpdateLatency {
+  unsigned N;
+  ReclaimMode Mode;
+  unsigned Updates;
+  /// Around each change(), in microseconds.
+  double MedianUs, P99Us;
+};
+
+/// Times Updates swaps (after a few untimed ones).
+llvm::Expected<UpdateLatency> measureUpdateLatency(unsigned N, ReclaimMode Mode,
+                                                   unsigned Updates);
+
+struct ReadScaling {
+  unsigned Threads;
+  /// Updates per second asked for, and achieved (each waits for its grace
+  /// period, so slow updates cap the rate).
+  unsigned UpdatesPerSecond;
+  double AchievedUpdatesPerSecond;
+  double CallsPerSecond;
+};
+
+/// Threads callers (RCU readers, one read-side section per 1024 calls)
+/// calling round-robin through a 48-program dispatcher for Seconds, while
+/// the main thread swaps programs UpdatesPerSecond times a second.
+llvm::Expected<ReadScaling>
+measureReadScaling(unsigned Threads, unsigned UpdatesPerSecond, double Seconds);
+
+struct MemoryUse {
+  unsigned N;
+  /// Growth of the resident set from creating the dispatcher and
+  /// registering N programs.
+  int64_t ResidentBytes;
+};
+llvm::Expected<MemoryUse> measureMemory(unsigned N);
+
+//===-- Reports -----------------------------------------------------------===//
+
+struct Report {
+  std::vector<CallCost> Calls;
+  std::vector<UpdateLatency> Updates;
+  std::vector<ReadScaling> Scaling;
+  std::vector<MemoryUse> Memory;
+};
+
+/// The call-cost table (ns per call and the ratio to the direct call), then
+/// the update, scaling and memory figures.
+void printReport(const Report &R, llvm::raw_ostream &OS);
+void writeJSON(const Report &R, llvm::raw_ostream &OS);
+/// Plots ns per call against N, one line per variant and one panel per
+/// pattern, with gnuplot, as SVG or PNG after Path's extension.
+llvm::Error writePlot(const Report &R, llvm::StringRef Path);
+
+} // namespace bench
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_BENCHMARK_H

@@ -1,0 +1,218 @@
+//===- BenchCommand.cpp - dispatch-gen bench ------------------------------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// `dispatch-gen bench` measures a call through a dispatcher side by side
+// with its peers (direct, indirect, retpoline, weighted dispatcher,
+// address-sorted tree), the update latency, read-side scaling under update
+// churn and the memory of one dispatcher, and prints one report. The
+// measuring is the library's (dispatch-gen/Benchmark.h); this file only
+// picks what to run.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Commands.h"
+
+#include "dispatch-gen/Benchmark.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <optional>
+#include <thread>
+
+using namespace llvm;
+using namespace dispatchgen::bench;
+
+namespace dispatchgen::tool {
+
+static cl::OptionCategory BenchCategory("bench options");
+
+static cl::opt<bool>
+    Quick("quick", cl::sub(benchCommand()), cl::cat(BenchCategory),
+          cl::desc("Fewer N, iterations and updates: under a minute on two "
+                   "cores (a smoke test, not a measurement)"));
+
+static cl::list<unsigned>
+    Ns("n", cl::sub(benchCommand()), cl::cat(BenchCategory), cl::CommaSeparated,
+       cl::value_desc("N,..."),
+       cl::desc("Numbers of programs for the call cost (default "
+                "1,2,4,8,16,48,256,1024,4096; with --quick 1,8,48,1024)"));
+
+static cl::list<std::string>
+    PatternNames("patterns", cl::sub(benchCommand()), cl::cat(BenchCategory),
+                 cl::CommaSeparated, cl::value_desc("name,..."),
+                 cl::desc("Call patterns: one-hot, round-robin, uniform, "
+                          "zipf (default: all)"));
+
+static cl::opt<uint64_t>
+    Iterations("iterations", cl::sub(benchCommand()), cl::cat(BenchCategory),
+               cl::desc("Calls per timed loop (default 262144; with "
+                        "--quick 65536)"));
+
+static cl::opt<unsigned>
+    Repetitions("repetitions", cl::sub(benchCommand()), cl::cat(BenchCategory),
+                cl::desc("Timed loops per variant; the median counts "
+                         "(default 21; with --quick 5)"));
+
+static cl::opt<bool>
+    NoUpdates("no-updates", cl::sub(benchCommand()), cl::cat(BenchCategory),
+              cl::desc("Skip update latency, read-side scaling and memory"));
+
+static cl::opt<std::string>
+    JSONFile("json", cl::sub(benchCommand()), cl::cat(BenchCategory),
+             cl::value_desc("file"),
+             cl::desc("Also write the results as JSON to this file"));
+
+static cl::opt<std::string>
+    PlotFile("plot", cl::sub(benchCommand()), cl::cat(BenchCategory),
+             cl::value_desc("file.svg|file.png"),
+             cl::desc("Plot ns per call against N with gnuplot"));
+
+namespace {
+
+void progress(const Twine &Msg) {
+  errs() << "==> " << Msg << "\n";
+  errs().flush();
+}
+
+Expected<std::vector<Pattern>> selectedPatterns() {
+  if (PatternNames.empty())
+    return std::vector<Pattern>(std::begin(AllPatterns), std::end(AllPatterns));
+  std::vector<Pattern> Out;
+  for (const std::string &Name : PatternNames) {
+    auto It =
+        find_if(AllPatterns, [&](Pattern P) { return patternName(P) == Name; });
+    if (It == std::end(AllPatterns))
+      return createStringError(inconvertibleErrorCode(),
+                               formatv("unknown pattern '{0}'; expected "
+                                       "one-hot, round-robin, uniform or zipf",
+                                       Name));
+    if (!is_contained(Out, *It))
+      Out.push_back(*It);
+  }
+  return Out;
+}
+
+Error measureUpdates(Report &R) {
+  struct Case {
+    unsigned N, Updates;
+  };
+  std::vector<Case> Cases =
+      Quick ? std::vector<Case>{{1, 30}, {48, 30}, {1024, 5}}
+            : std::vector<Case>{{1, 300}, {48, 300}, {1024, 40}, {4096, 10}};
+  for (ReclaimMode Mode :
+       {ReclaimMode::RM_Asynchronous, ReclaimMode::RM_Synchronous})
+    for (Case C : Cases) {
+      progress(
+          formatv("update latency: N={0}, {1}", C.N,
+                  Mode == ReclaimMode::RM_Asynchronous ? "async" : "sync"));
+      auto U = measureUpdateLatency(C.N, Mode, C.Updates);
+      if (!U)
+        return U.takeError();
+      R.Updates.push_back(*U);
+    }
+
+  unsigned MaxThreads = std::max(1u, std::thread::hardware_concurrency());
+  double Seconds = Quick ? 0.25 : 1.0;
+  for (unsigned Rate : {0u, 100u, 1000u})
+    for (unsigned T = 1; T <= MaxThreads; ++T) {
+      progress(
+          formatv("read-side scaling: {0} threads, {1} updates/s", T, Rate));
+      auto S = measureReadScaling(T, Rate, Seconds);
+      if (!S)
+        return S.takeError();
+      R.Scaling.push_back(*S);
+    }
+  return Error::success();
+}
+
+Error measureMemoryUse(Report &R) {
+  for (unsigned N : {48u, 4096u}) {
+    progress(formatv("memory: one dispatcher with {0} programs", N));
+    auto M = measureMemory(N);
+    if (!M)
+      return M.takeError();
+    R.Memory.push_back(*M);
+  }
+  return Error::success();
+}
+
+} // namespace
+
+int runBench(const Invocation &Inv) {
+  StringRef Tool = Inv.ToolName;
+  CallCostOptions Opts;
+  if (Quick) {
+    Opts.Ns = {1, 8, 48, 1024};
+    Opts.Iterations = 1u << 16;
+    Opts.Repetitions = 5;
+  }
+  if (!Ns.empty())
+    Opts.Ns.assign(Ns.begin(), Ns.end());
+  for (unsigned N : Opts.Ns)
+    if (N == 0 || N > UpdateDriver::MaxPrograms)
+      return fail(Tool, formatv("--n: {0} programs is out of range (1 to {1})",
+                                N, UpdateDriver::MaxPrograms));
+  if (Iterations.getNumOccurrences()) {
+    if (Iterations == 0)
+      return fail(Tool, "--iterations must be at least 1");
+    Opts.Iterations = Iterations;
+  }
+  if (Repetitions.getNumOccurrences()) {
+    if (Repetitions == 0)
+      return fail(Tool, "--repetitions must be at least 1");
+    Opts.Repetitions = Repetitions;
+  }
+  auto Patterns = selectedPatterns();
+  if (!Patterns)
+    return fail(Tool, Patterns.takeError());
+  Opts.Patterns = std::move(*Patterns);
+  if (!PlotFile.empty()) {
+    StringRef Ext = sys::path::extension(PlotFile);
+    if (!Ext.equals_insensitive(".svg") && !Ext.equals_insensitive(".png"))
+      return fail(Tool, formatv("--plot: '{0}' must end in .svg or .png",
+                                PlotFile.getValue()));
+    if (!sys::findProgramByName("gnuplot"))
+      return fail(Tool, "--plot needs gnuplot (Debian package gnuplot-nox)");
+  }
+
+  // Opened now, so that a bad path fails before minutes of measuring.
+  std::optional<raw_fd_ostream> JSONOut;
+  if (!JSONFile.empty()) {
+    std::error_code EC;
+    JSONOut.emplace(JSONFile, EC, sys::fs::OF_Text);
+    if (EC)
+      return fail(Tool, formatv("cannot write '{0}': {1}", JSONFile.getValue(),
+                                EC.message()));
+  }
+
+  Report R;
+  if (!NoUpdates)
+    if (Error E = measureMemoryUse(R))
+      return fail(Tool, std::move(E));
+  auto Calls = measureCallCost(Opts, progress);
+  if (!Calls)
+    return fail(Tool, Calls.takeError());
+  R.Calls = std::move(*Calls);
+  if (!NoUpdates)
+    if (Error E = measureUpdates(R))
+      return fail(Tool, std::move(E));
+
+  printReport(R, outs());
+  outs().flush();
+  if (JSONOut)
+    writeJSON(R, *JSONOut);
+  if (!PlotFile.empty())
+    if (Error E = writePlot(R, PlotFile))
+      return fail(Tool, std::move(E));
+  return 0;
+}
+
+} // namespace dispatchgen::tool
