@@ -88,6 +88,10 @@ private:
 Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (Config.Capacity == 0)
     return makeError("a dispatcher's capacity must be at least 1");
+  if (Config.ImageRegionSize < (1u << 20))
+    return makeError(formatv("the image region ({0} bytes) must be at least "
+                             "1 MiB",
+                             Config.ImageRegionSize));
   if (Config.Name.empty())
     return makeError("a dispatcher needs a name");
   Ctx = std::make_unique<LLVMContext>();
@@ -95,6 +99,11 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (!Sig)
     return Sig.takeError();
   Signature = *Sig;
+  if (Config.ParamExtensions.size() > Signature->getNumParams())
+    return makeError(formatv("{0} parameter extensions for a signature of {1} "
+                             "parameter(s)",
+                             Config.ParamExtensions.size(),
+                             Signature->getNumParams()));
   if (auto T =
           DispatchIRBuilder::getDispatcherType(Signature, Config.SelectorArg);
       !T)
