@@ -88,12 +88,14 @@ tsan_run() {
 # coverage on the same libraries, so they share this build instead of a
 # fourth). Every case runs but TenThousandUpdatesKeepMemoryFlat, as under
 # TSan: single-threaded, about memory ASan's quarantine distorts, and
-# minutes long when instrumented; the torture also runs its broken mode,
-# which must be caught.
+# minutes long when instrumented.
 ASAN_BINARIES=(ProgramSetTests DispatchIRBuilderTests CodeEmitterTests
   CodeInspectorTests ReclaimerTests TrampolineTests DispatcherTests
   FrontendTests dispatch-gen-torture)
-ASAN_LABELS=("${ASAN_BINARIES[@]}" dispatch-gen-torture-broken)
+# The torture's broken mode is not run here: instrumented, the updater
+# regenerates about 20 times a second, too few frees in a short run for the
+# catch to be certain (one 5 s run missed it); the normal build runs it.
+ASAN_LABELS=("${ASAN_BINARIES[@]}")
 ASAN_EXCLUDED='TenThousandUpdatesKeepMemoryFlat'
 FUZZERS=(signature dispatcher frontend)
 # detect_container_overflow=0: libLLVM and libclang-cpp are uninstrumented,
