@@ -8,11 +8,14 @@
 // reaches every registered program with a direct jump. Each membership
 // change regenerates the image:
 //
-//   1. DispatchIRBuilder builds the dispatcher for the set, with the
-//      programs' absolute addresses as switch cases;
-//   2. the module is compiled (one reused TargetMachine) and linked by ORC
-//      into the inactive one of two JITDylibs (A/B, alternating), in memory
-//      reserved near the programs so every `je/jmp rel32` is in range;
+//   1. the compare tree over the programs' absolute addresses is laid out
+//      as x86-64 machine code, or, where that does not apply (another
+//      architecture, a selector the convention does not put in a register,
+//      ImageLowering::IL_Codegen), DispatchIRBuilder builds it as a switch
+//      and a reused TargetMachine compiles it;
+//   2. ORC links it (a LinkGraph, or the compiled object) into the inactive
+//      one of two JITDylibs (A/B, alternating), in memory reserved near the
+//      programs so every `je/jmp rel32` is in range;
 //   3. the trampoline is patched to the new image (one atomic store);
 //   4. after an RCU grace period the old image is removed and the programs
 //      whose last reference went are handed to the release callback.
@@ -62,6 +65,16 @@ namespace dispatchgen {
 /// Steps of an update where a test can inject a failure.
 enum class FaultPoint { FP_Compile, FP_Allocate, FP_Link, FP_Patch };
 
+/// How a dispatcher makes its images.
+enum class ImageLowering {
+  /// Lay the compare tree out as machine code directly where it can (x86-64,
+  /// the selector in a register): an update then costs microseconds per
+  /// program instead of the codegen pipeline's tens. Elsewhere, codegen.
+  IL_Auto,
+  /// Always build IR and compile it (what `dispatch-gen emit` does).
+  IL_Codegen,
+};
+
 struct DispatcherConfig {
   /// Base name of the dispatcher's symbols (images, JITDylibs, the entry).
   std::string Name = "dispatch";
@@ -81,8 +94,10 @@ struct DispatcherConfig {
   ReclaimMode Reclaim = ReclaimMode::RM_Synchronous;
   /// Route the fallback indirect call through a retpoline.
   bool RetpolineFallback = false;
-  /// Codegen level of images. O1 is the cheapest that folds the direct
-  /// tail calls into `je rel32`.
+  /// How images are made.
+  ImageLowering Lowering = ImageLowering::IL_Auto;
+  /// Codegen level of images that are compiled. O1 is the cheapest that folds
+  /// the direct tail calls into `je rel32`.
   llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Less;
   /// Place the entry and the images near this address: a program's, or any
   /// function of the module (executable or shared library) the programs
@@ -101,8 +116,9 @@ struct DispatcherConfig {
   bool VerifyImages = false;
   /// Append each image to /tmp/perf-<pid>.map so perf names it.
   bool PerfMap = false;
-  /// Register each image with the GDB JIT interface so debuggers name it
-  /// (costs time per update).
+  /// Register each image with the GDB JIT interface so debuggers name it.
+  /// The interface takes object files, so images are then always compiled
+  /// (ImageLowering::IL_Codegen): milliseconds per update.
   bool RegisterWithDebugger = false;
   /// Called once for each program whose last reference went, after no
   /// caller can still reach it through an image: on the updating thread
@@ -139,6 +155,9 @@ struct DispatcherStatus {
   /// The live image; 0 when the entry does the plain indirect call.
   uint64_t ImageAddress = 0;
   uint64_t ImageSize = 0;
+  /// Whether the live image (or the next, while there is none) is laid out
+  /// directly rather than compiled (see ImageLowering).
+  bool LaidOutDirectly = false;
   /// Regenerate and patch, and the grace period after it, of the last
   /// update that changed the image.
   std::chrono::nanoseconds LastUpdateLatency{0};

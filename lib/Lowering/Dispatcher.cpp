@@ -70,7 +70,13 @@ public:
   LinkedImage Empty;
   uint64_t Generation = 0;
   size_t DirectTargets = 0, FallbackTargets = 0;
+  /// Whether the live image was laid out without codegen.
+  bool LiveLaid = false;
   Clock::duration LastUpdate{}, LastGrace{};
+
+  /// Where the selector arrives when images can be laid out directly
+  /// (x86-64 and ImageLowering::IL_Auto); immutable after init().
+  std::optional<unsigned> SelectorReg;
 
   Reclaimer Reclaim;
   /// Made on first use; used under UpdateMutex only (not thread-safe).
@@ -80,7 +86,12 @@ private:
   Expected<CodeInspector &> inspector() const;
   Error verifyImage(const LinkedImage &Image,
                     ArrayRef<uint64_t> Programs) const;
-  Expected<LinkedImage> build(uint64_t Gen, size_t &Direct, size_t &Fallback);
+  /// Makes the image for the current set; Laid tells whether it was laid
+  /// out directly (X86ImageEmitter) rather than compiled.
+  Expected<LinkedImage> build(uint64_t Gen, size_t &Direct, size_t &Fallback,
+                              bool &Laid);
+  Expected<LinkedImage> buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
+                                         ArrayRef<ImageCase> Cases);
   Error switchTo(LinkedImage &Image);
   void resetContextIfOld();
 };
@@ -129,6 +140,11 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (!L)
     return L.takeError();
   Linker = std::move(*L);
+  // The GDB JIT interface takes object files, which only codegen makes.
+  if (Config.Lowering == ImageLowering::IL_Auto &&
+      !Config.RegisterWithDebugger &&
+      Linker->targetMachine().getTargetTriple().getArch() == Triple::x86_64)
+    SelectorReg = getX86SelectorRegister(Signature, Config.SelectorArg);
   if (Config.RetpolineFallback)
     if (auto Thunk = Linker->retpolineThunk(); !Thunk)
       return Thunk.takeError();
@@ -140,7 +156,7 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
     return Error::success();
   // A JIT entry starts on the image of the empty set: the indirect call.
   size_t Direct = 0, Fallback = 0;
-  auto Image = build(Generation, Direct, Fallback);
+  auto Image = build(Generation, Direct, Fallback, LiveLaid);
   if (!Image)
     return Image.takeError();
   Empty = std::move(*Image);
@@ -174,21 +190,9 @@ void Dispatcher::Impl::resetContextIfOld() {
 }
 
 Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
-                                              size_t &Fallback) {
-  Module M(formatv("{0}.g{1}", Config.Name, Gen).str(), *Ctx);
-  const TargetMachine &TM = Linker->targetMachine();
-  M.setDataLayout(TM.createDataLayout());
-  M.setTargetTriple(TM.getTargetTriple());
-
-  DispatcherSpec Spec;
-  Spec.Name = formatv("{0}.image.g{1}", Config.Name, Gen).str();
-  Spec.Signature = Signature;
-  Spec.SelectorArg = Config.SelectorArg;
-  Spec.RetpolineFallback = Config.RetpolineFallback;
-  Spec.ExternalRetpolineThunk = Config.RetpolineFallback;
-  Spec.ReturnExtension = Config.ReturnExtension;
-  Spec.ParamExtensions = Config.ParamExtensions;
-  std::vector<ImageTarget> Targets;
+                                              size_t &Fallback, bool &Laid) {
+  std::string ImageSymbol = formatv("{0}.image.g{1}", Config.Name, Gen).str();
+  std::vector<ImageCase> Cases;
   Direct = Fallback = 0;
   for (const ProgramEntry &P : Set.entries()) {
     // A program out of rel32 reach would need a stub, an indirect jump:
@@ -198,23 +202,34 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
       continue;
     }
     ++Direct;
-    DispatchTarget T;
-    T.Symbol = formatv("{0}.g{1}.p{2}", Config.Name, Gen, Targets.size()).str();
-    T.Address = P.Address;
-    if (!Weights.empty())
-      T.Weight = Weights.lookup(P.Address);
-    Targets.push_back({T.Symbol, P.Address});
-    Spec.Targets.push_back(std::move(T));
+    Cases.push_back({P.Address, P.Address,
+                     Weights.empty() ? 0 : Weights.lookup(P.Address)});
   }
-  if (Error E = DispatchIRBuilder(M).build(Spec).takeError())
-    return std::move(E);
-  auto Image = Linker->link(M, Targets, Gen % 2, Spec.Name);
+
+  Expected<LinkedImage> Image = makeError("no image");
+  Laid = false;
+  if (SelectorReg) {
+    // Programs spread over more than 2 GiB are left to codegen's 64-bit
+    // compares.
+    if (auto Code =
+            emitX86Image(Cases, *SelectorReg, Config.RetpolineFallback)) {
+      consumeError(Image.takeError());
+      Image = Linker->link(*Code, Cases, Gen % 2, ImageSymbol);
+      Laid = true;
+    } else {
+      consumeError(Code.takeError());
+    }
+  }
+  if (!Laid) {
+    consumeError(Image.takeError());
+    Image = buildWithCodegen(Gen, ImageSymbol, Cases);
+  }
   if (!Image)
     return Image.takeError();
   if (Config.VerifyImages) {
     std::vector<uint64_t> Programs;
-    for (const ImageTarget &T : Targets)
-      Programs.push_back(T.Address);
+    for (const ImageCase &C : Cases)
+      Programs.push_back(C.Target);
     if (Error E = verifyImage(*Image, Programs)) {
       consumeError(Linker->remove(*Image));
       return makeError(formatv("image of generation {0} failed verification: "
@@ -223,8 +238,40 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
     }
   }
   if (Config.PerfMap)
-    Linker->writePerfMap(Image->Address, Image->Size, Spec.Name);
+    Linker->writePerfMap(Image->Address, Image->Size, ImageSymbol);
   return Image;
+}
+
+Expected<LinkedImage>
+Dispatcher::Impl::buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
+                                   ArrayRef<ImageCase> Cases) {
+  resetContextIfOld();
+  Module M(formatv("{0}.g{1}", Config.Name, Gen).str(), *Ctx);
+  const TargetMachine &TM = Linker->targetMachine();
+  M.setDataLayout(TM.createDataLayout());
+  M.setTargetTriple(TM.getTargetTriple());
+
+  DispatcherSpec Spec;
+  Spec.Name = ImageSymbol.str();
+  Spec.Signature = Signature;
+  Spec.SelectorArg = Config.SelectorArg;
+  Spec.RetpolineFallback = Config.RetpolineFallback;
+  Spec.ExternalRetpolineThunk = Config.RetpolineFallback;
+  Spec.ReturnExtension = Config.ReturnExtension;
+  Spec.ParamExtensions = Config.ParamExtensions;
+  std::vector<ImageTarget> Targets;
+  for (const ImageCase &C : Cases) {
+    DispatchTarget T;
+    T.Symbol = formatv("{0}.g{1}.p{2}", Config.Name, Gen, Targets.size()).str();
+    T.Address = C.Target;
+    if (!Weights.empty())
+      T.Weight = C.Weight;
+    Targets.push_back({T.Symbol, C.Target});
+    Spec.Targets.push_back(std::move(T));
+  }
+  if (Error E = DispatchIRBuilder(M).build(Spec).takeError())
+    return std::move(E);
+  return Linker->link(M, Targets, Gen % 2, Spec.Name);
 }
 
 Error Dispatcher::Impl::switchTo(LinkedImage &Image) {
@@ -249,9 +296,9 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   uint64_t Gen = Generation + 1;
   LinkedImage Next;
   size_t Direct = 0, Fallback = Set.size();
+  bool Laid = false;
   if (Supported && !Set.empty()) {
-    resetContextIfOld();
-    auto Image = build(Gen, Direct, Fallback);
+    auto Image = build(Gen, Direct, Fallback, Laid);
     if (!Image) {
       Set = std::move(Before);
       return Image.takeError();
@@ -269,6 +316,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   Generation = Gen;
   DirectTargets = Direct;
   FallbackTargets = Fallback;
+  LiveLaid = Laid;
   LinkedImage Old = std::exchange(Live, std::move(Next));
 
   // After the grace period no caller can be in the old image or in a
@@ -306,11 +354,12 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
     return makeError(formatv("the image at {0:x} has no size", Image.Address));
   std::vector<uint64_t> Allowed(Programs.begin(), Programs.end());
   Allowed.insert(Allowed.end(), Image.Helpers.begin(), Image.Helpers.end());
-  if (Config.RetpolineFallback)
-    if (auto Thunk = Linker->retpolineThunk())
-      Allowed.push_back(*Thunk);
-    else
+  if (Config.RetpolineFallback) {
+    auto Thunk = Linker->retpolineThunk();
+    if (!Thunk)
       return Thunk.takeError();
+    Allowed.push_back(*Thunk);
+  }
   ArrayRef<uint8_t> Bytes(reinterpret_cast<const uint8_t *>(Image.Address),
                           Image.Size);
   ImageCheck C = I->check(Bytes, Image.Address, Allowed);
@@ -396,6 +445,7 @@ DispatcherStatus Dispatcher::Impl::status() const {
   const LinkedImage &Image = Live.RT ? Live : Empty;
   S.ImageAddress = Image.Address;
   S.ImageSize = Image.Size;
+  S.LaidOutDirectly = Live.RT ? LiveLaid : SelectorReg.has_value();
   S.LastUpdateLatency =
       std::chrono::duration_cast<std::chrono::nanoseconds>(LastUpdate);
   S.LastGracePeriod =

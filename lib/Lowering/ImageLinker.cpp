@@ -273,10 +273,72 @@ Expected<LinkedImage> ImageLinker::link(Module &M,
       return Discard(std::move(E));
   if (Error E = ObjLayer->add(Image.RT, std::move(*Obj)))
     return Discard(std::move(E));
-  auto Sym = ES->lookup({&JD}, Mangle(ImageSymbol));
+  if (Error E = lookupImage(Image, JD, Mangle(ImageSymbol)))
+    return Discard(std::move(E));
+  return Image;
+}
+
+Expected<LinkedImage> ImageLinker::link(const X86Image &Code,
+                                        ArrayRef<ImageCase> Cases,
+                                        unsigned Slot, StringRef ImageSymbol) {
+  assert(Slot < 2 && "two JITDylibs");
+  ThePlugin->takeLastFailure();
+  ThePlugin->takeRanges();
+  if (Faults && *Faults)
+    if (Error E = (*Faults)(FaultPoint::FP_Compile))
+      return makeError("cannot compile image: " + toString(std::move(E)));
+
+  auto G = std::make_unique<jitlink::LinkGraph>(
+      ImageSymbol.str(), ES->getSymbolStringPool(), TM->getTargetTriple(),
+      SubtargetFeatures(), jitlink::x86_64::getEdgeKindName);
+  jitlink::Section &Text =
+      G->createSection(".text", MemProt::Read | MemProt::Exec);
+  jitlink::Block &B = G->createMutableContentBlock(
+      Text,
+      G->allocateContent(ArrayRef<char>(
+          reinterpret_cast<const char *>(Code.Code.data()), Code.Code.size())),
+      ExecutorAddr(), /*Alignment=*/16, /*AlignmentOffset=*/0);
+  // ELF symbols carry no prefix, so the graph's names are ORC's.
+  G->addDefinedSymbol(B, 0, ImageSymbol, Code.Code.size(),
+                      jitlink::Linkage::Strong, jitlink::Scope::Default,
+                      /*IsCallable=*/true, /*IsLive=*/true);
+  // The programs are local absolute symbols of the graph: nothing for ORC
+  // to look up, nothing left in the JITDylib.
+  std::vector<jitlink::Symbol *> Targets(Cases.size());
+  for (const X86Image::CaseBranch &Br : Code.Branches) {
+    jitlink::Symbol *&T = Targets[Br.Case];
+    if (!T)
+      T = &G->addAbsoluteSymbol(formatv("{0}.p{1}", ImageSymbol, Br.Case).str(),
+                                ExecutorAddr(Cases[Br.Case].Target), 0,
+                                jitlink::Linkage::Strong, jitlink::Scope::Local,
+                                /*IsLive=*/false);
+    B.addEdge(jitlink::x86_64::BranchPCRel32, Br.Offset, *T, 0);
+  }
+  if (Code.ThunkBranch) {
+    // Resolved through the link order: the thunk's own JITDylib.
+    jitlink::Symbol &Thunk =
+        G->addExternalSymbol("__x86_indirect_thunk_r11", 0, false);
+    B.addEdge(jitlink::x86_64::BranchPCRel32, *Code.ThunkBranch, Thunk, 0);
+  }
+
+  JITDylib &JD = *Dylibs[Slot];
+  LinkedImage Image;
+  Image.RT = JD.createResourceTracker();
+  auto Discard = [&](Error E) -> Error {
+    return joinErrors(std::move(E), Image.RT->remove());
+  };
+  if (Error E = ObjLayer->add(Image.RT, std::move(G)))
+    return Discard(std::move(E));
+  if (Error E = lookupImage(Image, JD, ES->intern(ImageSymbol)))
+    return Discard(std::move(E));
+  return Image;
+}
+
+Error ImageLinker::lookupImage(LinkedImage &Image, JITDylib &JD,
+                               SymbolStringPtr ImageSymbol) {
+  auto Sym = ES->lookup({&JD}, std::move(ImageSymbol));
   if (!Sym)
-    return Discard(
-        makeError("cannot link image: " + toString(fail(Sym.takeError()))));
+    return makeError("cannot link image: " + toString(fail(Sym.takeError())));
   Image.Address = Sym->getAddress().getValue();
   for (const Plugin::Range &R : ThePlugin->takeRanges()) {
     if (R.Address == Image.Address)
@@ -284,7 +346,7 @@ Expected<LinkedImage> ImageLinker::link(Module &M,
     else
       Image.Helpers.push_back(R.Address);
   }
-  return Image;
+  return Error::success();
 }
 
 Error ImageLinker::remove(LinkedImage &Image) {

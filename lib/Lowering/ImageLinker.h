@@ -23,6 +23,7 @@
 #define DISPATCH_GEN_LIB_LOWERING_IMAGELINKER_H
 
 #include "NearMemoryManager.h"
+#include "X86ImageEmitter.h"
 
 #include "dispatch-gen/Dispatcher.h"
 
@@ -74,6 +75,13 @@ public:
                                    llvm::ArrayRef<ImageTarget> Targets,
                                    unsigned Slot, llvm::StringRef ImageSymbol);
 
+  /// Links an image laid out by emitX86Image into JITDylib Slot as a
+  /// LinkGraph: no codegen, no object file. Cases are the ones it was laid
+  /// out from. On failure nothing of it stays in the JITDylib.
+  llvm::Expected<LinkedImage> link(const X86Image &Code,
+                                   llvm::ArrayRef<ImageCase> Cases,
+                                   unsigned Slot, llvm::StringRef ImageSymbol);
+
   /// Frees an image (after its grace period).
   llvm::Error remove(LinkedImage &Image);
 
@@ -96,6 +104,10 @@ public:
 private:
   ImageLinker() = default;
   llvm::Error fail(llvm::Error E);
+  /// Materialises what was just added to Image.RT's JITDylib and fills in
+  /// Image from the link.
+  llvm::Error lookupImage(LinkedImage &Image, llvm::orc::JITDylib &JD,
+                          llvm::orc::SymbolStringPtr ImageSymbol);
 
   std::unique_ptr<llvm::orc::ExecutionSession> OwnedES;
   llvm::orc::ExecutionSession *ES = nullptr;

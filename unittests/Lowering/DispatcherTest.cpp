@@ -76,8 +76,12 @@ int indexOf(uint64_t Address) {
   return -1;
 }
 
+/// The lowering the running test uses (the parameter of DispatcherTest).
+ImageLowering CurrentLowering = ImageLowering::IL_Auto;
+
 DispatcherConfig hostConfig() {
   DispatcherConfig C;
+  C.Lowering = CurrentLowering;
   C.Name = "test_dispatch";
   C.Signature = "i32 (i32)";
   C.Near = addr(Progs[0]); // the programs live in this executable
@@ -98,10 +102,12 @@ void expectOk(Error E) { EXPECT_FALSE(!!E) << toString(std::move(E)); }
 
 std::string errorText(Error E) { return toString(std::move(E)); }
 
-/// Every thread that calls through a dispatcher is an RCU reader.
-class DispatcherTest : public ::testing::Test {
+/// Every thread that calls through a dispatcher is an RCU reader. Each
+/// test runs with images laid out directly and with images compiled.
+class DispatcherTest : public ::testing::TestWithParam<ImageLowering> {
 protected:
   void SetUp() override {
+    CurrentLowering = GetParam();
     for (auto &R : Outstanding)
       R = 0;
     RunAfterRelease = 0;
@@ -115,7 +121,7 @@ int callThrough(const Dispatcher &D, int X, Prog P) {
   return D.entryAs<EntryFn>()(X, P);
 }
 
-TEST_F(DispatcherTest, EmptyDispatcherIsThePlainIndirectCall) {
+TEST_P(DispatcherTest, EmptyDispatcherIsThePlainIndirectCall) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);
   DispatcherStatus S = D->status();
@@ -126,7 +132,7 @@ TEST_F(DispatcherTest, EmptyDispatcherIsThePlainIndirectCall) {
   expectOk(D->verify());
 }
 
-TEST_F(DispatcherTest, RegisteredProgramsAreReachedDirectly) {
+TEST_P(DispatcherTest, RegisteredProgramsAreReachedDirectly) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);
   expectOk(D->add(addr(Progs[1]), "prog1"));
@@ -140,6 +146,7 @@ TEST_F(DispatcherTest, RegisteredProgramsAreReachedDirectly) {
   EXPECT_EQ(S.DirectTargets, 2u);
   EXPECT_EQ(S.FallbackTargets, 0u);
   EXPECT_EQ(S.Generation, 2u);
+  EXPECT_EQ(S.LaidOutDirectly, GetParam() == ImageLowering::IL_Auto);
   expectOk(D->verify());
 
   std::string Dump;
@@ -150,7 +157,7 @@ TEST_F(DispatcherTest, RegisteredProgramsAreReachedDirectly) {
   EXPECT_NE(Dump.find("# -> prog2"), std::string::npos) << Dump;
 }
 
-TEST_F(DispatcherTest, RefcountOnlyChangesDoNotRegenerate) {
+TEST_P(DispatcherTest, RefcountOnlyChangesDoNotRegenerate) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);
   expectOk(D->add(addr(Progs[1])));
@@ -164,7 +171,7 @@ TEST_F(DispatcherTest, RefcountOnlyChangesDoNotRegenerate) {
   EXPECT_EQ(D->status().Programs, 0u);
 }
 
-TEST_F(DispatcherTest, ReleaseComesOnceAfterTheLastReference) {
+TEST_P(DispatcherTest, ReleaseComesOnceAfterTheLastReference) {
   std::vector<uint64_t> ReleasedNow;
   DispatcherConfig C = hostConfig();
   C.OnRelease = [&](const ProgramEntry &P) {
@@ -185,7 +192,7 @@ TEST_F(DispatcherTest, ReleaseComesOnceAfterTheLastReference) {
             (std::vector<uint64_t>{addr(Progs[1]), addr(Progs[2])}));
 }
 
-TEST_F(DispatcherTest, ErrorsLeaveEverythingAsItWas) {
+TEST_P(DispatcherTest, ErrorsLeaveEverythingAsItWas) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);
   expectOk(D->add(addr(Progs[1])));
@@ -199,7 +206,7 @@ TEST_F(DispatcherTest, ErrorsLeaveEverythingAsItWas) {
   EXPECT_EQ(D->programs().size(), 1u);
 }
 
-TEST_F(DispatcherTest, BatchRegeneratesOnce) {
+TEST_P(DispatcherTest, BatchRegeneratesOnce) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);
   ProgramSet::Batch B;
@@ -213,7 +220,7 @@ TEST_F(DispatcherTest, BatchRegeneratesOnce) {
   expectOk(D->verify());
 }
 
-TEST_F(DispatcherTest, TenThousandUpdatesKeepMemoryFlat) {
+TEST_P(DispatcherTest, TenThousandUpdatesKeepMemoryFlat) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);
   expectOk(D->add(addr(Progs[0])));
@@ -240,7 +247,7 @@ TEST_F(DispatcherTest, TenThousandUpdatesKeepMemoryFlat) {
   expectOk(D->verify());
 }
 
-TEST_F(DispatcherTest, InjectedFailuresChangeNothingAndTheNextUpdateWorks) {
+TEST_P(DispatcherTest, InjectedFailuresChangeNothingAndTheNextUpdateWorks) {
   for (FaultPoint Point : {FaultPoint::FP_Compile, FaultPoint::FP_Allocate,
                            FaultPoint::FP_Link, FaultPoint::FP_Patch}) {
     SCOPED_TRACE(static_cast<int>(Point));
@@ -274,7 +281,7 @@ TEST_F(DispatcherTest, InjectedFailuresChangeNothingAndTheNextUpdateWorks) {
   }
 }
 
-TEST_F(DispatcherTest, FarProgramsTakeTheFallbackAndAreCounted) {
+TEST_P(DispatcherTest, FarProgramsTakeTheFallbackAndAreCounted) {
   // Images near a shared library; this executable's functions are far away
   // in a PIE (and, if not, the test still checks the counts add up).
   DispatcherConfig C = hostConfig();
@@ -291,7 +298,7 @@ TEST_F(DispatcherTest, FarProgramsTakeTheFallbackAndAreCounted) {
   expectOk(D->verify());
 }
 
-TEST_F(DispatcherTest, SharedLibraryProgramsAreReachedDirectly) {
+TEST_P(DispatcherTest, SharedLibraryProgramsAreReachedDirectly) {
   DispatcherConfig C = hostConfig();
   C.Near = reinterpret_cast<uint64_t>(&dispatchgen_test_shared_prog);
   auto D = makeDispatcher(std::move(C));
@@ -305,7 +312,7 @@ TEST_F(DispatcherTest, SharedLibraryProgramsAreReachedDirectly) {
   expectOk(D->verify());
 }
 
-TEST_F(DispatcherTest, RetpolineFallbackLeavesNoIndirectBranch) {
+TEST_P(DispatcherTest, RetpolineFallbackLeavesNoIndirectBranch) {
   DispatcherConfig C = hostConfig();
   C.RetpolineFallback = true;
   auto D = makeDispatcher(std::move(C));
@@ -316,7 +323,7 @@ TEST_F(DispatcherTest, RetpolineFallbackLeavesNoIndirectBranch) {
   expectOk(D->verify()); // zero indirect branches expected
 }
 
-TEST_F(DispatcherTest, PerfMapNamesEveryImage) {
+TEST_P(DispatcherTest, PerfMapNamesEveryImage) {
   DispatcherConfig C = hostConfig();
   C.Name = "perfmap_dispatch";
   C.PerfMap = true;
@@ -333,7 +340,7 @@ TEST_F(DispatcherTest, PerfMapNamesEveryImage) {
   sys::fs::remove(Path);
 }
 
-TEST_F(DispatcherTest, ImagesCanBeRegisteredWithTheDebugger) {
+TEST_P(DispatcherTest, ImagesCanBeRegisteredWithTheDebugger) {
   DispatcherConfig C = hostConfig();
   C.RegisterWithDebugger = true;
   auto D = makeDispatcher(std::move(C));
@@ -344,7 +351,7 @@ TEST_F(DispatcherTest, ImagesCanBeRegisteredWithTheDebugger) {
   EXPECT_EQ(callThrough(*D, 1, Progs[1]), 1001);
 }
 
-TEST_F(DispatcherTest, RetpolineThunkOutlivesEveryImage) {
+TEST_P(DispatcherTest, RetpolineThunkOutlivesEveryImage) {
   // With reclamation asynchronous, images of both JITDylibs live side by
   // side; each must call the dispatcher's own thunk, never a copy inside
   // an older image that is about to be freed.
@@ -360,7 +367,35 @@ TEST_F(DispatcherTest, RetpolineThunkOutlivesEveryImage) {
   }
 }
 
-TEST_F(DispatcherTest, BadConfigurationsAreClearErrors) {
+TEST_P(DispatcherTest, SelectorsOffTheRegistersAreCompiled) {
+  // The seventh integer argument, and a selector behind an aggregate
+  // return (which may take %rdi as a hidden pointer), are where only the
+  // full ABI lowering knows: those images are compiled, and still direct.
+  for (const char *Sig :
+       {"i32 (i64, i64, i64, i64, i64, i64)", "{ i64, i64, i64 } (ptr)"}) {
+    SCOPED_TRACE(Sig);
+    DispatcherConfig C = hostConfig();
+    C.Signature = Sig;
+    auto D = makeDispatcher(std::move(C));
+    ASSERT_TRUE(D);
+    expectOk(D->add(addr(Progs[1])));
+    expectOk(D->add(addr(Progs[2])));
+    DispatcherStatus S = D->status();
+    EXPECT_FALSE(S.LaidOutDirectly);
+    EXPECT_EQ(S.DirectTargets, 2u);
+    expectOk(D->verify());
+  }
+  // A selector in a register with a double before it is laid out.
+  DispatcherConfig C = hostConfig();
+  C.Signature = "i32 (double, ptr, i32)";
+  C.SelectorArg = 1;
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  EXPECT_EQ(D->status().LaidOutDirectly, GetParam() == ImageLowering::IL_Auto);
+}
+
+TEST_P(DispatcherTest, BadConfigurationsAreClearErrors) {
   DispatcherConfig C = hostConfig();
   C.Signature = "i32 (i32";
   EXPECT_NE(errorText(Dispatcher::create(std::move(C)).takeError())
@@ -389,7 +424,7 @@ TEST_F(DispatcherTest, BadConfigurationsAreClearErrors) {
             std::string::npos);
 }
 
-TEST_F(DispatcherTest, FullDispatcherRefusesAndKeepsItsImage) {
+TEST_P(DispatcherTest, FullDispatcherRefusesAndKeepsItsImage) {
   DispatcherConfig C = hostConfig();
   C.Capacity = 2;
   auto D = makeDispatcher(std::move(C));
@@ -410,7 +445,7 @@ DISPATCHGEN_DEFINE_DISPATCHER(dispatchgen_test_aot_entry, int, (int X, Prog P),
 
 namespace {
 
-TEST_F(DispatcherTest, CompiledInEntryFollowsTheSet) {
+TEST_P(DispatcherTest, CompiledInEntryFollowsTheSet) {
   DispatcherConfig C = hostConfig();
   C.CompiledEntry = reinterpret_cast<void *>(&dispatchgen_test_aot_entry);
   {
@@ -502,17 +537,17 @@ void churnUnderLoad(ReclaimMode Mode) {
   EXPECT_GT(Calls.load(), Updates) << "readers made progress";
 }
 
-TEST_F(DispatcherTest, CallsStayCorrectWhileTheSetChurnsSynchronously) {
+TEST_P(DispatcherTest, CallsStayCorrectWhileTheSetChurnsSynchronously) {
   churnUnderLoad(ReclaimMode::RM_Synchronous);
 }
 
-TEST_F(DispatcherTest, CallsStayCorrectWhileTheSetChurnsAsynchronously) {
+TEST_P(DispatcherTest, CallsStayCorrectWhileTheSetChurnsAsynchronously) {
   churnUnderLoad(ReclaimMode::RM_Asynchronous);
 }
 
 /// The embedding case: the caller's LLJIT compiles two programs and a
 /// caller function that calls the dispatcher's entry symbol directly.
-TEST_F(DispatcherTest, EmbeddedInACallersLLJIT) {
+TEST_P(DispatcherTest, EmbeddedInACallersLLJIT) {
   InitializeNativeTarget();
   InitializeNativeTargetAsmPrinter();
   auto J = orc::LLJITBuilder().create();
@@ -563,5 +598,12 @@ TEST_F(DispatcherTest, EmbeddedInACallersLLJIT) {
             "cannot add a program with an empty symbol name");
   D->reset(); // before the LLJIT whose session it uses
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Lowerings, DispatcherTest,
+    ::testing::Values(ImageLowering::IL_Auto, ImageLowering::IL_Codegen),
+    [](const ::testing::TestParamInfo<ImageLowering> &Info) {
+      return Info.param == ImageLowering::IL_Auto ? "Direct" : "Codegen";
+    });
 
 } // namespace

@@ -1,0 +1,94 @@
+//===- X86ImageEmitter.h - Dispatcher images without codegen ----*- C++ -*-===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// Lays out an x86-64 dispatcher image directly as machine code: the same
+// compare tree that LLVM's switch lowering builds from DispatchIRBuilder's
+// IR, for a fraction of the cost. Regenerating an image through the codegen
+// pipeline costs about 1.5 ms plus 55 us per program (SelectionDAG builds
+// and selects each tail-call block on its own); this emitter costs well
+// under a microsecond per program, so the update latency of a live
+// dispatcher is left to ORC's link and the patch.
+//
+// The image only compares and jumps, so it needs nothing of the signature
+// but where the selector arrives: which general-purpose register the SysV
+// x86-64 convention puts it in. Signatures where that takes more than
+// counting (aggregates, i128, selectors passed on the stack) keep the
+// codegen path.
+//
+//   movabs $Base, %rax         ; only when the programs lie above 2 GiB
+//   mov    %sel, %r11
+//   sub    %rax, %r11          ; r11 = selector - lowest program
+//   cmp    $pivot, %r11        ; binary search over 32-bit offsets,
+//   jae    .Lright             ; balanced by count or by weight
+//   cmp    $off_k, %r11        ; leaves of at most three cases,
+//   je     program_k           ; each a direct rel32 jump to its program
+//   ...
+//   jmp    *%sel               ; the fallback, or mov %sel,%r11 and a jump
+//                              ; to the retpoline thunk
+//
+// %rax and %r11 carry no argument in a non-variadic SysV call, so clobbering
+// them before the tail jump is invisible to the program.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_LIB_LOWERING_X86IMAGEEMITTER_H
+#define DISPATCH_GEN_LIB_LOWERING_X86IMAGEEMITTER_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace llvm {
+class FunctionType;
+} // namespace llvm
+
+namespace dispatchgen {
+
+/// One program of an image: the selector value that picks it and where its
+/// direct jump goes. The two are the same program address in a dispatcher;
+/// tests give them apart to see which path a call took.
+struct ImageCase {
+  uint64_t Key;
+  uint64_t Target;
+  /// Observed calls; 0 with the rest 0 means unweighted.
+  uint64_t Weight = 0;
+};
+
+/// A laid-out image before linking.
+struct X86Image {
+  std::vector<uint8_t> Code;
+  /// A rel32 field at Offset that must hold Cases[Case].Target - (Offset +
+  /// 4) (JITLink's BranchPCRel32).
+  struct CaseBranch {
+    uint32_t Offset;
+    uint32_t Case;
+  };
+  std::vector<CaseBranch> Branches;
+  /// With a retpoline fallback: the rel32 field of the jump to the thunk.
+  std::optional<uint32_t> ThunkBranch;
+};
+
+/// The encoding number of the register (0 = %rax ... 15 = %r15) that the
+/// SysV x86-64 convention passes the selector in, for a dispatcher of
+/// Signature (with the selector as DispatchIRBuilder places it); nothing when
+/// it is on the stack or finding it needs the full ABI lowering.
+std::optional<unsigned>
+getX86SelectorRegister(llvm::FunctionType *Signature,
+                       std::optional<unsigned> SelectorArg);
+
+/// Lays out the image for Cases (any order; keys distinct and non-zero).
+/// Fails when the keys span more than 2 GiB, which a 32-bit compare cannot
+/// cover: the codegen path handles that.
+llvm::Expected<X86Image> emitX86Image(llvm::ArrayRef<ImageCase> Cases,
+                                      unsigned SelectorReg,
+                                      bool RetpolineFallback);
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_LIB_LOWERING_X86IMAGEEMITTER_H

@@ -1,0 +1,309 @@
+//===- X86ImageEmitterTest.cpp - Tests of directly laid-out images --------===//
+//
+// Part of dispatch-gen.
+//
+//===----------------------------------------------------------------------===//
+//
+// Images are linked by hand into one executable mapping next to small
+// stubs (`mov $id, %eax; ret`) and called. Each case's key and jump target
+// are different stubs: a call with a registered key that the tree misses
+// falls back to the key's own stub and returns its id instead of the
+// target's, so the test tells a direct hit from the fallback.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Lowering/X86ImageEmitter.h"
+
+#include "dispatch-gen/CodeInspector.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/IR/DerivedTypes.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include "gtest/gtest.h"
+
+#include <cstring>
+#include <random>
+#include <set>
+#include <sys/mman.h>
+
+using namespace dispatchgen;
+using namespace llvm;
+
+namespace {
+
+constexpr unsigned RDI = 7, RSI = 6, RDX = 2, RCX = 1, R8 = 8, R9 = 9;
+constexpr unsigned ArgRegs[] = {RDI, RSI, RDX, RCX, R8, R9};
+
+using Call6 = int (*)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
+                      uint64_t);
+
+/// An executable mapping: NumStubs stubs of 16 bytes, then room for images.
+class CodeArea {
+public:
+  static constexpr size_t NumStubs = 4096, StubBytes = 16,
+                          ImageOffset = NumStubs * StubBytes,
+                          Size = ImageOffset + (256u << 10);
+  /// Returned by the thunk stub: see RetpolineFallbackGoesThroughTheThunk.
+  static constexpr size_t ThunkStub = NumStubs - 1;
+
+  explicit CodeArea(void *Hint = nullptr, int ExtraFlags = 0) {
+    void *P = mmap(Hint, Size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | ExtraFlags, -1, 0);
+    if (P == MAP_FAILED)
+      return;
+    Base = static_cast<uint8_t *>(P);
+    for (size_t I = 0; I < NumStubs; ++I) {
+      uint8_t *S = Base + I * StubBytes;
+      if (I == ThunkStub) {
+        // mov %r11, %rax; ret: returns what the fallback left in %r11.
+        const uint8_t Code[] = {0x4C, 0x89, 0xD8, 0xC3};
+        memcpy(S, Code, sizeof(Code));
+        continue;
+      }
+      S[0] = 0xB8; // mov $I, %eax
+      uint32_t Id = static_cast<uint32_t>(I);
+      memcpy(S + 1, &Id, 4);
+      S[5] = 0xC3; // ret
+    }
+  }
+  ~CodeArea() {
+    if (Base)
+      munmap(Base, Size);
+  }
+  bool valid() const { return Base != nullptr; }
+  uint64_t stub(size_t I) const {
+    return reinterpret_cast<uint64_t>(Base + I * StubBytes);
+  }
+  uint64_t image() const {
+    return reinterpret_cast<uint64_t>(Base + ImageOffset);
+  }
+
+  /// Copies Img in place, resolves its branches as JITLink would, and
+  /// makes the area executable.
+  void install(const X86Image &Img, ArrayRef<ImageCase> Cases) {
+    ASSERT_EQ(mprotect(Base, Size, PROT_READ | PROT_WRITE), 0);
+    ASSERT_LE(Img.Code.size(), Size - ImageOffset);
+    uint8_t *Dst = Base + ImageOffset;
+    memcpy(Dst, Img.Code.data(), Img.Code.size());
+    auto Patch = [&](uint32_t Offset, uint64_t Target) {
+      int64_t Disp = static_cast<int64_t>(Target) -
+                     static_cast<int64_t>(image() + Offset + 4);
+      ASSERT_TRUE(Disp >= INT32_MIN && Disp <= INT32_MAX);
+      int32_t D = static_cast<int32_t>(Disp);
+      memcpy(Dst + Offset, &D, 4);
+    };
+    for (const X86Image::CaseBranch &B : Img.Branches)
+      Patch(B.Offset, Cases[B.Case].Target);
+    if (Img.ThunkBranch)
+      Patch(*Img.ThunkBranch, stub(ThunkStub));
+    ASSERT_EQ(mprotect(Base, Size, PROT_READ | PROT_EXEC), 0);
+  }
+
+  /// Calls the image with Selector in argument register Reg.
+  int call(unsigned Reg, uint64_t Selector) const {
+    uint64_t Args[6] = {};
+    for (unsigned I = 0; I < 6; ++I)
+      if (ArgRegs[I] == Reg)
+        Args[I] = Selector;
+    auto F = reinterpret_cast<Call6>(image());
+    return F(Args[0], Args[1], Args[2], Args[3], Args[4], Args[5]);
+  }
+
+private:
+  uint8_t *Base = nullptr;
+};
+
+/// N cases over random distinct stubs: keys from the first half of the
+/// stubs, targets from the second. Returns the keys' stub indices too.
+std::vector<ImageCase> randomCases(const CodeArea &Area, size_t N,
+                                   bool Weighted, std::mt19937_64 &Rng,
+                                   std::vector<size_t> &KeyStubs,
+                                   std::vector<size_t> &TargetStubs) {
+  constexpr size_t Half = (CodeArea::NumStubs - 1) / 2;
+  std::vector<size_t> Pool(Half);
+  for (size_t I = 0; I < Half; ++I)
+    Pool[I] = I;
+  std::shuffle(Pool.begin(), Pool.end(), Rng);
+  KeyStubs.assign(Pool.begin(), Pool.begin() + N);
+  std::shuffle(Pool.begin(), Pool.end(), Rng);
+  TargetStubs.clear();
+  std::vector<ImageCase> Cases;
+  std::uniform_int_distribution<uint64_t> Weight(0, 1000000);
+  for (size_t I = 0; I < N; ++I) {
+    TargetStubs.push_back(Half + Pool[I]);
+    Cases.push_back({Area.stub(KeyStubs[I]), Area.stub(TargetStubs.back()),
+                     Weighted ? Weight(Rng) : 0});
+  }
+  return Cases;
+}
+
+/// Checks every case hits its target directly, every other key stub
+/// takes the fallback, and the image has one indirect branch.
+void checkRouting(CodeArea &Area, ArrayRef<ImageCase> Cases,
+                  ArrayRef<size_t> KeyStubs, ArrayRef<size_t> TargetStubs,
+                  unsigned Reg) {
+  auto Img = emitX86Image(Cases, Reg, /*RetpolineFallback=*/false);
+  ASSERT_TRUE(!!Img) << toString(Img.takeError());
+  Area.install(*Img, Cases);
+  for (size_t I = 0; I < Cases.size(); ++I)
+    ASSERT_EQ(Area.call(Reg, Cases[I].Key), static_cast<int>(TargetStubs[I]))
+        << "case " << I << " of " << Cases.size() << " in register " << Reg;
+  std::set<size_t> Members(KeyStubs.begin(), KeyStubs.end());
+  for (size_t S = 0; S < (CodeArea::NumStubs - 1) / 2; ++S)
+    if (!Members.count(S))
+      ASSERT_EQ(Area.call(Reg, Area.stub(S)), static_cast<int>(S))
+          << "non-member stub " << S << " of " << Cases.size();
+
+  auto Inspector = CodeInspector::create();
+  ASSERT_TRUE(!!Inspector) << toString(Inspector.takeError());
+  std::vector<uint64_t> Allowed;
+  for (const ImageCase &C : Cases)
+    Allowed.push_back(C.Target);
+  ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
+                              Img->Code.size());
+  ImageCheck Check = (*Inspector)->check(Installed, Area.image(), Allowed);
+  EXPECT_TRUE(Check.DecodeErrors.empty());
+  EXPECT_EQ(Check.IndirectBranches.size(), 1u);
+  EXPECT_TRUE(Check.UnknownTargets.empty());
+  for (const ImageCase &C : Cases)
+    EXPECT_TRUE(is_contained(Check.DirectTargets, C.Target));
+}
+
+TEST(X86ImageEmitterTest, EveryCaseHitsAndEveryOtherKeyFallsBack) {
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(20261125);
+  for (size_t N : {0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 47, 48, 49, 100, 300, 1024})
+    for (bool Weighted : {false, true}) {
+      SCOPED_TRACE(formatv("N={0} weighted={1}", N, Weighted).str());
+      std::vector<size_t> Keys, Targets;
+      auto Cases = randomCases(Area, N, Weighted, Rng, Keys, Targets);
+      checkRouting(Area, Cases, Keys, Targets, ArgRegs[N % 6]);
+    }
+}
+
+TEST(X86ImageEmitterTest, EveryArgumentRegisterCanHoldTheSelector) {
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(7);
+  for (unsigned Reg : ArgRegs) {
+    SCOPED_TRACE(formatv("register {0}", Reg).str());
+    std::vector<size_t> Keys, Targets;
+    auto Cases = randomCases(Area, 20, false, Rng, Keys, Targets);
+    checkRouting(Area, Cases, Keys, Targets, Reg);
+  }
+}
+
+TEST(X86ImageEmitterTest, SkewedWeightsStillRouteEverything) {
+  // One case far heavier than the rest, and all-equal but non-zero
+  // weights: the split must keep both halves non-empty.
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(3);
+  std::vector<size_t> Keys, Targets;
+  auto Cases = randomCases(Area, 64, true, Rng, Keys, Targets);
+  for (ImageCase &C : Cases)
+    C.Weight = 1;
+  Cases[17].Weight = UINT64_MAX;
+  checkRouting(Area, Cases, Keys, Targets, RDI);
+  for (ImageCase &C : Cases)
+    C.Weight = UINT64_MAX;
+  checkRouting(Area, Cases, Keys, Targets, RDI);
+}
+
+TEST(X86ImageEmitterTest, LowAddressesNeedNoRebase) {
+  // Below 2 GiB the keys are compared as they are: no movabs, no sub.
+  CodeArea Area(reinterpret_cast<void *>(uint64_t(0x30000000)),
+                MAP_FIXED_NOREPLACE);
+  if (!Area.valid() || Area.stub(CodeArea::NumStubs) > uint64_t(INT32_MAX))
+    GTEST_SKIP() << "no free address space below 2 GiB";
+  std::mt19937_64 Rng(11);
+  std::vector<size_t> Keys, Targets;
+  auto Cases = randomCases(Area, 33, false, Rng, Keys, Targets);
+  auto Img = emitX86Image(Cases, RDI, false);
+  ASSERT_TRUE(!!Img) << toString(Img.takeError());
+  ASSERT_GE(Img->Code.size(), 2u);
+  EXPECT_FALSE(Img->Code[0] == 0x48 && Img->Code[1] == 0xB8)
+      << "starts with movabs $Base, %rax";
+  checkRouting(Area, Cases, Keys, Targets, RDI);
+}
+
+TEST(X86ImageEmitterTest, RetpolineFallbackGoesThroughTheThunk) {
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(5);
+  std::vector<size_t> Keys, Targets;
+  auto Cases = randomCases(Area, 10, false, Rng, Keys, Targets);
+  for (unsigned Reg : {RDI, R9}) {
+    auto Img = emitX86Image(Cases, Reg, /*RetpolineFallback=*/true);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    ASSERT_TRUE(Img->ThunkBranch.has_value());
+    Area.install(*Img, Cases);
+    EXPECT_EQ(Area.call(Reg, Cases[3].Key), static_cast<int>(Targets[3]));
+    // The thunk stub returns %r11, which must hold the selector.
+    uint64_t Miss = Area.stub(CodeArea::NumStubs - 2);
+    EXPECT_EQ(static_cast<uint32_t>(Area.call(Reg, Miss)),
+              static_cast<uint32_t>(Miss));
+    auto Inspector = CodeInspector::create();
+    ASSERT_TRUE(!!Inspector);
+    ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
+                                Img->Code.size());
+    EXPECT_TRUE((*Inspector)
+                    ->check(Installed, Area.image(), {})
+                    .IndirectBranches.empty());
+  }
+}
+
+TEST(X86ImageEmitterTest, RefusesWhatItCannotLayOut) {
+  std::vector<ImageCase> Wide = {{0x100000000, 0x100000000},
+                                 {0x200000000, 0x200000000}};
+  auto Img = emitX86Image(Wide, RDI, false);
+  ASSERT_FALSE(!!Img);
+  EXPECT_NE(toString(Img.takeError()).find("more than a 32-bit compare"),
+            std::string::npos);
+  std::vector<ImageCase> Twice = {{0x1000, 0x1000}, {0x1000, 0x2000}};
+  Img = emitX86Image(Twice, RDI, false);
+  ASSERT_FALSE(!!Img);
+  EXPECT_NE(toString(Img.takeError()).find("two programs have the address"),
+            std::string::npos);
+  Img = emitX86Image({}, /*%r11*/ 11, false);
+  ASSERT_FALSE(!!Img);
+  EXPECT_NE(toString(Img.takeError()).find("cannot hold the selector"),
+            std::string::npos);
+}
+
+TEST(X86ImageEmitterTest, SelectorRegisterFollowsTheSysVConvention) {
+  LLVMContext Ctx;
+  Type *I32 = Type::getInt32Ty(Ctx), *I64 = Type::getInt64Ty(Ctx),
+       *Ptr = PointerType::getUnqual(Ctx), *F64 = Type::getDoubleTy(Ctx),
+       *I128 = Type::getInt128Ty(Ctx);
+  auto Sig = [&](Type *Ret, ArrayRef<Type *> Params) {
+    return FunctionType::get(Ret, Params, false);
+  };
+  // A trailing selector after the programs' own parameters.
+  EXPECT_EQ(getX86SelectorRegister(Sig(I32, {Ptr, Ptr}), std::nullopt), RDX);
+  EXPECT_EQ(getX86SelectorRegister(Sig(I32, {}), std::nullopt), RDI);
+  // Doubles go in XMM registers and take no GPR.
+  EXPECT_EQ(getX86SelectorRegister(Sig(F64, {F64, Ptr, F64}), 1u), RDI);
+  EXPECT_EQ(getX86SelectorRegister(Sig(I32, {I64, I32, I64, I64, Ptr}), 4u),
+            R8);
+  EXPECT_EQ(
+      getX86SelectorRegister(Sig(I32, {I64, I64, I64, I64, I64}), std::nullopt),
+      R9);
+  // The seventh integer argument is on the stack.
+  EXPECT_EQ(getX86SelectorRegister(Sig(I32, {I64, I64, I64, I64, I64, I64}),
+                                   std::nullopt),
+            std::nullopt);
+  // An aggregate return may take %rdi as a hidden pointer; i128 takes two.
+  EXPECT_EQ(getX86SelectorRegister(
+                Sig(StructType::get(Ctx, {I64, I64, I64}), {Ptr}), 0u),
+            std::nullopt);
+  EXPECT_EQ(getX86SelectorRegister(Sig(I32, {I128, Ptr}), 1u), std::nullopt);
+  // The selector must be a pointer parameter.
+  EXPECT_EQ(getX86SelectorRegister(Sig(I32, {I64}), 0u), std::nullopt);
+  EXPECT_EQ(getX86SelectorRegister(Sig(I32, {Ptr}), 1u), std::nullopt);
+}
+
+} // namespace
