@@ -21,8 +21,10 @@
 //   movabs $Base, %rax         ; only when the programs lie above 2 GiB
 //   mov    %sel, %r11
 //   sub    %rax, %r11          ; r11 = selector - lowest program
+//   cmp    $hot, %r11          ; with weights: the hottest programs one
+//   je     program_hot         ; by one, as many as a cost model favours
 //   cmp    $pivot, %r11        ; binary search over 32-bit offsets,
-//   jae    .Lright             ; balanced by count or by weight
+//   jae    .Lright             ; balanced by count
 //   cmp    $off_k, %r11        ; leaves of at most three cases,
 //   je     program_k           ; each a direct rel32 jump to its program
 //   ...

@@ -23,6 +23,7 @@
 
 #include "gtest/gtest.h"
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <set>
@@ -210,6 +211,28 @@ TEST(X86ImageEmitterTest, SkewedWeightsStillRouteEverything) {
   checkRouting(Area, Cases, Keys, Targets, RDI);
   for (ImageCase &C : Cases)
     C.Weight = UINT64_MAX;
+  checkRouting(Area, Cases, Keys, Targets, RDI);
+}
+
+TEST(X86ImageEmitterTest, SkewedWeightsTestTheHottestFirst) {
+  // Zipf-like weights: the hottest cases are tested one by one, hottest
+  // first, before the tree.
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(13);
+  std::vector<size_t> Keys, Targets;
+  auto Cases = randomCases(Area, 48, true, Rng, Keys, Targets);
+  std::vector<uint32_t> Rank(Cases.size());
+  for (uint32_t I = 0; I < Rank.size(); ++I)
+    Rank[I] = I;
+  std::shuffle(Rank.begin(), Rank.end(), Rng);
+  for (uint32_t R = 0; R < Rank.size(); ++R)
+    Cases[Rank[R]].Weight = static_cast<uint64_t>(1e9 / std::pow(R + 1, 1.1));
+  auto Img = emitX86Image(Cases, RDI, false);
+  ASSERT_TRUE(!!Img) << toString(Img.takeError());
+  ASSERT_GE(Img->Branches.size(), 4u);
+  for (uint32_t R = 0; R < 4; ++R)
+    EXPECT_EQ(Img->Branches[R].Case, Rank[R]) << "rank " << R;
   checkRouting(Area, Cases, Keys, Targets, RDI);
 }
 
