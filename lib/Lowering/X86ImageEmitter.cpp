@@ -10,6 +10,7 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/IR/DerivedTypes.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
 #include <cassert>
@@ -33,10 +34,33 @@ constexpr unsigned RegRAX = 0, RegR11 = 11;
 constexpr unsigned ArgRegs[] = {7 /*rdi*/, 6 /*rsi*/, 2 /*rdx*/,
                                 1 /*rcx*/, 8 /*r8*/,  9 /*r9*/};
 // Condition codes (the low nibble of Jcc's opcode).
-constexpr uint8_t CondAE = 0x3, CondE = 0x4;
-// A leaf compares its cases one after another; LLVM's switch lowering
-// stops splitting at the same size.
+constexpr uint8_t CondB = 0x2, CondAE = 0x3, CondE = 0x4;
+// A leaf of the binary tree compares its cases one after another; LLVM's
+// switch lowering stops splitting at the same size.
 constexpr size_t MaxLeafCases = 3;
+// The scan (weighted images): up to this many groups per level, and leaves
+// of up to this many cases (see scanCost).
+constexpr size_t ScanFanout = 16, ScanLeafCases = 16;
+// The cost model of weighted layouts, in cycles of about a Zen or Skylake
+// core: a compare and branch that is predicted, and a misprediction.
+constexpr double CompareCost = 1, MispredictCost = 16;
+
+/// The model's cost of a scan over N equally likely cases. A level tests
+/// up to ScanFanout pivots in key order (`cmp; jb`): the one taken is
+/// mispredicted, the others are cheap, so a level resolves 4 bits for one
+/// misprediction where a binary tree resolves 1 bit for half of one. A
+/// leaf is a chain of `cmp; je`, hottest first.
+double scanCost(size_t N) {
+  if (N == 0)
+    return 0;
+  if (N <= ScanLeafCases)
+    return CompareCost * static_cast<double>(N + 1) / 2 +
+           MispredictCost * (1 - 1 / static_cast<double>(N));
+  size_t Groups = std::min(ScanFanout, divideCeil(N, ScanLeafCases));
+  return CompareCost * static_cast<double>(Groups) / 2 +
+         MispredictCost * (1 - 1 / static_cast<double>(Groups)) +
+         scanCost(divideCeil(N, Groups));
+}
 
 /// Whether the SysV convention passes Ty in one general-purpose register
 /// (true), in vector registers or on the stack without touching the GPRs
@@ -203,36 +227,28 @@ private:
 };
 
 /// How many of the hottest cases (ByWeight, hottest first) to test one by
-/// one before the tree, under a simple cost model of a call drawn at
-/// random with the observed frequencies: a compare costs 1, a mispredicted
-/// branch 16 (cycles, about a Zen or Skylake core), and a branch taken with
-/// probability q is mispredicted min(q, 1-q) of the time (with independent
-/// draws, history does not help the predictor). A balanced tree's branches
-/// are coin tosses: (1 + 16/2) per level. Under a skewed distribution the
-/// prefix wins: each of its compares is mispredicted only as often as its
-/// case is called.
+/// one before the scan of the rest, under a cost model of calls drawn at
+/// random with the observed frequencies: a branch taken with probability q
+/// is mispredicted min(q, 1-q) of the time (with independent draws,
+/// history does not help the predictor), and the rest costs scanCost.
+/// Under a skewed distribution the prefix wins: each of its compares is
+/// mispredicted only as often as its case is called.
 size_t choosePrefix(ArrayRef<ImageCase> Cases, ArrayRef<uint32_t> ByWeight) {
-  constexpr double CompareCost = 1, MispredictCost = 16;
   constexpr size_t MaxPrefix = 64;
   double Total = 0;
   for (uint32_t C : ByWeight)
     Total += static_cast<double>(Cases[C].Weight);
   if (Total == 0)
     return 0;
-  auto TreeCost = [&](size_t N) {
-    return N <= 1 ? CompareCost * static_cast<double>(N)
-                  : (CompareCost + MispredictCost / 2) *
-                        std::log2(static_cast<double>(N));
-  };
   size_t Best = 0;
-  double BestCost = TreeCost(ByWeight.size());
+  double BestCost = scanCost(ByWeight.size());
   double Remaining = 1, PrefixCost = 0;
   for (size_t K = 1; K <= std::min(MaxPrefix, ByWeight.size()); ++K) {
     double P = static_cast<double>(Cases[ByWeight[K - 1]].Weight) / Total;
     PrefixCost += CompareCost * Remaining +
                   MispredictCost * std::min(P, std::max(Remaining - P, 0.0));
     Remaining = std::max(Remaining - P, 0.0);
-    double Cost = PrefixCost + Remaining * TreeCost(ByWeight.size() - K);
+    double Cost = PrefixCost + Remaining * scanCost(ByWeight.size() - K);
     if (Cost < BestCost) {
       BestCost = Cost;
       Best = K;
@@ -282,12 +298,45 @@ public:
     emit(Sorted.drop_front(Split), Last, Sorted[Split]);
   }
 
+  /// The weighted layout of Sorted (ascending keys): up to ScanFanout
+  /// groups of about equal count, found by comparing with each group's
+  /// lowest key in turn (`cmp; jb` to the group before it; the last group
+  /// follows), down to leaves of ScanLeafCases, hottest first.
+  void emitScan(ArrayRef<uint32_t> Sorted, bool Last) {
+    if (Sorted.size() <= ScanLeafCases) {
+      if (Sorted.empty()) {
+        if (!Last)
+          A.jump(std::nullopt, FallbackLabel);
+        return;
+      }
+      emitLeaf(Sorted, Last, std::nullopt);
+      return;
+    }
+    size_t N = Sorted.size();
+    size_t Groups = std::min(ScanFanout, divideCeil(N, ScanLeafCases));
+    auto Group = [&](size_t J) {
+      size_t Begin = J * N / Groups, End = (J + 1) * N / Groups;
+      return Sorted.slice(Begin, End - Begin);
+    };
+    SmallVector<unsigned, ScanFanout> Labels;
+    for (size_t J = 0; J + 1 < Groups; ++J) {
+      Labels.push_back(A.newLabel());
+      compare(Group(J + 1).front());
+      A.jump(CondB, Labels.back());
+    }
+    emitScan(Group(Groups - 1), /*Last=*/false);
+    for (size_t J = 0; J + 1 < Groups; ++J) {
+      A.bind(Labels[J]);
+      emitScan(Group(J), Last && J + 2 == Groups);
+    }
+  }
+
 private:
   void emitLeaf(ArrayRef<uint32_t> Sorted, bool Last,
                 std::optional<uint32_t> Flags) {
-    SmallVector<uint32_t, MaxLeafCases> Order(Sorted.begin(), Sorted.end());
+    SmallVector<uint32_t, ScanLeafCases> Order(Sorted.begin(), Sorted.end());
     // Hottest first: the common case then takes the first `je`. Equal
-    // weights keep address order (an insertion sort of at most three).
+    // weights keep address order (an insertion sort of a few).
     if (Weighted)
       for (size_t I = 1; I < Order.size(); ++I)
         for (size_t J = I;
@@ -305,8 +354,8 @@ private:
 
   /// Where to split Sorted (the first index of the right half): the
   /// middle. Splitting by weight instead makes every branch a coin toss,
-  /// the worst case for the branch predictor; weights act through the hot
-  /// prefix instead (choosePrefix).
+  /// the worst case for the branch predictor; weighted images use the hot
+  /// prefix and the scan instead.
   static size_t splitPoint(ArrayRef<uint32_t> Sorted) {
     return Sorted.size() / 2;
   }
@@ -420,7 +469,10 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
       InPrefix[C] = true;
     llvm::erase_if(Sorted, [&](uint32_t C) { return InPrefix[C]; });
   }
-  Tree.emit(Sorted, /*Last=*/true);
+  if (Weighted)
+    Tree.emitScan(Sorted, /*Last=*/true);
+  else
+    Tree.emit(Sorted, /*Last=*/true);
 
   A.bind(Fallback);
   if (RetpolineFallback) {

@@ -21,8 +21,6 @@
 //   movabs $Base, %rax         ; only when the programs lie above 2 GiB
 //   mov    %sel, %r11
 //   sub    %rax, %r11          ; r11 = selector - lowest program
-//   cmp    $hot, %r11          ; with weights: the hottest programs one
-//   je     program_hot         ; by one, as many as a cost model favours
 //   cmp    $pivot, %r11        ; binary search over 32-bit offsets,
 //   jae    .Lright             ; balanced by count
 //   cmp    $off_k, %r11        ; leaves of at most three cases,
@@ -30,6 +28,14 @@
 //   ...
 //   jmp    *%sel               ; the fallback, or mov %sel,%r11 and a jump
 //                              ; to the retpoline thunk
+//
+// With profile weights the layout is chosen for the branch predictor
+// rather than for depth: with calls drawn at random, a balanced tree's
+// branches are coin tosses (half a misprediction per level). Instead, the
+// hottest programs are tested one by one first (as many as a cost model
+// favours), and the rest is a scan: up to 16 pivots tested in key order
+// per level (`cmp; jb`, one misprediction per level, 4 bits resolved),
+// down to chains of up to 16 cases, hottest first.
 //
 // %rax and %r11 carry no argument in a non-variadic SysV call, so clobbering
 // them before the tail jump is invisible to the program.
