@@ -18,7 +18,9 @@
 //      programs so every `je/jmp rel32` is in range;
 //   3. the trampoline is patched to the new image (one atomic store);
 //   4. after an RCU grace period the old image is removed and the programs
-//      whose last reference went are handed to the release callback.
+//      whose last reference went are handed to the release callback;
+//   5. with synchronous reclamation, a JIT entry then takes a copy of the
+//      image into its resident area and runs it in place (ResidentBytes).
 //
 // A failure at any step before 3 leaves the live image and the registry
 // exactly as they were and returns an Error that says what failed.
@@ -111,6 +113,11 @@ struct DispatcherConfig {
   /// Bytes of address space reserved for images (nothing is committed
   /// until used).
   size_t ImageRegionSize = 64u << 20;
+  /// Bytes reserved right behind a JIT entry to run the live image in
+  /// place (Trampoline.h), which saves callers a jump: with synchronous
+  /// reclamation, images laid out directly and up to this size. 0: callers
+  /// always jump to the image.
+  size_t ResidentBytes = 64u << 10;
   /// Disassemble each new image before it goes live and refuse it unless
   /// its only indirect branch is the fallback.
   bool VerifyImages = false;
@@ -158,6 +165,9 @@ struct DispatcherStatus {
   /// Whether the live image (or the next, while there is none) is laid out
   /// directly rather than compiled (see ImageLowering).
   bool LaidOutDirectly = false;
+  /// Whether calls run a copy of the live image in place behind the entry
+  /// (ImageAddress is then that copy's address).
+  bool Resident = false;
   /// Regenerate and patch, and the grace period after it, of the last
   /// update that changed the image.
   std::chrono::nanoseconds LastUpdateLatency{0};

@@ -28,6 +28,15 @@
 //    DEFINE_BPF_DISPATCHER does. Until a dispatcher adopts it, and again
 //    after reset(), it performs the plain indirect call.
 //
+// A JIT entry may also have a resident area right behind its first word,
+// where a copy of the live image runs in place: the entry's first word is
+// then an 8-byte nop (the gate is open) and a call falls through into the
+// image instead of taking one more jump. An update closes the gate (the
+// word becomes `jmp` to the new image elsewhere), waits for a grace period
+// so no caller is left in the area, rewrites it and opens the gate again.
+// The 8-byte nop and the jump are each one instruction in the same aligned
+// word, so a caller sees one or the other whole.
+//
 // x86-64 only: elsewhere create() and adopt() fail with a "not supported"
 // error and compiled-in entries keep doing the indirect call.
 //
@@ -55,7 +64,7 @@
 #define DISPATCHGEN_DEFINE_DISPATCHER(Name, Ret, Params, Call)                 \
   DISPATCHGEN_EXTERN_C Ret Name Params;                                        \
   DISPATCHGEN_EXTERN_C                                                         \
-      __attribute__((used, noinline)) Ret Name##_dispatchgen_indirect Params { \
+  __attribute__((used, noinline)) Ret Name##_dispatchgen_indirect Params {     \
     return Call;                                                               \
   }                                                                            \
   /* A 5-byte nop, alone at the start of an 8-byte aligned word, that  */      \
@@ -75,6 +84,7 @@
 
 #ifdef __cplusplus
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -91,7 +101,10 @@ public:
   /// address space allows (within +-1 GiB), so that images placed near it
   /// reach it and Near with rel32 jumps. Until the first retarget() the
   /// entry traps (ud2).
-  static llvm::Expected<std::unique_ptr<Trampoline>> create(uint64_t Near);
+  /// ResidentBytes > 0 reserves a resident area of at least that many
+  /// bytes right after the entry's first word (rounded up to whole pages).
+  static llvm::Expected<std::unique_ptr<Trampoline>>
+  create(uint64_t Near, size_t ResidentBytes = 0);
 
   /// Takes over an entry defined by DISPATCHGEN_DEFINE_DISPATCHER; fails if
   /// Entry does not hold the macro's code (or is adopted already).
@@ -118,6 +131,21 @@ public:
   /// traps again. Callers must not be in flight on a JIT entry.
   llvm::Error reset();
 
+  /// The resident area: where it starts (the entry + 8) and its size; 0
+  /// without one.
+  uint64_t residentAddress() const { return ResidentBytes ? Entry + 8 : 0; }
+  size_t residentCapacity() const { return ResidentBytes; }
+  /// Whether calls run the resident area (the gate is open).
+  bool isResident() const { return Resident; }
+  /// Copies Code, already relocated for residentAddress(), into the area
+  /// and serialises every thread. The gate must be closed (retarget()
+  /// since the last openGate()) and no caller may be left in the area (a
+  /// grace period since). Fails, changing nothing, if Code does not fit.
+  llvm::Error writeResident(llvm::ArrayRef<uint8_t> Code);
+  /// Makes calls fall through into the resident area (one atomic store of
+  /// an 8-byte nop, then every thread is serialised).
+  llvm::Error openGate();
+
   /// Whether membarrier(SYNC_CORE) is available; without it the store
   /// alone is relied on (coherent on x86 for an aligned displacement).
   static bool hasSyncCore();
@@ -134,8 +162,12 @@ private:
   uint64_t Entry;
   /// The entry's first 8 bytes as created or adopted, restored by reset().
   uint64_t Original;
-  /// Written only by retarget()/reset(), which the owner serialises.
+  /// Written only by retarget()/reset()/openGate(), which the owner
+  /// serialises.
   uint64_t Target = 0;
+  bool Resident = false;
+  /// Bytes of the resident area (0: none); immutable.
+  size_t ResidentBytes = 0;
   std::unique_ptr<Memory> Mem;
 };
 

@@ -72,6 +72,13 @@ public:
   size_t DirectTargets = 0, FallbackTargets = 0;
   /// Whether the live image was laid out without codegen.
   bool LiveLaid = false;
+  /// The layout of the image the entry leads to (Live, else Empty) and of
+  /// the last image built, while they were laid out directly: what a
+  /// resident copy is relocated from.
+  std::optional<X86Image> LiveCode, EmptyCode, BuiltCode;
+  std::vector<ImageCase> LiveCases, BuiltCases;
+  /// Size of the code in the resident area while the gate is open.
+  uint64_t ResidentSize = 0;
   Clock::duration LastUpdate{}, LastGrace{};
 
   /// Where the selector arrives when images can be laid out directly
@@ -92,6 +99,14 @@ private:
                               bool &Laid);
   Expected<LinkedImage> buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
                                          ArrayRef<ImageCase> Cases);
+  /// Whether calls may run the image in place behind the entry.
+  bool residencyAllowed() const;
+  /// Copies the image the entry leads to into the resident area and opens
+  /// the gate, if it is laid out, fits and verifies. Only once no caller
+  /// can be in the area: a grace period after the gate closed.
+  void settleResident();
+  Expected<std::vector<uint8_t>>
+  relocateForResidence(const X86Image &Code, ArrayRef<ImageCase> Cases);
   Error switchTo(LinkedImage &Image);
   void resetContextIfOld();
 };
@@ -130,8 +145,11 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   }
   Supported = true;
 
-  auto T = Config.CompiledEntry ? Trampoline::adopt(Config.CompiledEntry)
-                                : Trampoline::create(Config.Near);
+  auto T =
+      Config.CompiledEntry
+          ? Trampoline::adopt(Config.CompiledEntry)
+          : Trampoline::create(Config.Near,
+                               residencyAllowed() ? Config.ResidentBytes : 0);
   if (!T)
     return T.takeError();
   Entry = std::move(*T);
@@ -160,7 +178,92 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (!Image)
     return Image.takeError();
   Empty = std::move(*Image);
-  return Entry->retarget(Empty.Address);
+  EmptyCode = std::move(BuiltCode);
+  if (Error E = Entry->retarget(Empty.Address))
+    return E;
+  // No caller knows the entry yet.
+  settleResident();
+  return Error::success();
+}
+
+bool Dispatcher::Impl::residencyAllowed() const {
+  // Rewriting the area waits for a grace period, which only a synchronous
+  // update does.
+  return Config.ResidentBytes && !Config.CompiledEntry &&
+         Config.Reclaim == ReclaimMode::RM_Synchronous &&
+         !Config.SkipGracePeriodForTesting;
+}
+
+Expected<std::vector<uint8_t>>
+Dispatcher::Impl::relocateForResidence(const X86Image &Code,
+                                       ArrayRef<ImageCase> Cases) {
+  std::vector<uint8_t> Bytes = Code.Code;
+  uint64_t Base = Entry->residentAddress();
+  auto Patch = [&](uint32_t Offset, uint64_t Target) -> Error {
+    int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 4));
+    if (Disp < INT32_MIN || Disp > INT32_MAX)
+      return makeError(formatv("{0:x} is out of rel32 reach of the resident "
+                               "area",
+                               Target));
+    uint32_t D = static_cast<uint32_t>(static_cast<int32_t>(Disp));
+    for (unsigned I = 0; I < 4; ++I)
+      Bytes[Offset + I] = static_cast<uint8_t>(D >> (8 * I));
+    return Error::success();
+  };
+  for (const X86Image::CaseBranch &B : Code.Branches)
+    if (Error E = Patch(B.Offset, Cases[B.Case].Target))
+      return std::move(E);
+  if (Code.ThunkBranch) {
+    auto Thunk = Linker->retpolineThunk();
+    if (!Thunk)
+      return Thunk.takeError();
+    if (Error E = Patch(*Code.ThunkBranch, *Thunk))
+      return std::move(E);
+  }
+  return Bytes;
+}
+
+void Dispatcher::Impl::settleResident() {
+  ResidentSize = 0;
+  if (!Entry || !Entry->residentCapacity())
+    return;
+  const std::optional<X86Image> &Code = Live.RT ? LiveCode : EmptyCode;
+  // A compiled image keeps the jump: its relocations are JITLink's.
+  if (!Code || Code->Code.size() > Entry->residentCapacity())
+    return;
+  std::vector<ImageCase> NoCases;
+  auto Bytes = relocateForResidence(*Code, Live.RT ? LiveCases : NoCases);
+  if (!Bytes) {
+    consumeError(Bytes.takeError());
+    return;
+  }
+  if (Error E = Entry->writeResident(*Bytes)) {
+    consumeError(std::move(E));
+    return;
+  }
+  if (Config.VerifyImages) {
+    LinkedImage Copy;
+    Copy.Address = Entry->residentAddress();
+    Copy.Size = Bytes->size();
+    std::vector<uint64_t> Programs;
+    if (Live.RT)
+      for (const ImageCase &C : LiveCases)
+        Programs.push_back(C.Target);
+    if (Error E = verifyImage(Copy, Programs)) {
+      consumeError(std::move(E));
+      return;
+    }
+  }
+  // A failure leaves the entry jumping to the image: slower, still right.
+  if (Error E = Entry->openGate()) {
+    consumeError(std::move(E));
+    return;
+  }
+  ResidentSize = Bytes->size();
+  if (Config.PerfMap)
+    Linker->writePerfMap(
+        Entry->residentAddress(), ResidentSize,
+        formatv("{0}.image.g{1}", Config.Name, Generation).str());
 }
 
 Dispatcher::Impl::~Impl() {
@@ -208,6 +311,8 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
 
   Expected<LinkedImage> Image = makeError("no image");
   Laid = false;
+  BuiltCode.reset();
+  BuiltCases.clear();
   if (SelectorReg) {
     // Programs spread over more than 2 GiB are left to codegen's 64-bit
     // compares.
@@ -216,6 +321,8 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
       consumeError(Image.takeError());
       Image = Linker->link(*Code, Cases, Gen % 2, ImageSymbol);
       Laid = true;
+      BuiltCode = std::move(*Code);
+      BuiltCases = Cases;
     } else {
       consumeError(Code.takeError());
     }
@@ -317,6 +424,9 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   DirectTargets = Direct;
   FallbackTargets = Fallback;
   LiveLaid = Laid;
+  LiveCode = std::move(BuiltCode);
+  LiveCases = std::move(BuiltCases);
+  ResidentSize = 0;
   LinkedImage Old = std::exchange(Live, std::move(Next));
 
   // After the grace period no caller can be in the old image or in a
@@ -332,6 +442,10 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
         Config.OnRelease(P);
   });
   LastGrace = Clock::now() - GraceStart;
+  // Synchronous: a grace period has passed since the entry left the
+  // resident area for the new image.
+  if (Supported && residencyAllowed())
+    settleResident();
   return Error::success();
 }
 
@@ -394,7 +508,17 @@ Error Dispatcher::Impl::verify() const {
   for (const ProgramEntry &P : Set.entries())
     if (Linker->memory().reachesFromEverywhere(P.Address))
       Programs.push_back(P.Address);
-  return verifyImage(Image, Programs);
+  if (Error E = verifyImage(Image, Programs))
+    return E;
+  if (!Entry->isResident())
+    return Error::success();
+  // What callers run: the copy behind the entry.
+  LinkedImage Copy;
+  Copy.Address = Entry->residentAddress();
+  Copy.Size = ResidentSize;
+  if (Error E = verifyImage(Copy, Programs))
+    return makeError("the resident copy: " + toString(std::move(E)));
+  return Error::success();
 }
 
 Error Dispatcher::Impl::dump(raw_ostream &OS) const {
@@ -411,14 +535,20 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
     OS << "its own indirect call (no image)\n";
     return Error::success();
   }
-  OS << formatv("image {0:x}, {1} bytes\n", Image.Address, Image.Size);
+  uint64_t Address = Image.Address, Size = Image.Size;
+  if (Entry->isResident()) {
+    // What callers run.
+    Address = Entry->residentAddress();
+    Size = ResidentSize;
+    OS << formatv("resident copy of image {0:x}: ", Image.Address);
+  }
+  OS << formatv("image {0:x}, {1} bytes\n", Address, Size);
   auto I = inspector();
   if (!I)
     return I.takeError();
   auto Insts = I->disassemble(
-      ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(Image.Address),
-                        Image.Size),
-      Image.Address);
+      ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(Address), Size),
+      Address);
   if (!Insts)
     return Insts.takeError();
   DenseMap<uint64_t, std::string> Names;
@@ -445,6 +575,11 @@ DispatcherStatus Dispatcher::Impl::status() const {
   const LinkedImage &Image = Live.RT ? Live : Empty;
   S.ImageAddress = Image.Address;
   S.ImageSize = Image.Size;
+  if (Entry && Entry->isResident()) {
+    S.Resident = true;
+    S.ImageAddress = Entry->residentAddress();
+    S.ImageSize = ResidentSize;
+  }
   S.LaidOutDirectly = Live.RT ? LiveLaid : SelectorReg.has_value();
   S.LastUpdateLatency =
       std::chrono::duration_cast<std::chrono::nanoseconds>(LastUpdate);

@@ -6,7 +6,9 @@
 
 #include "dispatch-gen/Trampoline.h"
 
+#include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <cerrno>
 #include <cstring>
@@ -39,6 +41,9 @@ constexpr uint8_t Nop5[5] = {0x0f, 0x1f, 0x44, 0x00, 0x00};
 /// `ud2` twice and int3s: what a JIT entry runs before its first target.
 constexpr uint64_t TrapWord = 0xcccccccc0b0f0b0full;
 constexpr uint64_t Low5Bytes = 0xffffffffffull;
+/// `nopl 0x0(%rax,%rax,1)` with a 32-bit displacement: one instruction of
+/// 8 bytes, the open gate of a resident area.
+constexpr uint64_t Nop8Word = 0x0000000000841f0full;
 
 size_t pageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
 
@@ -88,20 +93,30 @@ public:
   virtual bool isCompiledIn() const = 0;
   /// Stores Word at the entry with one atomic 8-byte store.
   virtual Error store(uint64_t Entry, uint64_t Word) = 0;
+  /// Copies Bytes to Address (in JIT memory we own).
+  virtual void write(uint64_t Address, ArrayRef<uint8_t> Bytes) {
+    llvm_unreachable("only JIT entries have a resident area");
+  }
 };
 
 namespace {
 
-/// A JIT entry: one page of a memfd, mapped twice: read+execute where it
-/// runs, read+write elsewhere for the updater. Execute permission is never
-/// touched.
+/// A JIT entry: pages of a memfd (the entry, then any resident area),
+/// mapped twice: read+execute where they run, read+write elsewhere for the
+/// updater. Execute permission is never touched.
 class DualMappedPage : public Trampoline::Memory {
 public:
-  static Expected<std::unique_ptr<DualMappedPage>> create(uint64_t Near);
+  static Expected<std::unique_ptr<DualMappedPage>> create(uint64_t Near,
+                                                          size_t Size);
   ~DualMappedPage() override {
-    munmap(Exec, pageSize());
+    munmap(Exec, Size);
     if (Write != Exec)
-      munmap(Write, pageSize());
+      munmap(Write, Size);
+  }
+  void write(uint64_t Address, ArrayRef<uint8_t> Bytes) override {
+    std::memcpy(static_cast<char *>(Write) +
+                    (Address - reinterpret_cast<uint64_t>(Exec)),
+                Bytes.data(), Bytes.size());
   }
   bool isCompiledIn() const override { return false; }
   Error store(uint64_t Entry, uint64_t Word) override {
@@ -116,9 +131,11 @@ public:
   uint64_t entry() const { return reinterpret_cast<uint64_t>(Exec); }
 
 private:
-  DualMappedPage(void *Exec, void *Write) : Exec(Exec), Write(Write) {}
+  DualMappedPage(void *Exec, void *Write, size_t Size)
+      : Exec(Exec), Write(Write), Size(Size) {}
   void *Exec;
   void *Write;
+  size_t Size;
 };
 
 /// Maps Size bytes of Fd (or anonymous memory when Fd < 0) with Prot as
@@ -146,9 +163,9 @@ void *mapNear(uint64_t Near, size_t Size, int Prot, int Flags, int Fd) {
   return MAP_FAILED;
 }
 
-Expected<std::unique_ptr<DualMappedPage>>
-DualMappedPage::create(uint64_t Near) {
-  size_t PS = pageSize();
+Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
+                                                                 size_t Size) {
+  size_t PS = Size;
   int Fd = memfd_create("dispatch-gen-trampoline", MFD_CLOEXEC);
   if (Fd >= 0 && ftruncate(Fd, PS) != 0) {
     close(Fd);
@@ -171,14 +188,14 @@ DualMappedPage::create(uint64_t Near) {
                    MAP_PRIVATE | MAP_ANONYMOUS, -1);
     if (Exec == MAP_FAILED)
       return errnoError(
-          formatv("cannot map a trampoline page near {0:x}", Near));
+          formatv("cannot map a trampoline of {0} bytes near {1:x}", PS, Near));
     Write = Exec;
   }
   // Trap everywhere until the first retarget().
   auto *Words = static_cast<uint64_t *>(Write);
   for (size_t I = 0; I < PS / sizeof(uint64_t); ++I)
     Words[I] = TrapWord;
-  return std::unique_ptr<DualMappedPage>(new DualMappedPage(Exec, Write));
+  return std::unique_ptr<DualMappedPage>(new DualMappedPage(Exec, Write, PS));
 }
 
 /// One atomic store into the host's text, left uninstrumented:
@@ -219,15 +236,24 @@ Error Trampoline::checkSupported() { return Error::success(); }
 
 bool Trampoline::hasSyncCore() { return syncCoreAvailable(); }
 
-Expected<std::unique_ptr<Trampoline>> Trampoline::create(uint64_t Near) {
-  auto PageOrErr = DualMappedPage::create(Near);
+Expected<std::unique_ptr<Trampoline>> Trampoline::create(uint64_t Near,
+                                                         size_t ResidentBytes) {
+  size_t PS = pageSize();
+  size_t Size = ResidentBytes ? alignTo(64 + ResidentBytes, PS) : PS;
+  auto PageOrErr = DualMappedPage::create(Near, Size);
   if (!PageOrErr)
     return PageOrErr.takeError();
-  uint64_t Entry = (*PageOrErr)->entry();
+  uint64_t Start = (*PageOrErr)->entry(), Entry = Start;
+  // The resident code starts right after the gate word: put the gate at the
+  // end of a cache line so that the code starts the next one.
+  if (ResidentBytes)
+    Entry += 56;
   // Register for membarrier now, not on the first update's hot moment.
   (void)syncCoreAvailable();
-  return std::unique_ptr<Trampoline>(
+  std::unique_ptr<Trampoline> T(
       new Trampoline(Entry, TrapWord, std::move(*PageOrErr)));
+  T->ResidentBytes = ResidentBytes ? Size - (Entry + 8 - Start) : 0;
+  return std::move(T);
 }
 
 Expected<std::unique_ptr<Trampoline>> Trampoline::adopt(void *EntryPtr) {
@@ -291,6 +317,7 @@ Error Trampoline::retarget(uint64_t NewTarget) {
   if (Error E = store(Word))
     return E;
   Target = NewTarget;
+  Resident = false;
   return Error::success();
 }
 
@@ -298,6 +325,30 @@ Error Trampoline::reset() {
   if (Error E = store(Original))
     return E;
   Target = 0;
+  Resident = false;
+  return Error::success();
+}
+
+Error Trampoline::writeResident(ArrayRef<uint8_t> Code) {
+  if (Resident)
+    return makeError("the resident area is live: close the gate first");
+  if (Code.size() > ResidentBytes)
+    return makeError(formatv("{0} bytes do not fit in the resident area of "
+                             "{1} bytes",
+                             Code.size(), ResidentBytes));
+  Mem->write(residentAddress(), Code);
+  // Every thread drops what it may have fetched of the area before.
+  syncCore();
+  return Error::success();
+}
+
+Error Trampoline::openGate() {
+  if (!ResidentBytes)
+    return makeError("the entry has no resident area");
+  if (Error E = store(Nop8Word))
+    return E;
+  Target = residentAddress();
+  Resident = true;
   return Error::success();
 }
 
@@ -325,6 +376,8 @@ Trampoline::~Trampoline() = default;
 bool Trampoline::canReach(uint64_t) const { return false; }
 Error Trampoline::retarget(uint64_t) { return checkSupported(); }
 Error Trampoline::reset() { return checkSupported(); }
+Error Trampoline::writeResident(ArrayRef<uint8_t>) { return checkSupported(); }
+Error Trampoline::openGate() { return checkSupported(); }
 
 #endif // DISPATCHGEN_TRAMPOLINE_SUPPORTED
 

@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 
 #include <atomic>
+#include <cstring>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -364,6 +365,54 @@ TEST_P(DispatcherTest, RetpolineThunkOutlivesEveryImage) {
     expectOk(D->change(I ? addr(Progs[I % 4]) : 0, addr(Progs[(I + 1) % 4])));
     expectOk(D->verify());
     EXPECT_EQ(callThrough(*D, 1, Progs[7]), 7001) << "the fallback";
+  }
+}
+
+TEST_P(DispatcherTest, LaidOutImagesRunResidentBehindTheEntry) {
+  // Synchronous reclamation (hostConfig's): a laid-out image is copied
+  // behind the entry, whose first word becomes an 8-byte nop.
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  bool Direct = GetParam() == ImageLowering::IL_Auto;
+  for (int Round = 0; Round < 3; ++Round) {
+    expectOk(D->add(addr(Progs[1 + Round])));
+    DispatcherStatus S = D->status();
+    EXPECT_EQ(S.Resident, Direct);
+    const uint8_t *Gate = reinterpret_cast<const uint8_t *>(S.EntryAddress);
+    const uint8_t Nop8[] = {0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0};
+    EXPECT_EQ(std::memcmp(Gate, Nop8, 8) == 0, Direct);
+    if (Direct)
+      EXPECT_EQ(S.ImageAddress, S.EntryAddress + 8);
+    for (int P = 0; P < NumProgs; ++P)
+      EXPECT_EQ(callThrough(*D, 3, Progs[P]), P * 1000 + 3);
+    expectOk(D->verify());
+  }
+  std::string Dump;
+  raw_string_ostream OS(Dump);
+  expectOk(D->dump(OS));
+  EXPECT_EQ(Dump.find("resident copy of image") != std::string::npos, Direct)
+      << Dump;
+  // Back to the empty set: the resident copy is the bare fallback.
+  for (int Round = 0; Round < 3; ++Round)
+    expectOk(D->remove(addr(Progs[1 + Round])));
+  EXPECT_EQ(D->status().Resident, Direct);
+  EXPECT_EQ(callThrough(*D, 4, Progs[5]), 5004);
+
+  // Asynchronous reclamation, or no resident area: the entry jumps.
+  for (bool Async : {true, false}) {
+    DispatcherConfig C = hostConfig();
+    if (Async)
+      C.Reclaim = ReclaimMode::RM_Asynchronous;
+    else
+      C.ResidentBytes = 0;
+    auto J = makeDispatcher(std::move(C));
+    ASSERT_TRUE(J);
+    expectOk(J->add(addr(Progs[1])));
+    EXPECT_FALSE(J->status().Resident);
+    EXPECT_EQ(*reinterpret_cast<const uint8_t *>(J->status().EntryAddress),
+              0xe9)
+        << "jmp rel32";
+    EXPECT_EQ(callThrough(*J, 3, Progs[1]), 1003);
   }
 }
 

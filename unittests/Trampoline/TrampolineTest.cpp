@@ -106,6 +106,70 @@ TEST(TrampolineTest, ConcurrentCallersSeeOldOrNewTargetNeverATornOne) {
   EXPECT_GT(Calls.load(), 0u);
 }
 
+TEST(TrampolineTest, ResidentAreaRunsInPlaceBehindAnOpenGate) {
+  auto T =
+      cantFail(Trampoline::create(reinterpret_cast<uint64_t>(&progA), 4096));
+  ASSERT_GE(T->residentCapacity(), 4096u);
+  EXPECT_EQ(T->residentAddress(), T->address() + 8);
+  cantFail(T->retarget(reinterpret_cast<uint64_t>(&progA)));
+  // mov $77, %eax; ret
+  const uint8_t Code[] = {0xb8, 77, 0, 0, 0, 0xc3};
+  cantFail(T->writeResident(Code));
+  EXPECT_EQ(callEntry(*T, 1), 1001) << "the gate is still closed";
+  cantFail(T->openGate());
+  EXPECT_TRUE(T->isResident());
+  EXPECT_EQ(T->target(), T->residentAddress());
+  EXPECT_EQ(callEntry(*T, 1), 77);
+
+  // Rewriting what callers may run is refused, and so is too much code.
+  std::string Msg = messageOf(T->writeResident(Code));
+  EXPECT_NE(Msg.find("close the gate first"), std::string::npos) << Msg;
+  cantFail(T->retarget(reinterpret_cast<uint64_t>(&progB)));
+  std::vector<uint8_t> Big(T->residentCapacity() + 1, 0xcc);
+  Msg = messageOf(T->writeResident(Big));
+  EXPECT_NE(Msg.find("do not fit"), std::string::npos) << Msg;
+  EXPECT_EQ(callEntry(*T, 1), 2001);
+
+  auto Plain = cantFail(Trampoline::create(reinterpret_cast<uint64_t>(&progA)));
+  EXPECT_EQ(Plain->residentCapacity(), 0u);
+  Msg = messageOf(Plain->openGate());
+  EXPECT_NE(Msg.find("no resident area"), std::string::npos) << Msg;
+}
+
+TEST(TrampolineTest, ConcurrentCallersSeeTheGateOpenOrClosedNeverTorn) {
+  // The gate word flips between an 8-byte nop and `jmp rel32` under two
+  // callers: each call runs the resident code or the target, whole.
+  auto T =
+      cantFail(Trampoline::create(reinterpret_cast<uint64_t>(&progA), 4096));
+  cantFail(T->retarget(reinterpret_cast<uint64_t>(&progA)));
+  const uint8_t Code[] = {0xb8, 77, 0, 0, 0, 0xc3};
+  cantFail(T->writeResident(Code));
+  std::atomic<bool> Stop{false};
+  std::atomic<uint64_t> Resident{0}, Jumped{0}, Wrong{0};
+  std::vector<std::thread> Callers;
+  for (int I = 0; I < 2; ++I)
+    Callers.emplace_back([&] {
+      while (!Stop.load(std::memory_order_relaxed)) {
+        int R = callEntry(*T, 1);
+        (R == 77     ? Resident
+         : R == 1001 ? Jumped
+                     : Wrong)
+            .fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  for (int I = 0; I < 20000; ++I) {
+    if (I % 2)
+      cantFail(T->retarget(reinterpret_cast<uint64_t>(&progA)));
+    else
+      cantFail(T->openGate());
+  }
+  Stop = true;
+  for (std::thread &C : Callers)
+    C.join();
+  EXPECT_EQ(Wrong.load(), 0u);
+  EXPECT_GT(Resident.load() + Jumped.load(), 0u);
+}
+
 TEST(TrampolineTest, CompiledInEntryDoesIndirectCallUntilAdopted) {
   EXPECT_EQ(dispatchgen_test_entry(1, progA), 1001);
   EXPECT_EQ(dispatchgen_test_entry(1, progB), 2001);

@@ -7,7 +7,9 @@
 // dispatch-gen-torture, in the spirit of Linux's rcutorture: every core but
 // one calls through a dispatcher's entry in a tight loop, as RCU readers,
 // while an updater thread adds, removes and changes programs as fast as it
-// can (RM_Asynchronous, so updates do not wait for grace periods).
+// can (RM_Asynchronous, so updates do not wait for grace periods; --sync:
+// RM_Synchronous, where the entry also runs each image in place, so the
+// resident area behind it is rewritten under the readers every update).
 //
 // Programs are JIT-compiled in an LLJIT of this process, in batches (one
 // JITDylib each), and never reused: each has a unique id, its generation
@@ -85,6 +87,11 @@ static cl::opt<unsigned> BatchOps(
     cl::desc("Operations (add, remove, change) per update: one "
              "regeneration each (default 16; 1: one operation per update)"),
     cl::init(16), cl::cat(TortureCategory));
+static cl::opt<bool>
+    Sync("sync",
+         cl::desc("Synchronous reclamation: each update waits for its grace "
+                  "period, and images run resident behind the entry"),
+         cl::init(false), cl::cat(TortureCategory));
 static cl::opt<bool> BrokenReclamation(
     "broken-reclamation",
     cl::desc("Testing the test: free without grace periods; must fail"),
@@ -457,7 +464,8 @@ Error Torture::run() {
   DispatcherConfig Config;
   Config.Name = "torture_dispatch";
   Config.Signature = "i64 (i64)";
-  Config.Reclaim = ReclaimMode::RM_Asynchronous;
+  Config.Reclaim =
+      Sync ? ReclaimMode::RM_Synchronous : ReclaimMode::RM_Asynchronous;
   // A change in a batch may add before it removes.
   Config.Capacity = 2 * NumSlots;
   Config.SkipGracePeriodForTesting = BrokenReclamation;
@@ -548,6 +556,8 @@ Error Torture::run() {
          "critical section (past its grace period)");
   if (!C.Calls)
     Fail("readers made no calls");
+  if (Sync && !BrokenReclamation && !St.Resident)
+    Fail("with --sync the live image should run resident behind the entry");
   if (MinUpdateRate && Rate < MinUpdateRate)
     Fail(formatv("{0:f0} updates/s, below --min-update-rate={1}", Rate,
                  unsigned(MinUpdateRate))
