@@ -246,11 +246,8 @@ Expected<LinkedImage> ImageLinker::link(Module &M,
                                         ArrayRef<ImageTarget> Targets,
                                         unsigned Slot, StringRef ImageSymbol) {
   assert(Slot < 2 && "two JITDylibs");
-  ThePlugin->takeLastFailure();
-  ThePlugin->takeRanges();
-  if (Faults && *Faults)
-    if (Error E = (*Faults)(FaultPoint::FP_Compile))
-      return makeError("cannot compile image: " + toString(std::move(E)));
+  if (Error E = startLink())
+    return std::move(E);
   SimpleCompiler Compile(*TM);
   auto Obj = Compile(M);
   if (!Obj)
@@ -282,11 +279,8 @@ Expected<LinkedImage> ImageLinker::link(const X86Image &Code,
                                         ArrayRef<ImageCase> Cases,
                                         unsigned Slot, StringRef ImageSymbol) {
   assert(Slot < 2 && "two JITDylibs");
-  ThePlugin->takeLastFailure();
-  ThePlugin->takeRanges();
-  if (Faults && *Faults)
-    if (Error E = (*Faults)(FaultPoint::FP_Compile))
-      return makeError("cannot compile image: " + toString(std::move(E)));
+  if (Error E = startLink())
+    return std::move(E);
 
   auto G = std::make_unique<jitlink::LinkGraph>(
       ImageSymbol.str(), ES->getSymbolStringPool(), TM->getTargetTriple(),
@@ -332,6 +326,15 @@ Expected<LinkedImage> ImageLinker::link(const X86Image &Code,
   if (Error E = lookupImage(Image, JD, ES->intern(ImageSymbol)))
     return Discard(std::move(E));
   return Image;
+}
+
+Error ImageLinker::startLink() {
+  ThePlugin->takeLastFailure();
+  ThePlugin->takeRanges();
+  if (Faults && *Faults)
+    if (Error E = (*Faults)(FaultPoint::FP_Compile))
+      return makeError("cannot compile image: " + toString(std::move(E)));
+  return Error::success();
 }
 
 Error ImageLinker::lookupImage(LinkedImage &Image, JITDylib &JD,

@@ -104,6 +104,8 @@ public:
 private:
   ImageLinker() = default;
   llvm::Error fail(llvm::Error E);
+  /// Forgets the last link's failure and ranges; the compile fault point.
+  llvm::Error startLink();
   /// Materialises what was just added to Image.RT's JITDylib and fills in
   /// Image from the link.
   llvm::Error lookupImage(LinkedImage &Image, llvm::orc::JITDylib &JD,

@@ -198,8 +198,8 @@ TEST(X86ImageEmitterTest, EveryArgumentRegisterCanHoldTheSelector) {
 }
 
 TEST(X86ImageEmitterTest, SkewedWeightsStillRouteEverything) {
-  // One case far heavier than the rest, and all-equal but non-zero
-  // weights: the split must keep both halves non-empty.
+  // One case far heavier than the rest (a prefix of one), and all-equal
+  // weights at the top of the range (sums past 64 bits).
   CodeArea Area;
   ASSERT_TRUE(Area.valid());
   std::mt19937_64 Rng(3);
