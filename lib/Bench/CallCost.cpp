@@ -242,6 +242,9 @@ Error CallLoopSet::Impl::buildLoops() {
     return Tree.takeError();
   (*Tree)->addFnAttr("target-cpu", CPU);
   (*Tree)->addFnAttr("target-features", Features);
+  // Called, as the kernel's dispatcher is: inlined into the loop, a small
+  // tree would beat the direct call it stands in for.
+  (*Tree)->addFnAttr(Attribute::NoInline);
 
   for (CallVariant V : AllVariants)
     buildLoop(*M, loopName(V), CPU,
