@@ -8,9 +8,9 @@
 // compare tree that LLVM's switch lowering builds from DispatchIRBuilder's
 // IR, for a fraction of the cost. Regenerating an image through the codegen
 // pipeline costs about 1.5 ms plus 55 us per program (SelectionDAG builds
-// and selects each tail-call block on its own); this emitter costs well
-// under a microsecond per program, so the update latency of a live
-// dispatcher is left to ORC's link and the patch.
+// and selects each tail-call block on its own); with this emitter a whole
+// update (layout, ORC link, patch) costs about 1.5 us per program, 0.11 ms
+// at 48 programs (`dispatch-gen bench`).
 //
 // The image only compares and jumps, so it needs nothing of the signature
 // but where the selector arrives: which general-purpose register the SysV
