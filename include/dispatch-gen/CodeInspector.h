@@ -21,6 +21,13 @@
 //              evaluable target (`jmp *%rdx`, `call *%rax`, `jmp *x(%rip)`,
 //              `call *(%rax)`).
 //
+// Branch targets alone do not prove that an image routes each program to
+// its own `je`: a compare with a wrong immediate still has a direct branch
+// to every program. followSelector() runs the code instead, on x86-64: from
+// the image's first instruction, with the selector register holding a key
+// and nothing else known, it evaluates moves, arithmetic, compares and
+// branches until a branch leaves the image, and says where.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef DISPATCH_GEN_CODEINSPECTOR_H
@@ -104,6 +111,26 @@ struct ImageCheck {
   std::vector<uint64_t> DecodeErrors;
 };
 
+/// Where followSelector() left the code.
+struct SelectorRoute {
+  /// The key the selector register held on entry.
+  uint64_t Key = 0;
+  /// The branch that left the range.
+  uint64_t From = 0;
+  /// BK_Direct: a jump to Target. BK_Indirect: a jump through a register
+  /// or memory; Target is the register's value when it is known.
+  BranchKind Kind = BranchKind::BK_None;
+  std::optional<uint64_t> Target;
+  /// Instructions evaluated on the way.
+  unsigned Steps = 0;
+  /// The 64-bit general-purpose registers whose value was known at the
+  /// exit, by LLVM's name ("R11").
+  llvm::SmallVector<std::pair<std::string, uint64_t>, 4> Known;
+
+  /// The value of Register (LLVM's name, any case) at the exit, if known.
+  std::optional<uint64_t> valueOf(llvm::StringRef Register) const;
+};
+
 /// Disassembles and classifies machine code for one target triple.
 ///
 /// Not thread-safe: the MC objects it holds (notably MCInstPrinter and
@@ -131,6 +158,19 @@ public:
   /// [Address, Address + Bytes.size()); AllowedTargets need not be sorted.
   ImageCheck check(llvm::ArrayRef<uint8_t> Bytes, uint64_t Address,
                    llvm::ArrayRef<uint64_t> AllowedTargets) const;
+
+  /// For each of Keys, runs the x86-64 code in Bytes (loaded at Address)
+  /// from its first byte with the 64-bit register Register ("rdi", "r11";
+  /// LLVM's names, any case) holding the key and every other register and
+  /// the flags unknown, until a branch leaves the range. Evaluates moves,
+  /// add, sub, lea, inc/dec, cmp, test and jumps; `nop` and `pause` do
+  /// nothing. Fails, naming the instruction, where the route depends on
+  /// something not known, on an instruction it does not model, or on
+  /// falling off the end, or after MaxSteps instructions for one key.
+  llvm::Expected<std::vector<SelectorRoute>>
+  followSelector(llvm::ArrayRef<uint8_t> Bytes, uint64_t Address,
+                 llvm::StringRef Register, llvm::ArrayRef<uint64_t> Keys,
+                 unsigned MaxSteps = 1u << 16) const;
 
   /// Prints one line per instruction: address, encoding, text, and
   /// `  # -> NAME` for a direct target that NameOf names (a non-empty
@@ -160,6 +200,8 @@ private:
   /// Whether the printer wants the next instruction's address (x86) rather
   /// than the instruction's own to print PC-relative targets.
   bool PCRelToNextInstruction = false;
+  /// Whether followSelector() can evaluate the code.
+  bool IsX86_64 = false;
 };
 
 } // namespace dispatchgen

@@ -112,6 +112,7 @@ CodeInspector::create(StringRef TripleName, AsmSyntax Syntax) {
   if (!CI->Printer)
     return Missing("instruction printer");
   CI->PCRelToNextInstruction = TT.isX86();
+  CI->IsX86_64 = TT.getArch() == Triple::x86_64;
   CI->Printer->setPrintImmHex(true);
   // Print `je 0x2000` rather than the encoded displacement, so that a dump
   // shows where each case goes.

@@ -296,6 +296,139 @@ TEST_F(CodeInspectorTest, CheckWithEveryTargetAllowedHasNoUnknownTargets) {
   EXPECT_THAT(Result.UnknownTargets, IsEmpty());
 }
 
+// followSelector()
+// -------------------------------------------------------------
+
+/// A compare tree over programs at 0x5000, 0x5100 and 0x5200, loaded at
+/// 0x1000, with the selector in %rdi. FirstKey is the immediate of the
+/// first leaf's compare (0x5000 when right).
+std::vector<uint8_t> smallTree(uint32_t FirstKey = 0x5000) {
+  auto Rel32 = [](uint64_t Target, uint64_t End) {
+    uint32_t R = static_cast<uint32_t>(Target - (0x1000 + End));
+    return std::vector<uint8_t>{uint8_t(R), uint8_t(R >> 8), uint8_t(R >> 16),
+                                uint8_t(R >> 24)};
+  };
+  std::vector<uint8_t> Code = {0x48,
+                               0x81,
+                               0xff,
+                               0x00,
+                               0x51,
+                               0x00,
+                               0x00, // cmp $0x5100, %rdi
+                               0x73,
+                               0x0f, // jae .Lright (24)
+                               0x48,
+                               0x81,
+                               0xff,
+                               uint8_t(FirstKey),
+                               uint8_t(FirstKey >> 8),
+                               uint8_t(FirstKey >> 16),
+                               uint8_t(FirstKey >> 24), // cmp $FirstKey
+                               0x0f,
+                               0x84}; // je 0x5000
+  llvm::append_range(Code, Rel32(0x5000, 22));
+  llvm::append_range(Code, std::vector<uint8_t>{0xeb, 0x13,   // jmp .Lfb (43)
+                                                0x0f, 0x84}); // je 0x5100
+  llvm::append_range(Code, Rel32(0x5100, 30));
+  llvm::append_range(
+      Code, std::vector<uint8_t>{0x48, 0x81, 0xff, 0x00, 0x52, 0x00, 0x00, 0x0f,
+                                 0x84}); // cmp $0x5200; je 0x5200
+  llvm::append_range(Code, Rel32(0x5200, 43));
+  llvm::append_range(Code, std::vector<uint8_t>{0xff, 0xe7}); // jmp *%rdi
+  return Code;
+}
+
+TEST_F(CodeInspectorTest, FollowSelectorEndsAtEachProgramsOwnJump) {
+  std::vector<uint8_t> Code = smallTree();
+  auto Routes =
+      Inspector->followSelector(Code, 0x1000, "rdi", {0x5000, 0x5100, 0x5200});
+  ASSERT_THAT(takeError(Routes), Succeeded());
+  ASSERT_EQ(Routes->size(), 3u);
+  for (const SelectorRoute &R : *Routes) {
+    EXPECT_EQ(R.Kind, BranchKind::BK_Direct);
+    EXPECT_EQ(R.Target, R.Key);
+  }
+  EXPECT_EQ((*Routes)[0].From, 0x1010u) << "the first leaf's je";
+}
+
+TEST_F(CodeInspectorTest, FollowSelectorSendsOtherKeysToTheFallback) {
+  std::vector<uint8_t> Code = smallTree();
+  auto Routes = Inspector->followSelector(
+      Code, 0x1000, "RDI", {0x4fff, 0x5001, 0x50ff, 0x5101, 0x5201, 1});
+  ASSERT_THAT(takeError(Routes), Succeeded());
+  for (const SelectorRoute &R : *Routes) {
+    EXPECT_EQ(R.Kind, BranchKind::BK_Indirect) << R.Key;
+    EXPECT_EQ(R.Target, R.Key) << "the selector, intact";
+    EXPECT_EQ(R.From, 0x1000u + 43);
+    EXPECT_EQ(R.valueOf("rdi"), R.Key);
+  }
+}
+
+TEST_F(CodeInspectorTest, FollowSelectorCatchesAWrongCompareThatCheckMisses) {
+  // The first leaf compares with 0x5001: every branch target is still a
+  // program, so check() is content, but program 0x5000 takes the fallback.
+  std::vector<uint8_t> Code = smallTree(0x5001);
+  ImageCheck C = Inspector->check(Code, 0x1000, {0x5000, 0x5100, 0x5200});
+  EXPECT_THAT(C.UnknownTargets, IsEmpty());
+  EXPECT_THAT(C.DirectTargets, ElementsAre(0x5000u, 0x5100u, 0x5200u));
+  auto Routes = Inspector->followSelector(Code, 0x1000, "rdi", {0x5000});
+  ASSERT_THAT(takeError(Routes), Succeeded());
+  EXPECT_EQ((*Routes)[0].Kind, BranchKind::BK_Indirect);
+}
+
+TEST_F(CodeInspectorTest, FollowSelectorRunsLoopsAndTracksOtherRegisters) {
+  // mov $3, %eax; 1: pause; dec %eax; jne 1b; mov %rdi, %r11; jmp 0x9000
+  std::vector<uint8_t> Code = {0xb8, 0x03, 0x00, 0x00, 0x00, 0xf3, 0x90, 0xff,
+                               0xc8, 0x75, 0xfa, 0x49, 0x89, 0xfb, 0xe9};
+  uint32_t Rel = 0x9000 - (0x1000 + 19);
+  for (unsigned I = 0; I < 4; ++I)
+    Code.push_back(uint8_t(Rel >> (8 * I)));
+  auto Routes = Inspector->followSelector(Code, 0x1000, "rdi", {0x1234});
+  ASSERT_THAT(takeError(Routes), Succeeded());
+  const SelectorRoute &R = (*Routes)[0];
+  EXPECT_EQ(R.Kind, BranchKind::BK_Direct);
+  EXPECT_EQ(R.Target, 0x9000u);
+  EXPECT_EQ(R.valueOf("r11"), 0x1234u);
+  EXPECT_EQ(R.valueOf("rax"), 0u);
+  EXPECT_EQ(R.Steps, 1u + 3 * 3 + 1);
+}
+
+TEST_F(CodeInspectorTest, FollowSelectorRefusesWhatItCannotKnow) {
+  // je with no compare before it: the flags are unknown.
+  EXPECT_THAT(
+      takeError(Inspector->followSelector(
+          std::vector<uint8_t>{0x74, 0x00, 0xff, 0xe7}, 0x1000, "rdi", {1})),
+      Failed(HasSubstr("the flags it tests are not known")));
+  // cmpq $5, 8(%rsp): memory is not modelled.
+  EXPECT_THAT(takeError(Inspector->followSelector(
+                  std::vector<uint8_t>{0x48, 0x83, 0x7c, 0x24, 0x08, 0x05},
+                  0x1000, "rdi", {1})),
+              Failed(HasSubstr("CMP64mi8")));
+  // A compare of a register nobody set.
+  EXPECT_THAT(
+      takeError(Inspector->followSelector(
+          std::vector<uint8_t>{0x48, 0x39, 0xc7, 0x74, 0x00, 0xff, 0xe7},
+          0x1000, "rdi", {1})),
+      Failed(HasSubstr("not known")));
+  // jmp to itself never leaves.
+  EXPECT_THAT(takeError(Inspector->followSelector(
+                  std::vector<uint8_t>{0xeb, 0xfe}, 0x1000, "rdi", {1}, 100)),
+              Failed(HasSubstr("no branch leaves the code after 100")));
+  // Falling off the end.
+  EXPECT_THAT(takeError(Inspector->followSelector(std::vector<uint8_t>{0x90},
+                                                  0x1000, "rdi", {1})),
+              Failed(HasSubstr("runs off its end")));
+  EXPECT_THAT(takeError(Inspector->followSelector(std::vector<uint8_t>{0x90},
+                                                  0x1000, "xmm0", {1})),
+              Failed(HasSubstr("not a 64-bit general-purpose register")));
+  auto AArch64 = CodeInspector::create("aarch64-linux-gnu");
+  ASSERT_THAT(takeError(AArch64), Succeeded());
+  EXPECT_THAT(
+      takeError((*AArch64)->followSelector(
+          std::vector<uint8_t>{0xc0, 0x03, 0x5f, 0xd6}, 0x1000, "x0", {1})),
+      Failed(HasSubstr("x86-64 only")));
+}
+
 // print() ---------------------------------------------------------------------
 
 TEST_F(CodeInspectorTest, PrintShowsAddressBytesTextAndTargetNames) {
