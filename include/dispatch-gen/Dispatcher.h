@@ -67,6 +67,19 @@ namespace dispatchgen {
 /// Steps of an update where a test can inject a failure.
 enum class FaultPoint { FP_Compile, FP_Allocate, FP_Link, FP_Patch };
 
+/// Which grace period a deliberately broken dispatcher skips (testing
+/// only: DispatcherConfig::SkipGracePeriodForTesting).
+enum class SkippedGracePeriod {
+  /// None: the dispatcher as shipped.
+  None,
+  /// Programs that left the set go to OnRelease at once.
+  Programs,
+  /// The old image is freed at once.
+  Images,
+  /// The resident area is rewritten at once after the gate closed.
+  Resident,
+};
+
 /// How a dispatcher makes its images.
 enum class ImageLowering {
   /// Lay the compare tree out as machine code directly where it can (x86-64,
@@ -118,8 +131,8 @@ struct DispatcherConfig {
   /// reclamation, images laid out directly and up to this size. 0: callers
   /// always jump to the image.
   size_t ResidentBytes = 64u << 10;
-  /// Disassemble each new image before it goes live and refuse it unless
-  /// its only indirect branch is the fallback.
+  /// Check each new image as verify() does before it goes live, and refuse
+  /// it if the check fails.
   bool VerifyImages = false;
   /// Append each image to /tmp/perf-<pid>.map so perf names it.
   bool PerfMap = false;
@@ -138,12 +151,28 @@ struct DispatcherConfig {
   /// Testing only: called at each FaultPoint of every update; an error
   /// fails the update there.
   llvm::unique_function<llvm::Error(FaultPoint)> InjectFault;
-  /// Testing only, never set in production: old images are freed and
-  /// released programs handed to OnRelease at once, with no RCU grace
-  /// period (Reclaimer::setSkipGracePeriodForTesting). A deliberately
-  /// broken reclamation that dispatch-gen-torture --broken-reclamation
-  /// must catch; a test that passes with it proves nothing.
-  bool SkipGracePeriodForTesting = false;
+  /// Testing only, never set in production: skip one grace period, a
+  /// deliberately broken reclamation that dispatch-gen-torture
+  /// --broken-reclamation must catch by its own count of the matching
+  /// event. A test that passes with it proves nothing.
+  SkippedGracePeriod SkipGracePeriodForTesting = SkippedGracePeriod::None;
+  /// Testing only: each laid-out image starts with this many `pause`
+  /// instructions (a loop over %eax), so that callers linger in images and
+  /// in the resident area, where a torture can catch them when memory is
+  /// freed or rewritten too early. Compiled images have none.
+  unsigned ImageDelayForTesting = 0;
+  /// Testing only: every call that takes the fallback first calls this
+  /// with its selector (from a thunk that saves the argument registers and
+  /// %xmm0-7, on the calling thread), so a test can count registered
+  /// programs that the image failed to reach directly. Images then end in
+  /// a jump to that thunk, as with RetpolineFallback.
+  void (*FallbackHookForTesting)(uint64_t Selector) = nullptr;
+  /// Testing only: freed image memory stays inaccessible in a quarantine
+  /// of the last 64 frees before it is reused, and the resident area is
+  /// filled with int3 (and every thread serialised) before it is
+  /// rewritten, so a caller left behind in either traps instead of running
+  /// the next image's code.
+  bool PoisonForTesting = false;
 };
 
 /// A snapshot of a dispatcher's state.
@@ -226,9 +255,14 @@ public:
   std::vector<ProgramEntry> programs() const;
   /// Writes the live image's disassembly, naming the programs it reaches.
   llvm::Error dump(llvm::raw_ostream &OS) const;
-  /// Checks the live image: exactly one indirect branch (the fallback, none
-  /// with a retpoline) and every other branch direct to a program or within
-  /// the image.
+  /// Checks the live image (and its resident copy): exactly one indirect
+  /// branch (the fallback; none with a retpoline) and every other branch
+  /// direct to a program or within the image; then, where the selector
+  /// arrives in a register (always for laid-out images), proves the
+  /// routing by running the image's code for keys: every registered
+  /// program within reach leaves by a direct jump to itself, and keys of
+  /// no program (below, between and above the programs) by the fallback
+  /// with the selector intact.
   llvm::Error verify() const;
 
   class Impl;

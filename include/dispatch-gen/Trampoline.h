@@ -142,6 +142,10 @@ public:
   /// since the last openGate()) and no caller may be left in the area (a
   /// grace period since). Fails, changing nothing, if Code does not fit.
   llvm::Error writeResident(llvm::ArrayRef<uint8_t> Code);
+  /// Testing only: writeResident() first fills the whole area with int3,
+  /// serialises every thread and waits a millisecond, so a caller left in
+  /// the area traps instead of running on into the new code.
+  void setPoisonForTesting(bool Poison) { PoisonResident = Poison; }
   /// Makes calls fall through into the resident area (one atomic store of
   /// an 8-byte nop, then every thread is serialised).
   llvm::Error openGate();
@@ -168,6 +172,7 @@ private:
   bool Resident = false;
   /// Bytes of the resident area (0: none); immutable.
   size_t ResidentBytes = 0;
+  bool PoisonResident = false;
   std::unique_ptr<Memory> Mem;
 };
 

@@ -36,10 +36,7 @@ class Dispatcher::Impl {
 public:
   explicit Impl(DispatcherConfig C)
       : Config(std::move(C)), Set(Config.Capacity),
-        Reclaim(Config.Flavor, Config.Reclaim) {
-    // Testing only: see DispatcherConfig::SkipGracePeriodForTesting.
-    Reclaim.setSkipGracePeriodForTesting(Config.SkipGracePeriodForTesting);
-  }
+        Reclaim(Config.Flavor, Config.Reclaim) {}
 
   Error init(ExecutionSession *ES);
   ~Impl();
@@ -84,6 +81,12 @@ public:
   /// Where the selector arrives when images can be laid out directly
   /// (x86-64 and ImageLowering::IL_Auto); immutable after init().
   std::optional<unsigned> SelectorReg;
+  /// Where it arrives whatever the lowering (x86-64, a register by a
+  /// simple rule): what verify() runs images from. Immutable after init().
+  std::optional<unsigned> RouteReg;
+  /// Whether the fallback jumps to the thunk (a retpoline, or the testing
+  /// hook's) rather than through the selector; immutable.
+  bool ThunkFallback = false;
 
   Reclaimer Reclaim;
   /// Made on first use; used under UpdateMutex only (not thread-safe).
@@ -93,6 +96,10 @@ private:
   Expected<CodeInspector &> inspector() const;
   Error verifyImage(const LinkedImage &Image,
                     ArrayRef<uint64_t> Programs) const;
+  /// Runs the image for every program and for keys of none (see verify()).
+  Error verifyRoutes(const CodeInspector &I, ArrayRef<uint8_t> Bytes,
+                     uint64_t Address, ArrayRef<uint64_t> Programs,
+                     uint64_t Thunk) const;
   /// Makes the image for the current set; Laid tells whether it was laid
   /// out directly (X86ImageEmitter) rather than compiled.
   Expected<LinkedImage> build(uint64_t Gen, size_t &Direct, size_t &Fallback,
@@ -120,6 +127,7 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
                              Config.ImageRegionSize));
   if (Config.Name.empty())
     return makeError("a dispatcher needs a name");
+  ThunkFallback = Config.RetpolineFallback || Config.FallbackHookForTesting;
   Ctx = std::make_unique<LLVMContext>();
   auto Sig = parseSignature(Config.Signature, *Ctx);
   if (!Sig)
@@ -153,18 +161,21 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (!T)
     return T.takeError();
   Entry = std::move(*T);
+  Entry->setPoisonForTesting(Config.PoisonForTesting);
 
   auto L = ImageLinker::create(ES, Config, Entry->address());
   if (!L)
     return L.takeError();
   Linker = std::move(*L);
+  if (Config.PoisonForTesting)
+    Linker->memory().setQuarantineForTesting(64);
   // The GDB JIT interface takes object files, which only codegen makes.
-  if (Config.Lowering == ImageLowering::IL_Auto &&
-      !Config.RegisterWithDebugger &&
-      Linker->targetMachine().getTargetTriple().getArch() == Triple::x86_64)
-    SelectorReg = getX86SelectorRegister(Signature, Config.SelectorArg);
-  if (Config.RetpolineFallback)
-    if (auto Thunk = Linker->retpolineThunk(); !Thunk)
+  if (Linker->targetMachine().getTargetTriple().getArch() == Triple::x86_64)
+    RouteReg = getX86SelectorRegister(Signature, Config.SelectorArg);
+  if (Config.Lowering == ImageLowering::IL_Auto && !Config.RegisterWithDebugger)
+    SelectorReg = RouteReg;
+  if (ThunkFallback)
+    if (auto Thunk = Linker->fallbackThunk(); !Thunk)
       return Thunk.takeError();
   if (ES)
     if (auto JD = Linker->defineEntry(Config.Name, Entry->address()); !JD)
@@ -190,8 +201,7 @@ bool Dispatcher::Impl::residencyAllowed() const {
   // Rewriting the area waits for a grace period, which only a synchronous
   // update does.
   return Config.ResidentBytes && !Config.CompiledEntry &&
-         Config.Reclaim == ReclaimMode::RM_Synchronous &&
-         !Config.SkipGracePeriodForTesting;
+         Config.Reclaim == ReclaimMode::RM_Synchronous;
 }
 
 Expected<std::vector<uint8_t>>
@@ -214,7 +224,7 @@ Dispatcher::Impl::relocateForResidence(const X86Image &Code,
     if (Error E = Patch(B.Offset, Cases[B.Case].Target))
       return std::move(E);
   if (Code.ThunkBranch) {
-    auto Thunk = Linker->retpolineThunk();
+    auto Thunk = Linker->fallbackThunk();
     if (!Thunk)
       return Thunk.takeError();
     if (Error E = Patch(*Code.ThunkBranch, *Thunk))
@@ -316,8 +326,8 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
   if (SelectorReg) {
     // Programs spread over more than 2 GiB are left to codegen's 64-bit
     // compares.
-    if (auto Code =
-            emitX86Image(Cases, *SelectorReg, Config.RetpolineFallback)) {
+    if (auto Code = emitX86Image(Cases, *SelectorReg, ThunkFallback,
+                                 Config.ImageDelayForTesting)) {
       consumeError(Image.takeError());
       Image = Linker->link(*Code, Cases, Gen % 2, ImageSymbol);
       Laid = true;
@@ -362,8 +372,8 @@ Dispatcher::Impl::buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
   Spec.Name = ImageSymbol.str();
   Spec.Signature = Signature;
   Spec.SelectorArg = Config.SelectorArg;
-  Spec.RetpolineFallback = Config.RetpolineFallback;
-  Spec.ExternalRetpolineThunk = Config.RetpolineFallback;
+  Spec.RetpolineFallback = ThunkFallback;
+  Spec.ExternalRetpolineThunk = ThunkFallback;
   Spec.ReturnExtension = Config.ReturnExtension;
   Spec.ParamExtensions = Config.ParamExtensions;
   std::vector<ImageTarget> Targets;
@@ -428,23 +438,39 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   LiveCases = std::move(BuiltCases);
   ResidentSize = 0;
   LinkedImage Old = std::exchange(Live, std::move(Next));
+  std::vector<ProgramEntry> Removed = std::move(Delta->Removed);
+  auto RemoveImage = [this](LinkedImage &Image) {
+    if (Linker)
+      if (Error E = Linker->remove(Image))
+        Linker->session().reportError(std::move(E));
+  };
+  auto Release = [this](ArrayRef<ProgramEntry> Programs) {
+    if (Config.OnRelease)
+      for (const ProgramEntry &P : Programs)
+        Config.OnRelease(P);
+  };
+  // Testing only: each skips the one grace period the torture must catch.
+  SkippedGracePeriod Skip = Config.SkipGracePeriodForTesting;
+  if (Skip == SkippedGracePeriod::Programs)
+    Release(std::exchange(Removed, {}));
+  if (Skip == SkippedGracePeriod::Images)
+    RemoveImage(Old);
+  bool Settle = Supported && residencyAllowed();
+  if (Skip == SkippedGracePeriod::Resident && Settle)
+    settleResident();
 
   // After the grace period no caller can be in the old image or in a
   // program that left the set.
   auto GraceStart = Clock::now();
-  Reclaim.retire([this, Old = std::move(Old),
-                  Removed = std::move(Delta->Removed)]() mutable {
-    if (Linker)
-      if (Error E = Linker->remove(Old))
-        Linker->session().reportError(std::move(E));
-    if (Config.OnRelease)
-      for (const ProgramEntry &P : Removed)
-        Config.OnRelease(P);
+  Reclaim.retire([RemoveImage, Release, Old = std::move(Old),
+                  Removed = std::move(Removed)]() mutable {
+    RemoveImage(Old);
+    Release(Removed);
   });
   LastGrace = Clock::now() - GraceStart;
   // Synchronous: a grace period has passed since the entry left the
   // resident area for the new image.
-  if (Supported && residencyAllowed())
+  if (Skip != SkippedGracePeriod::Resident && Settle)
     settleResident();
   return Error::success();
 }
@@ -459,6 +485,25 @@ Expected<CodeInspector &> Dispatcher::Impl::inspector() const {
   return *Inspector;
 }
 
+/// Keys of no program to route through an image of Programs (sorted):
+/// each program's neighbours, the midpoints between programs, and the
+/// extremes.
+static std::vector<uint64_t> keysOfNoProgram(ArrayRef<uint64_t> Programs) {
+  std::vector<uint64_t> Keys = {1, UINT64_MAX};
+  for (size_t I = 0; I < Programs.size(); ++I) {
+    Keys.push_back(Programs[I] - 1);
+    Keys.push_back(Programs[I] + 1);
+    if (I + 1 < Programs.size())
+      Keys.push_back(Programs[I] + (Programs[I + 1] - Programs[I]) / 2);
+  }
+  llvm::sort(Keys);
+  Keys.erase(llvm::unique(Keys), Keys.end());
+  llvm::erase_if(Keys, [&](uint64_t K) {
+    return K == 0 || std::binary_search(Programs.begin(), Programs.end(), K);
+  });
+  return Keys;
+}
+
 Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
                                     ArrayRef<uint64_t> Programs) const {
   auto I = inspector();
@@ -468,16 +513,18 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
     return makeError(formatv("the image at {0:x} has no size", Image.Address));
   std::vector<uint64_t> Allowed(Programs.begin(), Programs.end());
   Allowed.insert(Allowed.end(), Image.Helpers.begin(), Image.Helpers.end());
-  if (Config.RetpolineFallback) {
-    auto Thunk = Linker->retpolineThunk();
-    if (!Thunk)
-      return Thunk.takeError();
-    Allowed.push_back(*Thunk);
+  uint64_t Thunk = 0;
+  if (ThunkFallback) {
+    auto T = Linker->fallbackThunk();
+    if (!T)
+      return T.takeError();
+    Thunk = *T;
+    Allowed.push_back(Thunk);
   }
   ArrayRef<uint8_t> Bytes(reinterpret_cast<const uint8_t *>(Image.Address),
                           Image.Size);
   ImageCheck C = I->check(Bytes, Image.Address, Allowed);
-  size_t Expected = Config.RetpolineFallback ? 0 : 1;
+  size_t Expected = ThunkFallback ? 0 : 1;
   std::string Problems;
   if (!C.DecodeErrors.empty())
     Problems += formatv(" undecodable bytes at {0:x};", C.DecodeErrors[0]);
@@ -491,6 +538,64 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
   for (uint64_t P : Programs)
     if (!llvm::is_contained(C.DirectTargets, P))
       Problems += formatv(" no direct branch to program {0:x};", P);
+  if (Problems.empty() && RouteReg)
+    if (Error E = verifyRoutes(*I, Bytes, Image.Address, Programs, Thunk))
+      Problems += " " + toString(std::move(E)) + ";";
+  if (Problems.empty())
+    return Error::success();
+  Problems.pop_back();
+  return makeError(StringRef(Problems).ltrim());
+}
+
+Error Dispatcher::Impl::verifyRoutes(const CodeInspector &I,
+                                     ArrayRef<uint8_t> Bytes, uint64_t Address,
+                                     ArrayRef<uint64_t> Programs,
+                                     uint64_t Thunk) const {
+  static const char *const RegNames[] = {
+      "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+      "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
+  std::vector<uint64_t> Sorted(Programs.begin(), Programs.end());
+  llvm::sort(Sorted);
+  std::vector<uint64_t> Keys = Sorted;
+  size_t NumPrograms = Keys.size();
+  llvm::append_range(Keys, keysOfNoProgram(Sorted));
+  // Each route runs the image's delay loop too.
+  unsigned MaxSteps = 4 * Config.ImageDelayForTesting + 4096;
+  auto Routes =
+      I.followSelector(Bytes, Address, RegNames[*RouteReg], Keys, MaxSteps);
+  if (!Routes)
+    return Routes.takeError();
+  std::string Problems;
+  unsigned Shown = 0;
+  auto Describe = [&](const SelectorRoute &R) -> std::string {
+    if (R.Kind == BranchKind::BK_Direct)
+      return formatv("a direct jump to {0:x} at {1:x}", *R.Target, R.From);
+    if (R.Target)
+      return formatv("an indirect jump to {0:x} at {1:x}", *R.Target, R.From);
+    return formatv("an indirect jump at {0:x}", R.From).str();
+  };
+  auto Fallback = [&](const SelectorRoute &R) {
+    if (Thunk)
+      return R.Kind == BranchKind::BK_Direct && R.Target == Thunk &&
+             R.valueOf("r11") == R.Key;
+    return R.Kind == BranchKind::BK_Indirect && R.Target == R.Key;
+  };
+  for (size_t K = 0; K < Routes->size() && Shown < 4; ++K) {
+    const SelectorRoute &R = (*Routes)[K];
+    if (K < NumPrograms) {
+      if (R.Kind == BranchKind::BK_Direct && R.Target == R.Key)
+        continue;
+      Problems += formatv(" program {0:x} is routed to {1}{2};", R.Key,
+                          Describe(R), Fallback(R) ? " (the fallback)" : "");
+    } else {
+      if (Fallback(R))
+        continue;
+      Problems += formatv(" {0:x}, which is no program, is routed to {1} "
+                          "instead of the fallback;",
+                          R.Key, Describe(R));
+    }
+    ++Shown;
+  }
   if (Problems.empty())
     return Error::success();
   Problems.pop_back();

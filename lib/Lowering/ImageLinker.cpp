@@ -157,6 +157,8 @@ ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
   std::unique_ptr<ImageLinker> L(new ImageLinker());
   FaultHook *Faults = &Config.InjectFault;
   L->Faults = Faults;
+  L->Retpoline = Config.RetpolineFallback;
+  L->FallbackHook = Config.FallbackHookForTesting;
 
   auto JTMB = JITTargetMachineBuilder::detectHost();
   if (!JTMB)
@@ -376,30 +378,60 @@ Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
   return EntryJD;
 }
 
-Expected<uint64_t> ImageLinker::retpolineThunk() {
+/// The testing hook's call: the argument registers (and %r10, %rax) and
+/// %xmm0-7 saved around a call of Hook(%r11). Entered by a jump from an
+/// image, with the stack as the dispatcher's caller left it (8 mod 16), so
+/// nine pushes and 128 bytes leave it aligned for the call.
+static std::string hookCall(void (*Hook)(uint64_t)) {
+  std::string S;
+  raw_string_ostream OS(S);
+  const char *Saved[] = {"rdi", "rsi", "rdx", "rcx", "r8",
+                         "r9",  "r10", "r11", "rax"};
+  for (const char *R : Saved)
+    OS << "  pushq %" << R << "\n";
+  OS << "  subq $128, %rsp\n";
+  for (unsigned X = 0; X < 8; ++X)
+    OS << formatv("  movdqu %xmm{0}, {1}(%rsp)\n", X, 16 * X);
+  OS << "  movq %r11, %rdi\n";
+  OS << formatv("  movabsq ${0}, %rax\n", reinterpret_cast<uint64_t>(Hook));
+  OS << "  callq *%rax\n";
+  for (unsigned X = 0; X < 8; ++X)
+    OS << formatv("  movdqu {1}(%rsp), %xmm{0}\n", X, 16 * X);
+  OS << "  addq $128, %rsp\n";
+  for (const char *R : llvm::reverse(Saved))
+    OS << "  popq %" << R << "\n";
+  return S;
+}
+
+Expected<uint64_t> ImageLinker::fallbackThunk() {
   if (ThunkAddress)
     return ThunkAddress;
   LLVMContext Ctx;
-  Module M("dispatch-gen.retpoline", Ctx);
+  Module M("dispatch-gen.fallback", Ctx);
   M.setDataLayout(TM->createDataLayout());
   M.setTargetTriple(TM->getTargetTriple());
-  // LLVM's own retpoline sequence, as its X86IndirectThunks pass emits it.
-  M.setModuleInlineAsm(".text\n"
-                       ".globl __x86_indirect_thunk_r11\n"
-                       ".type __x86_indirect_thunk_r11,@function\n"
-                       ".p2align 4\n"
-                       "__x86_indirect_thunk_r11:\n"
-                       "  call .Ldispatchgen_thunk_set\n"
-                       ".Ldispatchgen_thunk_capture:\n"
-                       "  pause\n"
-                       "  lfence\n"
-                       "  jmp .Ldispatchgen_thunk_capture\n"
-                       ".p2align 4\n"
-                       ".Ldispatchgen_thunk_set:\n"
-                       "  movq %r11, (%rsp)\n"
-                       "  retq\n"
-                       ".size __x86_indirect_thunk_r11, "
-                       ".-__x86_indirect_thunk_r11\n");
+  std::string Asm = ".text\n"
+                    ".globl __x86_indirect_thunk_r11\n"
+                    ".type __x86_indirect_thunk_r11,@function\n"
+                    ".p2align 4\n"
+                    "__x86_indirect_thunk_r11:\n";
+  if (FallbackHook)
+    Asm += hookCall(FallbackHook);
+  if (Retpoline)
+    // LLVM's own retpoline sequence, as its X86IndirectThunks pass emits it.
+    Asm += "  call .Ldispatchgen_thunk_set\n"
+           ".Ldispatchgen_thunk_capture:\n"
+           "  pause\n"
+           "  lfence\n"
+           "  jmp .Ldispatchgen_thunk_capture\n"
+           ".p2align 4\n"
+           ".Ldispatchgen_thunk_set:\n"
+           "  movq %r11, (%rsp)\n"
+           "  retq\n";
+  else
+    Asm += "  jmpq *%r11\n";
+  Asm += ".size __x86_indirect_thunk_r11, .-__x86_indirect_thunk_r11\n";
+  M.setModuleInlineAsm(Asm);
   SimpleCompiler Compile(*TM);
   auto Obj = Compile(M);
   if (!Obj)
@@ -411,7 +443,7 @@ Expected<uint64_t> ImageLinker::retpolineThunk() {
   auto Sym = ES->lookup({&JD}, MangleAndInterner(*ES, M.getDataLayout())(
                                    "__x86_indirect_thunk_r11"));
   if (!Sym)
-    return makeError("cannot link the retpoline thunk: " +
+    return makeError("cannot link the fallback thunk: " +
                      toString(fail(Sym.takeError())));
   ThunkJD = &JD;
   for (JITDylib *Image : Dylibs)

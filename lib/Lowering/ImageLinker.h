@@ -90,11 +90,13 @@ public:
                                                     uint64_t Address);
   llvm::orc::JITDylib *entryDylib() const { return EntryJD; }
 
-  /// Links, once, the retpoline thunk `__x86_indirect_thunk_r11` into a
+  /// Links, once, the fallback thunk `__x86_indirect_thunk_r11` into a
   /// JITDylib of its own that both image JITDylibs search, and returns its
-  /// address. Images call it instead of each carrying a weak copy that a
-  /// later image could bind to and outlive.
-  llvm::Expected<uint64_t> retpolineThunk();
+  /// address. Images jump to it with the selector in %r11 instead of each
+  /// carrying a weak copy that a later image could bind to and outlive. It
+  /// is a retpoline (Config.RetpolineFallback) or `jmp *%r11`, after
+  /// calling Config.FallbackHookForTesting if that is set.
+  llvm::Expected<uint64_t> fallbackThunk();
 
   /// Appends an image to /tmp/perf-<pid>.map.
   void writePerfMap(uint64_t Address, uint64_t Size, llvm::StringRef Name);
@@ -122,6 +124,8 @@ private:
   llvm::orc::JITDylib *ThunkJD = nullptr;
   uint64_t ThunkAddress = 0;
   FaultHook *Faults = nullptr;
+  bool Retpoline = false;
+  void (*FallbackHook)(uint64_t) = nullptr;
 };
 
 } // namespace dispatchgen

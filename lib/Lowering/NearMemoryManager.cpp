@@ -147,6 +147,18 @@ void NearMemoryManager::release(char *P, size_t Bytes) {
   mprotect(P, Bytes, PROT_NONE);
   madvise(P, Bytes, MADV_DONTNEED);
   std::lock_guard<std::mutex> Lock(M);
+  if (!QuarantineLimit) {
+    addFree(P, Bytes);
+    return;
+  }
+  Quarantine.push_back({P, Bytes});
+  while (Quarantine.size() > QuarantineLimit) {
+    addFree(Quarantine.front().first, Quarantine.front().second);
+    Quarantine.pop_front();
+  }
+}
+
+void NearMemoryManager::addFree(char *P, size_t Bytes) {
   auto It = Free.emplace(P, Bytes).first;
   if (auto Next = std::next(It);
       Next != Free.end() && It->first + It->second == Next->first) {

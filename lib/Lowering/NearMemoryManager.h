@@ -22,6 +22,7 @@
 #include "llvm/ExecutionEngine/JITLink/JITLinkMemoryManager.h"
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <mutex>
 
@@ -43,6 +44,14 @@ public:
 
   /// Allocations finalized and not yet deallocated.
   uint64_t liveAllocations() const { return Live.load(); }
+
+  /// Testing only: freed ranges stay inaccessible in a FIFO of the last
+  /// Count frees before they can be reused, so a caller left behind in a
+  /// freed image faults instead of running the next image placed there.
+  void setQuarantineForTesting(size_t Count) {
+    std::lock_guard<std::mutex> Lock(M);
+    QuarantineLimit = Count;
+  }
 
   /// Testing hook, run on every allocate(): an error fails the allocation.
   void setAllocationHook(llvm::unique_function<llvm::Error()> Hook) {
@@ -66,6 +75,8 @@ private:
   NearMemoryManager(char *Base, size_t Size, size_t PageSize);
   char *carve(size_t Bytes);
   void release(char *P, size_t Bytes);
+  /// Returns a range to Free, coalescing it; M must be held.
+  void addFree(char *P, size_t Bytes);
 
   char *Base;
   size_t Size;
@@ -75,6 +86,9 @@ private:
   std::mutex M;
   /// Free ranges of the region, by start address (first fit, coalesced).
   std::map<char *, size_t> Free;
+  /// Freed ranges not yet in Free (testing only), oldest first.
+  std::deque<std::pair<char *, size_t>> Quarantine;
+  size_t QuarantineLimit = 0;
   llvm::unique_function<llvm::Error()> AllocHook;
   std::atomic<uint64_t> Live{0};
 };

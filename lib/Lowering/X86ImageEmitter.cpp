@@ -34,7 +34,7 @@ constexpr unsigned RegRAX = 0, RegR11 = 11;
 constexpr unsigned ArgRegs[] = {7 /*rdi*/, 6 /*rsi*/, 2 /*rdx*/,
                                 1 /*rcx*/, 8 /*r8*/,  9 /*r9*/};
 // Condition codes (the low nibble of Jcc's opcode).
-constexpr uint8_t CondB = 0x2, CondAE = 0x3, CondE = 0x4;
+constexpr uint8_t CondB = 0x2, CondAE = 0x3, CondE = 0x4, CondNE = 0x5;
 // A leaf of the binary tree compares its cases one after another; LLVM's
 // switch lowering stops splitting at the same size.
 constexpr size_t MaxLeafCases = 3;
@@ -414,7 +414,7 @@ getX86SelectorRegister(FunctionType *Signature,
 }
 
 Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
-                                bool RetpolineFallback) {
+                                bool ThunkFallback, unsigned DelayPauses) {
   if (SelectorReg > 15 || SelectorReg == RegRAX || SelectorReg == RegR11 ||
       SelectorReg == 4 /*rsp*/)
     return makeError(
@@ -434,6 +434,15 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   }
 
   Assembler A;
+  if (DelayPauses) {
+    // mov $N, %eax; 1: pause; dec %eax; jnz 1b
+    A.bytes({0xB8});
+    A.bytes32(DelayPauses);
+    unsigned Loop = A.newLabel();
+    A.bind(Loop);
+    A.bytes({0xF3, 0x90, 0xFF, 0xC8});
+    A.jump(CondNE, Loop);
+  }
   unsigned CmpReg = SelectorReg;
   uint64_t Base = 0;
   if (!Sorted.empty() && Cases[Sorted.back()].Key > uint64_t(INT32_MAX)) {
@@ -475,7 +484,7 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     Tree.emit(Sorted, /*Last=*/true);
 
   A.bind(Fallback);
-  if (RetpolineFallback) {
+  if (ThunkFallback) {
     emitMove(A, SelectorReg, RegR11);
     A.jumpToThunk();
   } else if (SelectorReg >= 8) {

@@ -91,11 +91,14 @@ getX86SelectorRegister(llvm::FunctionType *Signature,
                        std::optional<unsigned> SelectorArg);
 
 /// Lays out the image for Cases (any order; keys distinct and non-zero).
-/// Fails when the keys span more than 2 GiB, which a 32-bit compare cannot
-/// cover: the codegen path handles that.
+/// ThunkFallback: the fallback moves the selector to %r11 and jumps to a
+/// thunk (a retpoline, or a counting one in tests) instead of `jmp *%sel`.
+/// DelayPauses > 0 (testing only) starts the image with a loop of that
+/// many `pause`s over %eax. Fails when the keys span more than 2 GiB,
+/// which a 32-bit compare cannot cover: the codegen path handles that.
 llvm::Expected<X86Image> emitX86Image(llvm::ArrayRef<ImageCase> Cases,
-                                      unsigned SelectorReg,
-                                      bool RetpolineFallback);
+                                      unsigned SelectorReg, bool ThunkFallback,
+                                      unsigned DelayPauses = 0);
 
 } // namespace dispatchgen
 

@@ -11,9 +11,12 @@
 #include "llvm/Support/MathExtras.h"
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <thread>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__linux__)
 #include <linux/membarrier.h>
@@ -336,6 +339,13 @@ Error Trampoline::writeResident(ArrayRef<uint8_t> Code) {
     return makeError(formatv("{0} bytes do not fit in the resident area of "
                              "{1} bytes",
                              Code.size(), ResidentBytes));
+  if (PoisonResident) {
+    Mem->write(residentAddress(), std::vector<uint8_t>(ResidentBytes, 0xCC));
+    syncCore();
+    // A caller left in the area traps at its next instruction if it is
+    // running; one that is preempted gets a millisecond to be scheduled.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   Mem->write(residentAddress(), Code);
   // Every thread drops what it may have fetched of the area before.
   syncCore();

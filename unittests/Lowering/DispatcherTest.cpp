@@ -520,16 +520,25 @@ TEST_P(DispatcherTest, CompiledInEntryFollowsTheSet) {
   EXPECT_EQ(dispatchgen_test_aot_entry(4, Progs[5]), 5004);
 }
 
+/// Set by the fallback hook on the thread whose call took the fallback.
+thread_local bool TookFallback = false;
+void noteFallback(uint64_t) { TookFallback = true; }
+
 /// Callers on every core but one call registered programs while the main
 /// thread churns the set. A program is taken out of the published set
 /// before it is removed from the dispatcher, and its registration is
 /// counted out only by the release callback, after the grace period: a
 /// reader that picked it inside its read-side section must never see its
-/// count at 0.
+/// count at 0. A published program that no removal overlapped is in every
+/// image the call could enter, so it must not take the fallback (the hook
+/// counts those that do); every image's routing is proven before it goes
+/// live (VerifyImages).
 void churnUnderLoad(ReclaimMode Mode) {
   DispatcherConfig C = hostConfig();
   C.Reclaim = Mode;
-  C.VerifyImages = false;
+  C.FallbackHookForTesting = noteFallback;
+  C.ImageDelayForTesting = 16;
+  C.PoisonForTesting = true;
   C.OnRelease = [](const ProgramEntry &P) {
     Outstanding[indexOf(P.Address)].fetch_sub(1);
   };
@@ -537,8 +546,13 @@ void churnUnderLoad(ReclaimMode Mode) {
   ASSERT_TRUE(D);
 
   std::atomic<uint32_t> Published{0};
+  /// Removals begun: bumped after a program is unpublished and before it
+  /// is removed (seq_cst, as are the readers' loads of it and of
+  /// Published). A reader that saw P published after reading S0, and reads
+  /// S1 == S0 after its call, called P while no removal of P had begun.
+  std::atomic<uint64_t> Removals{0};
   std::atomic<bool> Stop{false};
-  std::atomic<uint64_t> Calls{0}, Misrouted{0};
+  std::atomic<uint64_t> Calls{0}, Misrouted{0}, ToFallback{0};
   auto *Entry = D->entryAs<EntryFn>();
   CheckReleases = true;
   std::vector<std::thread> Readers;
@@ -549,31 +563,39 @@ void churnUnderLoad(ReclaimMode Mode) {
       unsigned Pick = R;
       while (!Stop.load(std::memory_order_relaxed)) {
         RCUReadGuard Guard;
-        uint32_t Mask = Published.load(std::memory_order_acquire);
+        uint64_t S0 = Removals.load();
+        uint32_t Mask = Published.load();
         if (!Mask)
           continue;
         do
           Pick = (Pick + 1) % NumProgs;
         while (!(Mask & (1u << Pick)));
+        TookFallback = false;
         if (Entry(int(Calls % 100), Progs[Pick]) / 1000 != int(Pick))
           Misrouted.fetch_add(1, std::memory_order_relaxed);
+        if (TookFallback && Removals.load() == S0)
+          ToFallback.fetch_add(1, std::memory_order_relaxed);
         Calls.fetch_add(1, std::memory_order_relaxed);
       }
     });
 
   uint32_t Mask = 0;
   unsigned Updates = 0;
-  for (int Round = 0; Round < 3000; ++Round) {
+  // The readers are stopped and joined before anything is asserted: a
+  // fatal assertion here would leave them running.
+  Error UpdateError = Error::success();
+  for (int Round = 0; Round < 3000 && !UpdateError; ++Round) {
     int P = Round % NumProgs;
     if (Mask & (1u << P)) {
       Mask &= ~(1u << P);
-      Published.store(Mask, std::memory_order_release);
-      ASSERT_FALSE(!!D->remove(addr(Progs[P])));
+      Published.store(Mask);
+      Removals.fetch_add(1);
+      UpdateError = D->remove(addr(Progs[P]));
     } else {
       Outstanding[P].fetch_add(1);
-      ASSERT_FALSE(!!D->add(addr(Progs[P])));
+      UpdateError = D->add(addr(Progs[P]));
       Mask |= 1u << P;
-      Published.store(Mask, std::memory_order_release);
+      Published.store(Mask);
     }
     ++Updates;
   }
@@ -581,8 +603,10 @@ void churnUnderLoad(ReclaimMode Mode) {
   for (std::thread &T : Readers)
     T.join();
   CheckReleases = false;
+  EXPECT_FALSE(!!UpdateError) << toString(std::move(UpdateError));
   EXPECT_EQ(Misrouted.load(), 0u);
   EXPECT_EQ(RunAfterRelease.load(), 0u);
+  EXPECT_EQ(ToFallback.load(), 0u) << "registered programs took the fallback";
   EXPECT_GT(Calls.load(), Updates) << "readers made progress";
 }
 

@@ -145,7 +145,7 @@ std::vector<ImageCase> randomCases(const CodeArea &Area, size_t N,
 void checkRouting(CodeArea &Area, ArrayRef<ImageCase> Cases,
                   ArrayRef<size_t> KeyStubs, ArrayRef<size_t> TargetStubs,
                   unsigned Reg) {
-  auto Img = emitX86Image(Cases, Reg, /*RetpolineFallback=*/false);
+  auto Img = emitX86Image(Cases, Reg, /*ThunkFallback=*/false);
   ASSERT_TRUE(!!Img) << toString(Img.takeError());
   Area.install(*Img, Cases);
   for (size_t I = 0; I < Cases.size(); ++I)
@@ -293,7 +293,7 @@ TEST(X86ImageEmitterTest, RetpolineFallbackGoesThroughTheThunk) {
   std::vector<size_t> Keys, Targets;
   auto Cases = randomCases(Area, 10, false, Rng, Keys, Targets);
   for (unsigned Reg : {RDI, R9}) {
-    auto Img = emitX86Image(Cases, Reg, /*RetpolineFallback=*/true);
+    auto Img = emitX86Image(Cases, Reg, /*ThunkFallback=*/true);
     ASSERT_TRUE(!!Img) << toString(Img.takeError());
     ASSERT_TRUE(Img->ThunkBranch.has_value());
     Area.install(*Img, Cases);

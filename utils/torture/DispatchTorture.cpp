@@ -26,11 +26,23 @@
 // (a failure); removed but not yet released is legitimate and the reader
 // histograms how many updates ago the removal happened.
 //
+// Readers also linger in images: every image starts with a delay loop
+// (--image-delay pauses; DispatcherConfig::ImageDelayForTesting), freed
+// images stay inaccessible in a quarantine before reuse and the resident
+// area is filled with int3 before each rewrite (PoisonForTesting), so a
+// reader left in an image that was freed, or in a resident area that was
+// rewritten, faults; the signal handler tells which by where it stopped.
+// The fallback calls a hook (FallbackHookForTesting): a call that took it
+// for a program registered throughout the call is a routing failure.
+//
 // A failure is: a misrouted call (answered by another program than the one
 // asked for, or by one not registered at any time during the call), a call
-// into released code, an observed released program, or an update error.
-// --broken-reclamation skips the grace period
-// (DispatcherConfig::SkipGracePeriodForTesting): the test must then fail.
+// into a released program, a released image or a rewritten resident area,
+// an observed released program, a registered program sent to the
+// fallback, or an update error. --broken-reclamation=programs|images|
+// resident skips that one grace period
+// (DispatcherConfig::SkipGracePeriodForTesting): the test must then fail,
+// and report the matching count.
 //
 //===----------------------------------------------------------------------===//
 
@@ -92,10 +104,23 @@ static cl::opt<bool>
          cl::desc("Synchronous reclamation: each update waits for its grace "
                   "period, and images run resident behind the entry"),
          cl::init(false), cl::cat(TortureCategory));
-static cl::opt<bool> BrokenReclamation(
+static cl::opt<SkippedGracePeriod> BrokenReclamation(
     "broken-reclamation",
-    cl::desc("Testing the test: free without grace periods; must fail"),
-    cl::init(false), cl::cat(TortureCategory));
+    cl::desc("Testing the test: skip one grace period; must fail"),
+    cl::values(clEnumValN(SkippedGracePeriod::Programs, "programs",
+                          "release programs at once"),
+               clEnumValN(SkippedGracePeriod::Images, "images",
+                          "free old images at once"),
+               clEnumValN(SkippedGracePeriod::Resident, "resident",
+                          "rewrite the resident area at once (implies "
+                          "--sync)")),
+    cl::init(SkippedGracePeriod::None), cl::cat(TortureCategory));
+static cl::opt<unsigned> ImageDelay(
+    "image-delay",
+    cl::desc("pause instructions at the start of every image, so readers "
+             "linger there longer than an update takes to free or rewrite "
+             "what they left (default 4096, about 0.1 ms)"),
+    cl::init(4096), cl::cat(TortureCategory));
 
 namespace {
 
@@ -149,7 +174,8 @@ private:
 
 struct Counters {
   std::atomic<uint64_t> Calls{0}, Misrouted{0}, IntoReleased{0},
-      ObservedReleased{0}, CriticalSections{0};
+      IntoReleasedImages{0}, IntoRewrittenResident{0}, OtherFaults{0},
+      ObservedReleased{0}, RegisteredToFallback{0}, CriticalSections{0};
   /// Ages (updates since removal) of removed, not yet released programs
   /// that readers reached: 0, 1, 2-3, 4-15, 16-63, 64+.
   std::array<std::atomic<uint64_t>, 6> AgeHist{};
@@ -168,33 +194,63 @@ unsigned ageBucket(uint64_t Age) {
   return 5;
 }
 
-// Signal handling: a reader that traps inside a call leaves it.
+// Signal handling: a reader that faults inside a call leaves it, with the
+// kind of fault as siglongjmp's value.
+enum FaultKind : int {
+  FK_ReleasedProgram = 1,
+  FK_ReleasedImage,
+  FK_RewrittenResident,
+  FK_Other
+};
 thread_local volatile sig_atomic_t InCall = 0;
 thread_local sigjmp_buf CallJmp;
-std::atomic<uint64_t> TrapsOutsideCalls{0};
+/// The entry and its resident area; set before the readers start.
+uint64_t ResidentBegin = 0, ResidentEnd = 0;
 
-void onTrap(int Sig) {
+FaultKind classify(int Sig, const siginfo_t *Info, const void *Context) {
+  const auto *UC = static_cast<const ucontext_t *>(Context);
+  uint64_t PC = UC->uc_mcontext.gregs[REG_RIP];
+  if (Sig == SIGTRAP) {
+    // int3 leaves the PC after itself. Poison is int3: the resident area's
+    // before a rewrite, a released program's after its release.
+    uint64_t At = PC - 1;
+    if (At >= ResidentBegin && At < ResidentEnd)
+      return FK_RewrittenResident;
+    return FK_ReleasedProgram;
+  }
+  // Fetching an instruction from an inaccessible page: only freed images
+  // are (programs are poisoned, the entry never loses execute).
+  if (Sig == SIGSEGV && reinterpret_cast<uint64_t>(Info->si_addr) == PC)
+    return FK_ReleasedImage;
+  return FK_Other;
+}
+
+void onFault(int Sig, siginfo_t *Info, void *Context) {
   if (InCall) {
     InCall = 0;
-    siglongjmp(CallJmp, Sig);
+    siglongjmp(CallJmp, classify(Sig, Info, Context));
   }
   // Not a reader's call: nothing to recover, report and die.
-  static const char Msg[] = "dispatch-gen-torture: caught: fault outside a "
+  static const char Msg[] = "dispatch-gen-torture: fault outside a "
                             "dispatched call\n";
   (void)!write(2, Msg, sizeof(Msg) - 1);
   _exit(3);
 }
 
-void installTrapHandlers() {
+void installFaultHandlers() {
   struct sigaction SA;
   std::memset(&SA, 0, sizeof(SA));
-  SA.sa_handler = onTrap;
+  SA.sa_sigaction = onFault;
   // NODEFER: leaving with siglongjmp (no mask restore) keeps it unblocked.
-  SA.sa_flags = SA_NODEFER;
+  SA.sa_flags = SA_NODEFER | SA_SIGINFO;
   sigemptyset(&SA.sa_mask);
   for (int Sig : {SIGTRAP, SIGILL, SIGSEGV, SIGBUS})
     sigaction(Sig, &SA, nullptr);
 }
+
+/// Set by the fallback hook on the calling thread.
+thread_local bool TookFallback = false;
+void onFallback(uint64_t) { TookFallback = true; }
 
 using EntryFn = uint64_t(uint64_t Spins, uint64_t Program);
 
@@ -232,6 +288,9 @@ private:
   /// Updates started (seq_cst: compared against slot loads, see below).
   std::atomic<uint64_t> Seq{0};
   std::atomic<bool> Stop{false};
+  /// Set by the updater when some registered program is out of rel32 reach
+  /// of the images, so its calls take the fallback legitimately.
+  std::atomic<bool> OutOfReach{false};
   Counters C;
   uint64_t Updates = 0, Adds = 0, Removes = 0, Changes = 0, Released = 0;
   std::atomic<uint64_t> ReleasedAsync{0};
@@ -347,20 +406,27 @@ void Torture::readerLoop(unsigned Index) {
       continue;
     Program *P = Table.get(Id);
     uint64_t Address = P->Address;
-    // Hold the reference for a while: up to 256 calls, each spinning up
-    // to 64 pauses; one section in 8 is 64 times longer (milliseconds),
+    // Hold the reference for a while: up to 32 calls, each lingering in
+    // the image (--image-delay) and spinning up to 64 pauses in the
+    // program; one section in 8 is 16 times longer (tens of milliseconds),
     // longer than an update, so that updates and releases happen while
     // readers still use what they removed.
-    unsigned Calls = 1 + Rng() % 256;
+    unsigned Calls = 1 + Rng() % 32;
     if (Rng() % 8 == 0)
-      Calls *= 64;
+      Calls *= 16;
     volatile unsigned N = Calls;
     volatile unsigned K = 0;
-    if (sigsetjmp(CallJmp, 0)) {
-      C.IntoReleased.fetch_add(1, std::memory_order_relaxed);
+    if (int Fault = sigsetjmp(CallJmp, 0)) {
+      std::atomic<uint64_t> &Count =
+          Fault == FK_ReleasedProgram     ? C.IntoReleased
+          : Fault == FK_ReleasedImage     ? C.IntoReleasedImages
+          : Fault == FK_RewrittenResident ? C.IntoRewrittenResident
+                                          : C.OtherFaults;
+      Count.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     for (; K < N; K = K + 1) {
+      TookFallback = false;
       InCall = 1;
       uint64_t R = Entry(Rng() % 64, Address);
       InCall = 0;
@@ -378,6 +444,12 @@ void Torture::readerLoop(unsigned Index) {
                         (Removed == 0 || Removed >= S0);
       if (R != Id || !Registered)
         C.Misrouted.fetch_add(1, std::memory_order_relaxed);
+      // In the dispatcher from before the call (published) until after it
+      // (no removal had begun when S1 was read): every image the call could
+      // enter had a direct jump to it.
+      if (TookFallback && R == Id && (Removed == 0 || Removed > S1) &&
+          !OutOfReach.load(std::memory_order_relaxed))
+        C.RegisteredToFallback.fetch_add(1, std::memory_order_relaxed);
       uint8_t Stage = Q->Stage.load(std::memory_order_acquire);
       C.StageHist[Stage].fetch_add(1, std::memory_order_relaxed);
       if (Stage == PS_Released)
@@ -445,6 +517,8 @@ Error Torture::updaterLoop(std::chrono::steady_clock::time_point End) {
     if (Error E = D->apply(B))
       return E;
     ++Updates;
+    if (D->status().FallbackTargets)
+      OutOfReach.store(true, std::memory_order_relaxed);
     uint64_t Now = Seq.load(std::memory_order_seq_cst);
     for (const Pending &P : Publish) {
       Table.get(P.New)->AddedSeq = Now;
@@ -461,6 +535,12 @@ Error Torture::run() {
     return JOrErr.takeError();
   J = std::move(*JOrErr);
 
+  // The programs first, so that the images go near them.
+  if (Error E = compileBatch())
+    return E;
+
+  if (BrokenReclamation == SkippedGracePeriod::Resident)
+    Sync = true;
   DispatcherConfig Config;
   Config.Name = "torture_dispatch";
   Config.Signature = "i64 (i64)";
@@ -468,7 +548,11 @@ Error Torture::run() {
       Sync ? ReclaimMode::RM_Synchronous : ReclaimMode::RM_Asynchronous;
   // A change in a batch may add before it removes.
   Config.Capacity = 2 * NumSlots;
+  Config.Near = Table.get(1)->Address;
   Config.SkipGracePeriodForTesting = BrokenReclamation;
+  Config.ImageDelayForTesting = ImageDelay;
+  Config.FallbackHookForTesting = onFallback;
+  Config.PoisonForTesting = true;
   Config.OnRelease = [this](const ProgramEntry &P) { release(P.Address); };
   auto DOrErr = Dispatcher::create(std::move(Config), *J);
   if (!DOrErr)
@@ -478,10 +562,10 @@ Error Torture::run() {
   if (!D->status().Supported)
     WithColor::warning() << "no image generation on this host: the entry is "
                             "the plain indirect call\n";
-  if (Error E = compileBatch())
-    return E;
+  ResidentBegin = D->entry();
+  ResidentEnd = ResidentBegin + 8 + (64u << 10);
 
-  installTrapHandlers();
+  installFaultHandlers();
   unsigned NumReaders = Readers;
   if (!NumReaders)
     NumReaders = std::max(2u, std::thread::hardware_concurrency()) - 1;
@@ -504,11 +588,14 @@ Error Torture::run() {
   uint64_t Ops = Adds + Removes + Changes;
   double Rate = Ops / Elapsed;
 
-  outs() << formatv("dispatch-gen-torture: {0} readers, {1:f1} s{2}\n",
-                    NumReaders, Elapsed,
-                    BrokenReclamation ? ", BROKEN reclamation (no grace "
-                                        "periods)"
-                                      : "");
+  const char *Broken[] = {"", ", BROKEN: programs released at once",
+                          ", BROKEN: images freed at once",
+                          ", BROKEN: resident area rewritten at once"};
+  outs() << formatv("dispatch-gen-torture: {0} readers, {1:f1} s{2}{3}, "
+                    "{4} pauses per image\n",
+                    NumReaders, Elapsed, Sync ? ", synchronous" : "",
+                    Broken[static_cast<int>(BrokenReclamation.getValue())],
+                    unsigned(ImageDelay));
   outs() << formatv("  calls:           {0} in {1} read-side critical "
                     "sections\n",
                     C.Calls.load(), C.CriticalSections.load());
@@ -534,9 +621,21 @@ Error Torture::run() {
                     C.AgeHist[2].load(), C.AgeHist[3].load(),
                     C.AgeHist[4].load(), C.AgeHist[5].load());
   outs() << formatv("  misrouted:       {0}\n", C.Misrouted.load());
-  outs() << formatv("  into released:   {0} calls trapped, {1} answered by a "
-                    "released program\n",
+  outs() << formatv("  released programs: {0} calls trapped in one, {1} "
+                    "answered by one\n",
                     C.IntoReleased.load(), C.ObservedReleased.load());
+  outs() << formatv("  released images: {0} calls trapped in one\n",
+                    C.IntoReleasedImages.load());
+  outs() << formatv("  resident area:   {0} calls trapped in it while it was "
+                    "rewritten; {1} rewrites{2}\n",
+                    C.IntoRewrittenResident.load(), St.Generation,
+                    St.Resident ? "" : " (not resident at the end)");
+  outs() << formatv("  fallback:        {0} calls for a registered program "
+                    "took it{1}\n",
+                    C.RegisteredToFallback.load(),
+                    OutOfReach ? " (not counted: some programs out of reach)"
+                               : "");
+  outs() << formatv("  other faults:    {0}\n", C.OtherFaults.load());
 
   bool Failed = false;
   auto Fail = [&](const Twine &Why) {
@@ -549,14 +648,24 @@ Error Torture::run() {
   if (C.Misrouted)
     Fail(Twine(C.Misrouted.load()) + " misrouted calls");
   if (C.IntoReleased)
-    Fail(Twine(C.IntoReleased.load()) + " calls into released code");
+    Fail(Twine(C.IntoReleased.load()) + " calls into released programs");
+  if (C.IntoReleasedImages)
+    Fail(Twine(C.IntoReleasedImages.load()) + " calls into released images");
+  if (C.IntoRewrittenResident)
+    Fail(Twine(C.IntoRewrittenResident.load()) +
+         " calls into a rewritten resident area");
+  if (C.RegisteredToFallback)
+    Fail(Twine(C.RegisteredToFallback.load()) +
+         " calls for a registered program sent to the fallback");
+  if (C.OtherFaults)
+    Fail(Twine(C.OtherFaults.load()) + " other faults inside calls");
   if (C.ObservedReleased)
     Fail(Twine(C.ObservedReleased.load()) +
          " calls answered by a program released during the reader's "
          "critical section (past its grace period)");
   if (!C.Calls)
     Fail("readers made no calls");
-  if (Sync && !BrokenReclamation && !St.Resident)
+  if (Sync && BrokenReclamation == SkippedGracePeriod::None && !St.Resident)
     Fail("with --sync the live image should run resident behind the entry");
   if (MinUpdateRate && Rate < MinUpdateRate)
     Fail(formatv("{0:f0} updates/s, below --min-update-rate={1}", Rate,
