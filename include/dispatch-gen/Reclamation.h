@@ -166,17 +166,12 @@ public:
   RCUFlavor flavor() const { return Flavor; }
   ReclaimMode mode() const { return Mode; }
 
-  /// For the torture test only: frees run at once, with no grace period. A
-  /// test that passes like this proves nothing.
-  void setSkipGracePeriodForTesting(bool Skip) { SkipGracePeriod = Skip; }
-
 private:
   struct Deferred;
   static void runDeferred(struct rcu_head *Head);
 
   RCUFlavor Flavor;
   ReclaimMode Mode;
-  bool SkipGracePeriod = false;
   /// Incremented by retire() (updater thread), decremented by the free
   /// (updater thread, or the call_rcu thread); acquire/release so that a
   /// drain() that sees 0, or that has waited for the frees, also sees every

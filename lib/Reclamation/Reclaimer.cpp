@@ -51,10 +51,6 @@ void Reclaimer::runDeferred(struct rcu_head *Head) {
 }
 
 void Reclaimer::retire(llvm::unique_function<void()> Free) {
-  if (SkipGracePeriod) {
-    Free();
-    return;
-  }
   if (Mode == ReclaimMode::RM_Synchronous) {
     synchronize();
     Free();

@@ -330,6 +330,126 @@ DISPATCHGEN_PROGRAM short fourth(int x) { return x; }
   EXPECT_THAT(Result, Failed(Not(HasSubstr("'third'"))));
 }
 
+// Programs whose C type differs from the prototype only inside the
+// parameter list: same return type, same number of parameters. The tests
+// expect the C type check's message, because nothing after it would refuse
+// all of them: a pointee or a signedness difference lowers to the same LLVM
+// signature (every pointer is `ptr`; `long` and `unsigned long` are both
+// i64), so such a program would be called with the wrong types, and a width
+// difference would surface only as the emitted-signature check's internal
+// error.
+
+/// A file with the prototype `typedef int prog_t(PrototypeParams);`, the
+/// annotated program `pass` of exactly that type (line 5) and the annotated
+/// program `filter` taking ProgramParams (line 6).
+std::string filterFile(StringRef PrototypeParams, StringRef ProgramParams) {
+  return formatv(R"(#include "dispatch-gen/program.h"
+struct pkt;
+struct sock;
+typedef int prog_t({0});
+DISPATCHGEN_PROGRAM int pass({0}) {{ return 0; }
+DISPATCHGEN_PROGRAM int filter({1}) {{ return 1; }
+)",
+                 PrototypeParams, ProgramParams)
+      .str();
+}
+
+FrontendOptions withProgPrototype() {
+  FrontendOptions Opts = withProjectIncludes();
+  Opts.Prototype = "prog_t";
+  return Opts;
+}
+
+TEST_F(FrontendTest, ProgramDifferingInPointeeAndSignednessOnlyIsRefused) {
+  ErrorResult Result = compileError(
+      "filters.c",
+      filterFile("struct pkt *p, long n", "struct sock *s, unsigned long n"),
+      withProgPrototype());
+  EXPECT_THAT(Result, Failed(HasSubstr(
+                          "filters.c:6: program 'filter' has type 'int "
+                          "(struct sock *, unsigned long)', not the prototype "
+                          "'prog_t' ('int (struct pkt *, long)')")));
+  EXPECT_THAT(Result, Failed(Not(HasSubstr("'pass'"))));
+}
+
+TEST_F(FrontendTest, ProgramDifferingInParameterPointeeOnlyIsRefused) {
+  EXPECT_THAT(
+      compileError(
+          "filters.c",
+          filterFile("struct pkt *p, long n", "struct sock *s, long n"),
+          withProgPrototype()),
+      Failed(HasSubstr("filters.c:6: program 'filter' has type 'int (struct "
+                       "sock *, long)', not the prototype 'prog_t' ('int "
+                       "(struct pkt *, long)')")));
+}
+
+TEST_F(FrontendTest, ProgramDifferingInParameterSignednessOnlyIsRefused) {
+  EXPECT_THAT(
+      compileError(
+          "filters.c",
+          filterFile("struct pkt *p, long n", "struct pkt *p, unsigned long n"),
+          withProgPrototype()),
+      Failed(HasSubstr("filters.c:6: program 'filter' has type 'int (struct "
+                       "pkt *, unsigned long)', not the prototype 'prog_t' "
+                       "('int (struct pkt *, long)')")));
+}
+
+TEST_F(FrontendTest, ProgramWithIntForALongParameterIsRefused) {
+  EXPECT_THAT(
+      compileError("filters.c",
+                   filterFile("struct pkt *p, long n", "struct pkt *p, int n"),
+                   withProgPrototype()),
+      Failed(HasSubstr("filters.c:6: program 'filter' has type 'int (struct "
+                       "pkt *, int)', not the prototype 'prog_t' ('int "
+                       "(struct pkt *, long)')")));
+}
+
+TEST_F(FrontendTest, ProgramWithShortForAnIntParameterIsRefused) {
+  EXPECT_THAT(
+      compileError("filters.c",
+                   filterFile("struct pkt *p, int n", "struct pkt *p, short n"),
+                   withProgPrototype()),
+      Failed(HasSubstr("filters.c:6: program 'filter' has type 'int (struct "
+                       "pkt *, short)', not the prototype 'prog_t' ('int "
+                       "(struct pkt *, int)')")));
+}
+
+TEST_F(FrontendTest, AnnotatedProgramsDifferingOnlyInParameterTypesAreRefused) {
+  // Without a prototype the first program's type is the reference.
+  ErrorResult Result =
+      compileError("mixed.c", R"(#include "dispatch-gen/program.h"
+struct pkt;
+struct sock;
+DISPATCHGEN_PROGRAM int first(struct pkt *p, long n) { return 0; }
+DISPATCHGEN_PROGRAM int pointee(struct sock *s, long n) { return 1; }
+DISPATCHGEN_PROGRAM int sign(struct pkt *p, unsigned long n) { return 2; }
+DISPATCHGEN_PROGRAM int narrower(struct pkt *p, int n) { return 3; }
+DISPATCHGEN_PROGRAM int narrowest(struct pkt *p, short n) { return 4; }
+DISPATCHGEN_PROGRAM int same(struct pkt *q, long m) { return 5; }
+)",
+                   withProjectIncludes());
+  const char *Reference = "not 'int (struct pkt *, long)' of program 'first' "
+                          "(";
+  EXPECT_THAT(Result, Failed(HasSubstr(
+                          "mixed.c:5: program 'pointee' has type 'int (struct "
+                          "sock *, long)', " +
+                          std::string(Reference))));
+  EXPECT_THAT(Result, Failed(HasSubstr(
+                          "mixed.c:6: program 'sign' has type 'int (struct "
+                          "pkt *, unsigned long)', " +
+                          std::string(Reference))));
+  EXPECT_THAT(Result,
+              Failed(HasSubstr("mixed.c:7: program 'narrower' has type 'int "
+                               "(struct pkt *, int)', " +
+                               std::string(Reference))));
+  EXPECT_THAT(Result,
+              Failed(HasSubstr("mixed.c:8: program 'narrowest' has type 'int "
+                               "(struct pkt *, short)', " +
+                               std::string(Reference))));
+  // Parameter names are not part of the type.
+  EXPECT_THAT(Result, Failed(Not(HasSubstr("'same'"))));
+}
+
 TEST_F(FrontendTest, AnnotatedProgramWithoutPrototypeIsRefused) {
   FrontendOptions Opts = withProjectIncludes();
   Opts.ClangArgs.push_back("-std=c17"); // C23 reads `()` as `(void)`

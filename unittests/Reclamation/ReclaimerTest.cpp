@@ -5,10 +5,12 @@
 //===----------------------------------------------------------------------===//
 //
 // A reader thread enters a read-side critical section (or, for QSBR, stays
-// online without reporting) and holds it until the test lets go. A free
-// retired meanwhile must not run before that. The tests check order, never
-// durations: the short sleeps only give a wrong implementation the chance
-// to show itself.
+// online without reporting) and a free is retired meanwhile. The free
+// itself checks whether the reader is still inside, so a free that runs too
+// early is caught exactly, with no sleep: the reader stays inside until
+// either the free has run (what a Reclaimer that skips the grace period
+// does) or liburcu shows a grace period waiting for it (what a correct one
+// does), and only then leaves.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,97 +18,156 @@
 
 #include "gtest/gtest.h"
 
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <future>
-#include <mutex>
+#include <optional>
 #include <thread>
 
 using namespace dispatchgen;
 
 namespace {
 
-/// A reader thread that enters its critical section on construction and
-/// leaves it when release() is called.
+/// Whether a grace period has begun that waits for the calling reader
+/// thread: the updater's own view of this reader (liburcu's reader state),
+/// which is how the reader can tell, without a timeout, that a correct
+/// Reclaimer is now blocked on it.
+bool gracePeriodWaitsForThisThread(RCUFlavor Flavor) {
+  if (Flavor == RCUFlavor::RF_Memb)
+    return urcu_common_reader_state(&urcu_memb_gp,
+                                    &URCU_TLS(urcu_memb_reader).ctr) ==
+           URCU_READER_ACTIVE_OLD;
+  return urcu_qsbr_reader_state(&URCU_TLS(urcu_qsbr_reader).ctr) ==
+         URCU_READER_ACTIVE_OLD;
+}
+
+/// A reader thread inside its critical section from construction until,
+/// after letGo(), the free it protects has run or a grace period waits for
+/// it. The free calls recordFree(), which notes whether the reader was still
+/// inside: a correct Reclaimer can only free after the reader left, a
+/// broken one frees first and the reader sees that and leaves.
 class HeldReader {
 public:
   explicit HeldReader(RCUFlavor Flavor) {
-    Thread = std::thread([this, Flavor] {
-      RCUReaderThread Registration(Flavor);
-      if (Flavor == RCUFlavor::RF_Memb) {
-        RCUReadGuard Guard;
-        signalInsideAndWait();
-      } else {
-        // Online and not reporting: a QSBR grace period cannot end.
-        signalInsideAndWait();
-        rcuQuiescentState();
-      }
-    });
-    std::unique_lock<std::mutex> Lock(M);
-    CV.wait(Lock, [this] { return Inside; });
+    std::promise<void> Entered;
+    std::future<void> EnteredFuture = Entered.get_future();
+    Thread =
+        std::thread([this, Flavor, Entered = std::move(Entered)]() mutable {
+          RCUReaderThread Registration(Flavor);
+          // RF_QSBR: online and not reporting, so a grace period cannot end.
+          std::optional<RCUReadGuard> Guard;
+          if (Flavor == RCUFlavor::RF_Memb)
+            Guard.emplace();
+          Inside.store(true);
+          Entered.set_value();
+          waitUntilAFreeOrAGracePeriodComes(Flavor);
+          // Cleared before leaving, so a free that sees it set ran while the
+          // reader was still inside.
+          Inside.store(false);
+          if (Flavor == RCUFlavor::RF_Memb)
+            Guard.reset();
+          else
+            rcuQuiescentState();
+        });
+    EnteredFuture.wait();
   }
 
-  void release() {
-    {
-      std::lock_guard<std::mutex> Lock(M);
-      Released = true;
-    }
-    CV.notify_all();
-    Thread.join();
+  /// Lets the reader leave once the free has run or a grace period waits
+  /// for it; before this, it stays inside whatever happens.
+  void letGo() { LetGo.store(true); }
+
+  /// What the retired free calls.
+  void recordFree() {
+    if (Inside.load())
+      FreedInside.store(true);
+    Freed.store(true);
+  }
+
+  bool isInside() const { return Inside.load(); }
+
+  void join() {
+    if (Thread.joinable())
+      Thread.join();
   }
 
   ~HeldReader() {
-    if (Thread.joinable())
-      release();
+    // A test that failed early must not leave the thread waiting.
+    Abandoned.store(true);
+    join();
   }
+
+  bool freed() const { return Freed.load(); }
+  bool freedWhileInside() const { return FreedInside.load(); }
+  /// Neither a free nor a grace period came: the Reclaimer under test lost
+  /// the free.
+  bool gaveUp() const { return GaveUp.load(); }
 
 private:
-  void signalInsideAndWait() {
-    std::unique_lock<std::mutex> Lock(M);
-    Inside = true;
-    CV.notify_all();
-    CV.wait(Lock, [this] { return Released; });
+  void waitUntilAFreeOrAGracePeriodComes(RCUFlavor Flavor) {
+    // Only a safety net against a Reclaimer that never frees: a correct
+    // one starts its grace period at once.
+    constexpr auto Patience = std::chrono::seconds(30);
+    std::optional<std::chrono::steady_clock::time_point> Deadline;
+    while (!Abandoned.load()) {
+      if (LetGo.load()) {
+        if (Freed.load() || gracePeriodWaitsForThisThread(Flavor))
+          return;
+        if (!Deadline)
+          Deadline = std::chrono::steady_clock::now() + Patience;
+        else if (std::chrono::steady_clock::now() > *Deadline) {
+          GaveUp.store(true);
+          return;
+        }
+      }
+      // Also makes the loop reload liburcu's grace-period counter.
+      std::this_thread::yield();
+    }
   }
 
-  std::mutex M;
-  std::condition_variable CV;
-  bool Inside = false;
-  bool Released = false;
+  std::atomic<bool> Inside{false};
+  std::atomic<bool> LetGo{false};
+  std::atomic<bool> Abandoned{false};
+  std::atomic<bool> Freed{false};
+  std::atomic<bool> FreedInside{false};
+  std::atomic<bool> GaveUp{false};
   std::thread Thread;
 };
 
-void giveAWrongImplementationTime() {
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-}
-
 class ReclaimerTest : public ::testing::TestWithParam<RCUFlavor> {};
 
-TEST_P(ReclaimerTest, SynchronousFreeWaitsForReader) {
+TEST_P(ReclaimerTest, SynchronousRetireFreesOnlyAfterTheReaderLeaves) {
   Reclaimer R(GetParam(), ReclaimMode::RM_Synchronous);
   HeldReader Reader(GetParam());
-  std::atomic<bool> Freed{false};
-  auto Updater =
-      std::async(std::launch::async, [&] { R.retire([&] { Freed = true; }); });
-  giveAWrongImplementationTime();
-  EXPECT_FALSE(Freed) << "freed while a reader was inside";
-  Reader.release();
-  Updater.get();
-  EXPECT_TRUE(Freed);
+  std::atomic<bool> ReturnedWhileInside{false};
+  std::thread Updater([&] {
+    // From here on only this retire() can free or start a grace period.
+    Reader.letGo();
+    R.retire([&] { Reader.recordFree(); });
+    ReturnedWhileInside.store(Reader.isInside());
+  });
+  Updater.join();
+  Reader.join();
+  EXPECT_FALSE(Reader.gaveUp()) << "no grace period began and nothing freed";
+  EXPECT_TRUE(Reader.freed());
+  EXPECT_FALSE(Reader.freedWhileInside()) << "freed while a reader was inside";
+  EXPECT_FALSE(ReturnedWhileInside.load())
+      << "retire() returned while a reader was inside";
   EXPECT_EQ(R.pending(), 0u);
 }
 
-TEST_P(ReclaimerTest, AsynchronousRetireReturnsAtOnceAndFreesLater) {
+TEST_P(ReclaimerTest, AsynchronousRetireReturnsAtOnceAndFreesAfterTheReader) {
   Reclaimer R(GetParam(), ReclaimMode::RM_Asynchronous);
   HeldReader Reader(GetParam());
-  std::atomic<bool> Freed{false};
-  R.retire([&] { Freed = true; });
-  // retire() returned with the reader still inside.
+  R.retire([&] { Reader.recordFree(); });
+  // The reader cannot leave before letGo(): retire() did not wait for it.
+  EXPECT_TRUE(Reader.isInside());
   EXPECT_EQ(R.pending(), 1u);
-  giveAWrongImplementationTime();
-  EXPECT_FALSE(Freed) << "freed while a reader was inside";
-  Reader.release();
+  Reader.letGo();
+  Reader.join();
   R.drain();
-  EXPECT_TRUE(Freed);
+  EXPECT_FALSE(Reader.gaveUp()) << "no grace period began and nothing freed";
+  EXPECT_TRUE(Reader.freed());
+  EXPECT_FALSE(Reader.freedWhileInside()) << "freed while a reader was inside";
   EXPECT_EQ(R.pending(), 0u);
 }
 
@@ -126,17 +187,6 @@ TEST_P(ReclaimerTest, FreesRunOncePerRetire) {
   for (int I = 0; I < 10; ++I)
     R.retire([&] { ++Freed; });
   EXPECT_EQ(Freed, 10);
-}
-
-TEST_P(ReclaimerTest, SkippingTheGracePeriodIsCaught) {
-  // The deliberately broken mode the torture test relies on: it must free
-  // while a reader is inside, or the torture test's check proves nothing.
-  Reclaimer R(GetParam(), ReclaimMode::RM_Synchronous);
-  R.setSkipGracePeriodForTesting(true);
-  HeldReader Reader(GetParam());
-  bool Freed = false;
-  R.retire([&] { Freed = true; });
-  EXPECT_TRUE(Freed);
 }
 
 TEST(ReclaimerQSBRTest, RegisteredUpdaterDoesNotWaitForItself) {

@@ -8,8 +8,12 @@
 
 #include "gtest/gtest.h"
 
+#include "llvm/ADT/STLFunctionalExtras.h"
+
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -37,6 +41,74 @@ std::string messageOf(llvm::Error E) { return llvm::toString(std::move(E)); }
 
 int callEntry(const Trampoline &T, int X) {
   return reinterpret_cast<int (*)(int)>(T.address())(X);
+}
+
+/// What two threads calling an entry saw while its state was flipped.
+struct FlipOutcome {
+  /// Calls that returned StateResults[0] and [1]: ran each state whole.
+  uint64_t Seen[2] = {0, 0};
+  /// Calls that returned anything else: a torn entry.
+  uint64_t Wrong = 0;
+  /// The flips made, and why they stopped early: a flip failed, or no
+  /// caller ran the state a flip made live.
+  unsigned Flips = 0;
+  std::string FlipError;
+  bool Unobserved = false;
+};
+
+/// Calls T(1) from two threads while Flip(State) makes state 1, 0, 1, ...
+/// live NumFlips times (state 0 is live before); a call to state S returns
+/// StateResults[S]. After each flip the flipper waits until a caller has
+/// run the new state, so that both states are seen on any machine however
+/// the threads are scheduled; the callers never pause, so every flip races
+/// with calls. Failures are recorded, never asserted, so that the threads
+/// are always joined.
+FlipOutcome flipUnderCallers(const Trampoline &T, const int (&StateResults)[2],
+                             unsigned NumFlips,
+                             llvm::function_ref<llvm::Error(unsigned)> Flip) {
+  std::atomic<bool> Stop{false};
+  std::atomic<uint64_t> Seen[2] = {{0}, {0}};
+  std::atomic<uint64_t> Wrong{0};
+  std::vector<std::thread> Callers;
+  for (int I = 0; I < 2; ++I)
+    Callers.emplace_back([&] {
+      while (!Stop.load(std::memory_order_relaxed)) {
+        int R = callEntry(T, 1);
+        (R == StateResults[0]   ? Seen[0]
+         : R == StateResults[1] ? Seen[1]
+                                : Wrong)
+            .fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+
+  FlipOutcome Outcome;
+  for (unsigned I = 0; I < NumFlips; ++I) {
+    unsigned State = (I + 1) % 2;
+    uint64_t Before = Seen[State].load(std::memory_order_relaxed);
+    if (llvm::Error E = Flip(State)) {
+      Outcome.FlipError = llvm::toString(std::move(E));
+      break;
+    }
+    ++Outcome.Flips;
+    // Bounded, so that an entry stuck in one state fails the test instead
+    // of hanging it.
+    auto Deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (Seen[State].load(std::memory_order_relaxed) == Before &&
+           !Outcome.Unobserved) {
+      if (std::chrono::steady_clock::now() > Deadline)
+        Outcome.Unobserved = true;
+      std::this_thread::yield();
+    }
+    if (Outcome.Unobserved)
+      break;
+  }
+  Stop = true;
+  for (std::thread &C : Callers)
+    C.join();
+  for (unsigned S = 0; S < 2; ++S)
+    Outcome.Seen[S] = Seen[S].load();
+  Outcome.Wrong = Wrong.load();
+  return Outcome;
 }
 
 TEST(TrampolineTest, JitEntryJumpsToItsTarget) {
@@ -82,28 +154,21 @@ TEST(TrampolineTest, OutOfReachTargetIsRefusedAndChangesNothing) {
   EXPECT_EQ(callEntry(*T, 5), 1005);
 }
 
-TEST(TrampolineTest, ConcurrentCallersSeeOldOrNewTargetNeverATornOne) {
+TEST(TrampolineTest, ConcurrentCallersSeeBothTargetsOfAFlipNeverATornOne) {
   auto T = cantFail(Trampoline::create(reinterpret_cast<uint64_t>(&progA)));
   cantFail(T->retarget(reinterpret_cast<uint64_t>(&progA)));
-  std::atomic<bool> Stop{false};
-  std::atomic<uint64_t> Calls{0}, Wrong{0};
-  std::vector<std::thread> Callers;
-  for (int I = 0; I < 2; ++I)
-    Callers.emplace_back([&] {
-      while (!Stop.load(std::memory_order_relaxed)) {
-        int R = callEntry(*T, 1);
-        if (R != 1001 && R != 2001)
-          Wrong.fetch_add(1, std::memory_order_relaxed);
-        Calls.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  for (int I = 0; I < 20000; ++I)
-    cantFail(T->retarget(reinterpret_cast<uint64_t>(I % 2 ? &progA : &progB)));
-  Stop = true;
-  for (std::thread &C : Callers)
-    C.join();
-  EXPECT_EQ(Wrong.load(), 0u);
-  EXPECT_GT(Calls.load(), 0u);
+  constexpr unsigned NumFlips = 20000;
+  FlipOutcome Outcome =
+      flipUnderCallers(*T, {1001, 2001}, NumFlips, [&](unsigned State) {
+        return T->retarget(reinterpret_cast<uint64_t>(State ? &progB : &progA));
+      });
+  EXPECT_EQ(Outcome.FlipError, "");
+  EXPECT_FALSE(Outcome.Unobserved)
+      << "no caller ran the target made live by flip " << Outcome.Flips;
+  EXPECT_EQ(Outcome.Flips, NumFlips);
+  EXPECT_EQ(Outcome.Wrong, 0u);
+  EXPECT_GT(Outcome.Seen[0], 0u) << "no call reached progA";
+  EXPECT_GT(Outcome.Seen[1], 0u) << "no call reached progB";
 }
 
 TEST(TrampolineTest, ResidentAreaRunsInPlaceBehindAnOpenGate) {
@@ -136,38 +201,28 @@ TEST(TrampolineTest, ResidentAreaRunsInPlaceBehindAnOpenGate) {
   EXPECT_NE(Msg.find("no resident area"), std::string::npos) << Msg;
 }
 
-TEST(TrampolineTest, ConcurrentCallersSeeTheGateOpenOrClosedNeverTorn) {
+TEST(TrampolineTest, ConcurrentCallersSeeTheGateOpenAndClosedNeverTorn) {
   // The gate word flips between an 8-byte nop and `jmp rel32` under two
-  // callers: each call runs the resident code or the target, whole.
+  // callers: each call runs the resident code (77) or the target (1001),
+  // whole, and both happen.
   auto T =
       cantFail(Trampoline::create(reinterpret_cast<uint64_t>(&progA), 4096));
   cantFail(T->retarget(reinterpret_cast<uint64_t>(&progA)));
   const uint8_t Code[] = {0xb8, 77, 0, 0, 0, 0xc3};
   cantFail(T->writeResident(Code));
-  std::atomic<bool> Stop{false};
-  std::atomic<uint64_t> Resident{0}, Jumped{0}, Wrong{0};
-  std::vector<std::thread> Callers;
-  for (int I = 0; I < 2; ++I)
-    Callers.emplace_back([&] {
-      while (!Stop.load(std::memory_order_relaxed)) {
-        int R = callEntry(*T, 1);
-        (R == 77     ? Resident
-         : R == 1001 ? Jumped
-                     : Wrong)
-            .fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  for (int I = 0; I < 20000; ++I) {
-    if (I % 2)
-      cantFail(T->retarget(reinterpret_cast<uint64_t>(&progA)));
-    else
-      cantFail(T->openGate());
-  }
-  Stop = true;
-  for (std::thread &C : Callers)
-    C.join();
-  EXPECT_EQ(Wrong.load(), 0u);
-  EXPECT_GT(Resident.load() + Jumped.load(), 0u);
+  constexpr unsigned NumFlips = 20000;
+  FlipOutcome Outcome =
+      flipUnderCallers(*T, {1001, 77}, NumFlips, [&](unsigned State) {
+        return State ? T->openGate()
+                     : T->retarget(reinterpret_cast<uint64_t>(&progA));
+      });
+  EXPECT_EQ(Outcome.FlipError, "");
+  EXPECT_FALSE(Outcome.Unobserved)
+      << "no caller ran the state made live by flip " << Outcome.Flips;
+  EXPECT_EQ(Outcome.Flips, NumFlips);
+  EXPECT_EQ(Outcome.Wrong, 0u);
+  EXPECT_GT(Outcome.Seen[0], 0u) << "no call took the jump to the target";
+  EXPECT_GT(Outcome.Seen[1], 0u) << "no call ran the resident area";
 }
 
 TEST(TrampolineTest, CompiledInEntryDoesIndirectCallUntilAdopted) {
