@@ -221,6 +221,16 @@ public:
 
   /// Waits for pending reclamation, puts a compiled-in entry back to its
   /// indirect call, frees every image and releases every program.
+  ///
+  /// Lifetime rules: destroy a dispatcher before the ExecutionSession (or
+  /// LLJIT) it was created in. Calls already inside a read-side section
+  /// when destruction begins finish safely (it waits for a grace period);
+  /// no call may start after that: a JIT entry's memory is unmapped, so a
+  /// late call faults, while a compiled-in entry goes back to the plain
+  /// indirect call and stays callable. Destroying a synchronous or
+  /// asynchronous RF_Memb dispatcher from inside a read-side section on
+  /// the same thread would wait forever for that section: it reports that
+  /// on stderr and aborts instead.
   ~Dispatcher();
   Dispatcher(const Dispatcher &) = delete;
   Dispatcher &operator=(const Dispatcher &) = delete;
@@ -231,11 +241,20 @@ public:
     return reinterpret_cast<FnT *>(entry());
   }
   /// The JITDylib holding the absolute symbol Name (the entry) for JIT
-  /// callers to link against; null for a standalone dispatcher.
+  /// callers to link against; null for a standalone dispatcher. It is the
+  /// session's "dispatch-gen.entries", shared by every dispatcher of the
+  /// session and alive until the session ends, so a host may keep it in
+  /// any link order after the dispatcher is gone: destroying a dispatcher
+  /// removes only its symbol, and a later lookup of it fails with ORC's
+  /// "Symbols not found" (code already linked against the entry address
+  /// must not call it any more; see ~Dispatcher).
   llvm::orc::JITDylib *entryDylib() const;
 
   /// ProgramSet's operations; each regenerates the image when the
-  /// membership changed.
+  /// membership changed. With synchronous reclamation and RF_Memb readers,
+  /// calling them inside a read-side section of this thread is an error
+  /// (the update would wait for its own grace period). The dispatcher's
+  /// own entry is refused as a program.
   llvm::Error add(uint64_t Program, llvm::StringRef Name = "");
   /// Adds the program defined by Symbol in JD (materialising it).
   llvm::Error add(llvm::StringRef Symbol, llvm::orc::JITDylib &JD);

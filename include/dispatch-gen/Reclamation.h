@@ -46,6 +46,7 @@
 #include "llvm/Support/Compiler.h"
 
 #include <atomic>
+#include <cassert>
 #include <cstdint>
 
 // The read side must inline: a call into liburcu through the PLT is an
@@ -107,10 +108,20 @@ private:
 
 /// A read-side critical section of the RF_Memb flavour: a dispatcher's
 /// image and programs stay alive while any guard that saw them is alive.
-/// Nests. The thread must be registered (RCUReaderThread).
+/// Nests. The thread must be registered (RCUReaderThread): in a build
+/// without NDEBUG a guard on an unregistered thread asserts, since
+/// liburcu would otherwise let the grace period miss it. Inside a guard
+/// a thread must not update or destroy a synchronous RF_Memb dispatcher:
+/// the update would wait for its own grace period, so it is refused
+/// (Dispatcher.h).
 class RCUReadGuard {
 public:
-  RCUReadGuard() { urcu_memb_read_lock(); }
+  RCUReadGuard() {
+    assert(URCU_TLS(urcu_memb_reader).registered &&
+           "RCUReadGuard on a thread that is not registered as an RCU "
+           "reader: create an RCUReaderThread on it first");
+    urcu_memb_read_lock();
+  }
   ~RCUReadGuard() {
     // Before the unlock, which may end the grace period a free waits for.
     TsanHappensBefore(detail::tsanGracePeriod(RCUFlavor::RF_Memb));
@@ -119,6 +130,13 @@ public:
   RCUReadGuard(const RCUReadGuard &) = delete;
   RCUReadGuard &operator=(const RCUReadGuard &) = delete;
 };
+
+/// Whether the calling thread is inside a read-side critical section of
+/// Flavor (for RF_QSBR: registered and online).
+inline bool rcuReadOngoing(RCUFlavor Flavor) {
+  return Flavor == RCUFlavor::RF_Memb ? urcu_memb_read_ongoing()
+                                      : urcu_qsbr_read_ongoing();
+}
 
 /// RF_QSBR: the calling thread holds no reference to dispatched code now.
 inline void rcuQuiescentState() {

@@ -19,6 +19,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
 #include <mutex>
 
 using namespace llvm;
@@ -31,6 +32,12 @@ static Error makeError(const Twine &Msg) {
 }
 
 using Clock = std::chrono::steady_clock;
+
+/// Whether a synchronous update or a destruction on this thread would wait
+/// for a grace period that its own read-side section holds up forever.
+static bool waitsForItself(const DispatcherConfig &Config) {
+  return Config.Flavor == RCUFlavor::RF_Memb && rcuReadOngoing(Config.Flavor);
+}
 
 class Dispatcher::Impl {
 public:
@@ -277,6 +284,14 @@ void Dispatcher::Impl::settleResident() {
 }
 
 Dispatcher::Impl::~Impl() {
+  if (waitsForItself(Config)) {
+    // A destructor cannot return an error, and waiting would never end.
+    errs() << formatv("dispatch-gen: dispatcher '{0}' destroyed inside a "
+                      "read-side section on this thread; it would wait "
+                      "forever for its own grace period\n",
+                      Config.Name);
+    std::abort();
+  }
   Reclaim.drain();
   // No caller may be inside an image once the entry no longer leads there
   // and a grace period has passed.
@@ -401,11 +416,26 @@ Error Dispatcher::Impl::switchTo(LinkedImage &Image) {
 }
 
 Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
+  if (Config.Reclaim == ReclaimMode::RM_Synchronous && waitsForItself(Config))
+    return makeError(formatv("dispatcher '{0}': update called inside a "
+                             "read-side section on this thread; it would wait "
+                             "forever for its own grace period",
+                             Config.Name));
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   ProgramSet Before = Set;
   auto Delta = Set.apply(B);
   if (!Delta)
     return Delta.takeError();
+  // The entry as a program would call itself forever.
+  if (Entry)
+    for (const ProgramEntry &P : Delta->Added)
+      if (P.Address >= Entry->address() &&
+          P.Address < Entry->address() + 8 + Entry->residentCapacity()) {
+        Set = std::move(Before);
+        return makeError(formatv("program {0:x} is dispatcher '{1}''s own "
+                                 "entry: a call would loop forever",
+                                 P.Address, Config.Name));
+      }
   if (!Delta->changed() && !Force)
     return Error::success();
 

@@ -15,13 +15,16 @@
 #include "llvm/ExecutionEngine/Orc/Mangling.h"
 #include "llvm/ExecutionEngine/Orc/SelfExecutorProcessControl.h"
 #include "llvm/IR/Module.h"
-#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <mutex>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace llvm;
@@ -150,6 +153,34 @@ static unsigned nextLinkerId() {
   return Next++;
 }
 
+/// Opens /tmp/perf-<pid>.map to append to. /tmp is shared: another user may
+/// have planted a link there, so the file must be a regular file of ours,
+/// reached without following a symbolic link, with no other name.
+static Expected<int> openPerfMap() {
+  std::string Path = formatv("/tmp/perf-{0}.map", ::getpid()).str();
+  int FD = ::open(Path.c_str(),
+                  O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (FD < 0)
+    return makeError(formatv("cannot open the perf map '{0}': {1}", Path,
+                             errno == ELOOP ? "it is a symbolic link"
+                                            : std::strerror(errno)));
+  struct stat St;
+  std::string Why;
+  if (::fstat(FD, &St) != 0)
+    Why = std::strerror(errno);
+  else if (!S_ISREG(St.st_mode))
+    Why = "it is not a regular file";
+  else if (St.st_uid != ::geteuid())
+    Why = formatv("it belongs to user {0}, not to this process's user {1}",
+                  St.st_uid, ::geteuid());
+  else if (St.st_nlink != 1)
+    Why = "it has other names (hard links)";
+  if (Why.empty())
+    return FD;
+  ::close(FD);
+  return makeError(formatv("refusing the perf map '{0}': {1}", Path, Why));
+}
+
 Expected<std::unique_ptr<ImageLinker>>
 ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
                     uint64_t Near) {
@@ -158,6 +189,12 @@ ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
   FaultHook *Faults = &Config.InjectFault;
   L->Faults = Faults;
   L->Retpoline = Config.RetpolineFallback;
+  if (Config.PerfMap) {
+    auto FD = openPerfMap();
+    if (!FD)
+      return FD.takeError();
+    L->PerfMapFD = *FD;
+  }
   L->FallbackHook = Config.FallbackHookForTesting;
 
   auto JTMB = JITTargetMachineBuilder::detectHost();
@@ -220,14 +257,19 @@ ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
 }
 
 ImageLinker::~ImageLinker() {
+  if (PerfMapFD >= 0)
+    ::close(PerfMapFD);
   // Free our code before the layer that owns its allocations goes.
   for (JITDylib *JD : Dylibs)
     if (JD)
       consumeError(ES->removeJITDylib(*JD));
   if (ThunkJD)
     consumeError(ES->removeJITDylib(*ThunkJD));
+  // The entries' JITDylib stays for the session: a host's link orders may
+  // name it. Only this dispatcher's symbol goes, so a later lookup of it
+  // fails cleanly instead of reaching freed memory.
   if (EntryJD)
-    consumeError(ES->removeJITDylib(*EntryJD));
+    consumeError(EntryJD->remove({EntrySymbol}));
   if (OwnedES)
     consumeError(OwnedES->endSession());
   // The layer deregisters from the session; the session (if ours) and the
@@ -366,15 +408,29 @@ Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
                                               uint64_t Address) {
   if (EntryJD)
     return EntryJD;
-  JITDylib &JD = ES->createBareJITDylib(
-      formatv("dispatch-gen.{0}.{1}.entry", Symbol, nextLinkerId()).str());
+  static constexpr const char *EntriesName = "dispatch-gen.entries";
+  JITDylib *JD;
+  {
+    // Two dispatchers created at once in one session make one JITDylib.
+    static std::mutex CreateMutex;
+    std::lock_guard<std::mutex> Lock(CreateMutex);
+    JD = ES->getJITDylibByName(EntriesName);
+    if (!JD)
+      JD = &ES->createBareJITDylib(EntriesName);
+  }
   MangleAndInterner Mangle(*ES, TM->createDataLayout());
-  if (Error E = JD.define(absoluteSymbols(
-          {{Mangle(Symbol),
+  SymbolStringPtr Name = Mangle(Symbol);
+  if (Error E = JD->define(absoluteSymbols(
+          {{Name,
             {ExecutorAddr(Address),
-             JITSymbolFlags::Exported | JITSymbolFlags::Callable}}})))
-    return std::move(E);
-  EntryJD = &JD;
+             JITSymbolFlags::Exported | JITSymbolFlags::Callable}}}))) {
+    consumeError(std::move(E));
+    return makeError(formatv("another dispatcher of this session is named "
+                             "'{0}'",
+                             Symbol));
+  }
+  EntryJD = JD;
+  EntrySymbol = std::move(Name);
   return EntryJD;
 }
 
@@ -454,12 +510,12 @@ Expected<uint64_t> ImageLinker::fallbackThunk() {
 
 void ImageLinker::writePerfMap(uint64_t Address, uint64_t Size,
                                StringRef Name) {
-  std::error_code EC;
-  raw_fd_ostream OS(formatv("/tmp/perf-{0}.map", ::getpid()).str(), EC,
-                    sys::fs::OF_Append | sys::fs::OF_Text);
-  if (EC)
-    return; // A profiler aid; the dispatcher works without it.
-  OS << formatv("{0:x-} {1:x-} {2}\n", Address, Size, Name);
+  if (PerfMapFD < 0)
+    return;
+  std::string Line = formatv("{0:x-} {1:x-} {2}\n", Address, Size, Name);
+  // One write per line: O_APPEND keeps lines of concurrent writers whole. A
+  // profiler aid: the dispatcher works without it.
+  (void)!::write(PerfMapFD, Line.data(), Line.size());
 }
 
 } // namespace dispatchgen

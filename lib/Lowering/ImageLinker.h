@@ -85,7 +85,11 @@ public:
   /// Frees an image (after its grace period).
   llvm::Error remove(LinkedImage &Image);
 
-  /// Creates (once) a JITDylib defining Symbol at Address, for JIT callers.
+  /// Defines Symbol at Address, for JIT callers, in the session's
+  /// "dispatch-gen.entries" JITDylib (created by the first dispatcher of
+  /// the session, never removed before the session ends); the destructor
+  /// removes the symbol again. Fails if another dispatcher of the session
+  /// has the name.
   llvm::Expected<llvm::orc::JITDylib *> defineEntry(llvm::StringRef Symbol,
                                                     uint64_t Address);
   llvm::orc::JITDylib *entryDylib() const { return EntryJD; }
@@ -98,7 +102,8 @@ public:
   /// calling Config.FallbackHookForTesting if that is set.
   llvm::Expected<uint64_t> fallbackThunk();
 
-  /// Appends an image to /tmp/perf-<pid>.map.
+  /// Appends an image to /tmp/perf-<pid>.map (opened by create() when
+  /// Config.PerfMap is set; a no-op otherwise).
   void writePerfMap(uint64_t Address, uint64_t Size, llvm::StringRef Name);
 
   class Plugin;
@@ -121,9 +126,12 @@ private:
   std::unique_ptr<llvm::TargetMachine> TM;
   llvm::orc::JITDylib *Dylibs[2] = {nullptr, nullptr};
   llvm::orc::JITDylib *EntryJD = nullptr;
+  llvm::orc::SymbolStringPtr EntrySymbol;
   llvm::orc::JITDylib *ThunkJD = nullptr;
   uint64_t ThunkAddress = 0;
   FaultHook *Faults = nullptr;
+  /// The perf map, open for appending; -1 without one.
+  int PerfMapFD = -1;
   bool Retpoline = false;
   void (*FallbackHook)(uint64_t) = nullptr;
 };

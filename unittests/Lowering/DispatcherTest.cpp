@@ -672,6 +672,215 @@ TEST_P(DispatcherTest, EmbeddedInACallersLLJIT) {
   D->reset(); // before the LLJIT whose session it uses
 }
 
+/// A host keeps the entry's JITDylib in its link order and goes on using its
+/// session after the dispatcher is gone: every walk of that link order, a
+/// lookup and a new module naming the entry must work or fail cleanly.
+TEST_P(DispatcherTest, TeardownLeavesTheHostsSessionWhole) {
+  InitializeNativeTarget();
+  InitializeNativeTargetAsmPrinter();
+  auto J = orc::LLJITBuilder().create();
+  ASSERT_TRUE(!!J) << toString(J.takeError());
+  orc::JITDylib &Main = (*J)->getMainJITDylib();
+  auto Parse = [](StringRef IR, LLVMContext &Ctx) {
+    SMDiagnostic Diag;
+    auto M = parseIR(MemoryBufferRef(IR, "m"), Diag, Ctx);
+    EXPECT_TRUE(M) << Diag.getMessage().str();
+    return M;
+  };
+  auto AddCaller = [&](StringRef Name) {
+    auto Ctx = std::make_unique<LLVMContext>();
+    std::string IR = formatv(R"(
+      declare i32 @teardown_dispatch(i32, ptr)
+      define i32 @ident_{0}(i32 %x) {{ ret i32 %x }
+      define i32 @{0}(i32 %x) {{
+        %r = call i32 @teardown_dispatch(i32 %x, ptr @ident_{0})
+        ret i32 %r
+      })",
+                             Name)
+                         .str();
+    auto M = Parse(IR, *Ctx);
+    return (*J)->addIRModule(
+        orc::ThreadSafeModule(std::move(M), std::move(Ctx)));
+  };
+
+  for (int Round = 0; Round < 2; ++Round) {
+    SCOPED_TRACE(Round);
+    DispatcherConfig C = hostConfig();
+    C.Near = 0;
+    C.Name = "teardown_dispatch";
+    auto D = Dispatcher::create(std::move(C), **J);
+    ASSERT_TRUE(!!D) << toString(D.takeError());
+    // The documented embedding: link against the entry, call, tear down.
+    Main.addToLinkOrder(*(*D)->entryDylib());
+    std::string Caller = formatv("caller_{0}", Round).str();
+    ASSERT_FALSE(!!AddCaller(Caller));
+    auto Fn = (*J)->lookup(Caller);
+    ASSERT_TRUE(!!Fn) << toString(Fn.takeError());
+    {
+      RCUReadGuard Guard;
+      EXPECT_EQ(Fn->toPtr<int (*)(int)>()(7), 7);
+    }
+    D->reset();
+
+    // What the host does next: walk Main's link order, look the entry up,
+    // link new code that names it.
+    EXPECT_FALSE(!!(*J)->deinitialize(Main));
+    auto Gone = (*J)->lookup("teardown_dispatch");
+    ASSERT_FALSE(!!Gone);
+    EXPECT_NE(toString(Gone.takeError()).find("Symbols not found"),
+              std::string::npos);
+    std::string Late = formatv("late_{0}", Round).str();
+    ASSERT_FALSE(!!AddCaller(Late));
+    auto LateFn = (*J)->lookup(Late);
+    ASSERT_FALSE(!!LateFn) << "a module naming a destroyed entry must not link";
+    EXPECT_NE(toString(LateFn.takeError()).find(Late), std::string::npos);
+  }
+  // The second round made a dispatcher of the same name in the same session
+  // again; now the session ends with the entries' JITDylib in Main's order.
+  J->reset();
+}
+
+TEST_P(DispatcherTest, TwoDispatchersOfOneNameInOneSessionAreRefused) {
+  InitializeNativeTarget();
+  InitializeNativeTargetAsmPrinter();
+  auto J = orc::LLJITBuilder().create();
+  ASSERT_TRUE(!!J) << toString(J.takeError());
+  DispatcherConfig C = hostConfig();
+  C.Name = "twin_dispatch";
+  auto A = Dispatcher::create(std::move(C), **J);
+  ASSERT_TRUE(!!A) << toString(A.takeError());
+  C = hostConfig();
+  C.Name = "twin_dispatch";
+  auto B = Dispatcher::create(std::move(C), **J);
+  ASSERT_FALSE(!!B);
+  EXPECT_NE(toString(B.takeError())
+                .find("another dispatcher of this session is named "
+                      "'twin_dispatch'"),
+            std::string::npos);
+  C = hostConfig();
+  C.Name = "other_dispatch";
+  auto Other = Dispatcher::create(std::move(C), **J);
+  ASSERT_TRUE(!!Other) << toString(Other.takeError());
+  EXPECT_EQ((*A)->entryDylib(), (*Other)->entryDylib()) << "one per session";
+  A->reset();
+  Other->reset();
+}
+
+TEST_P(DispatcherTest, UpdatesInsideAReadSideSectionAreErrors) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  {
+    RCUReadGuard Guard;
+    std::string Msg = errorText(D->add(addr(Progs[2])));
+    EXPECT_NE(Msg.find("update called inside a read-side section on this "
+                       "thread"),
+              std::string::npos)
+        << Msg;
+    EXPECT_NE(errorText(D->regenerate()).find("inside a read-side section"),
+              std::string::npos);
+    EXPECT_EQ(D->entryAs<EntryFn>()(1, Progs[1]), 1001);
+  }
+  EXPECT_EQ(D->programs().size(), 1u) << "the refused update changed nothing";
+  expectOk(D->add(addr(Progs[2])));
+  // Asynchronous reclamation does not wait: an update inside is fine.
+  DispatcherConfig C = hostConfig();
+  C.Reclaim = ReclaimMode::RM_Asynchronous;
+  auto Async = makeDispatcher(std::move(C));
+  ASSERT_TRUE(Async);
+  RCUReadGuard Guard;
+  expectOk(Async->add(addr(Progs[3])));
+}
+
+TEST_P(DispatcherTest, DestroyingInsideAReadSideSectionAbortsWithAMessage) {
+  // The child runs this test alone, from a fresh start.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        // This thread is a registered reader (the fixture's).
+        auto D = Dispatcher::create(hostConfig());
+        if (!D)
+          std::abort();
+        RCUReadGuard Guard;
+        D->reset();
+      },
+      "destroyed inside a read-side section on this thread");
+}
+
+TEST_P(DispatcherTest, TheEntryItselfIsRefusedAsAProgram) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  uint64_t Gen = D->status().Generation;
+  std::string Msg = errorText(D->add(D->entry()));
+  EXPECT_NE(Msg.find("own entry: a call would loop forever"), std::string::npos)
+      << Msg;
+  EXPECT_NE(
+      errorText(D->change(addr(Progs[1]), D->entry() + 8)).find("own entry"),
+      std::string::npos);
+  EXPECT_EQ(D->status().Generation, Gen);
+  ASSERT_EQ(D->programs().size(), 1u);
+  EXPECT_EQ(D->programs()[0].Address, addr(Progs[1]));
+  EXPECT_EQ(callThrough(*D, 2, Progs[1]), 1002);
+}
+
+TEST_P(DispatcherTest, PerfMapRefusesLinksAndOtherUsersFiles) {
+  std::string Path = formatv("/tmp/perf-{0}.map", ::getpid()).str();
+  std::string Target = Path + ".target";
+  sys::fs::remove(Path);
+  {
+    std::error_code EC;
+    raw_fd_ostream(Target, EC) << "precious\n";
+    ASSERT_FALSE(EC);
+  }
+  auto Create = [] {
+    DispatcherConfig C = hostConfig();
+    C.PerfMap = true;
+    return Dispatcher::create(std::move(C));
+  };
+  auto Contents = [&] {
+    auto B = MemoryBuffer::getFile(Target);
+    return B ? (*B)->getBuffer().str() : std::string();
+  };
+  // A symbolic link planted where the map goes.
+  ASSERT_FALSE(sys::fs::create_link(Target, Path));
+  auto D = Create();
+  ASSERT_FALSE(!!D);
+  EXPECT_NE(toString(D.takeError()).find("it is a symbolic link"),
+            std::string::npos);
+  EXPECT_EQ(Contents(), "precious\n");
+  sys::fs::remove(Path);
+  // A hard link to a file of ours.
+  ASSERT_FALSE(sys::fs::create_hard_link(Target, Path));
+  D = Create();
+  ASSERT_FALSE(!!D);
+  EXPECT_NE(toString(D.takeError()).find("hard links"), std::string::npos);
+  EXPECT_EQ(Contents(), "precious\n");
+  sys::fs::remove(Path);
+  // A file of another user (only root can make one here).
+  if (::geteuid() == 0) {
+    {
+      std::error_code EC;
+      raw_fd_ostream(Path, EC) << "";
+    }
+    ASSERT_EQ(::chown(Path.c_str(), 65534, 65534), 0);
+    D = Create();
+    ASSERT_FALSE(!!D);
+    EXPECT_NE(toString(D.takeError()).find("belongs to user 65534"),
+              std::string::npos);
+    sys::fs::remove(Path);
+  }
+  // The file it creates is the process user's own, mode 0600.
+  D = Create();
+  ASSERT_TRUE(!!D) << toString(D.takeError());
+  sys::fs::file_status St;
+  ASSERT_FALSE(sys::fs::status(Path, St));
+  EXPECT_EQ(St.permissions(), sys::fs::owner_read | sys::fs::owner_write);
+  D->reset();
+  sys::fs::remove(Path);
+  sys::fs::remove(Target);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Lowerings, DispatcherTest,
     ::testing::Values(ImageLowering::IL_Auto, ImageLowering::IL_Codegen),
