@@ -39,13 +39,14 @@ NAMES=() FILES=() OLDS=() NEWS=() TESTS=()
 mutation() {
   NAMES+=("$1") FILES+=("$2") OLDS+=("$3") NEWS+=("$4") TESTS+=("$5")
 }
+SKIP_LINE='  SkippedGracePeriod Skip = Config.SkipGracePeriodForTesting;'
 mutation "image freed before its grace period" lib/Lowering/Dispatcher.cpp \
-  '  if (Skip == SkippedGracePeriod::Images)' \
-  '  if (true)' 'torture|DispatcherTest'
+  "$SKIP_LINE" '  SkippedGracePeriod Skip = SkippedGracePeriod::Images;' \
+  'torture|DispatcherTest'
 mutation "resident area rewritten before its grace period" \
   lib/Lowering/Dispatcher.cpp \
-  '  if (Skip == SkippedGracePeriod::Resident && Settle)' \
-  '  if (Settle)' 'torture|DispatcherTest'
+  "$SKIP_LINE" '  SkippedGracePeriod Skip = SkippedGracePeriod::Resident;' \
+  'torture|DispatcherTest'
 mutation "8-bit compare immediates taken as unsigned" \
   lib/Lowering/X86ImageEmitter.cpp \
   '    if (Imm <= INT8_MAX) {' \
@@ -57,8 +58,8 @@ mutation "prototype check reduced to return type and arity" \
   'FrontendTest'
 mutation "programs released before their grace period" \
   lib/Lowering/Dispatcher.cpp \
-  '  if (Skip == SkippedGracePeriod::Programs)' \
-  '  if (true)' 'torture|DispatcherTest'
+  "$SKIP_LINE" '  SkippedGracePeriod Skip = SkippedGracePeriod::Programs;' \
+  'torture|DispatcherTest'
 mutation "binary search splits with ja instead of jae" \
   lib/Lowering/X86ImageEmitter.cpp \
   '    A.jump(CondAE, Right);' \
@@ -80,9 +81,20 @@ say() { printf '%s\n' "$*"; }
 
 prepare() {
   say "==> scratch copy of HEAD in $SCRATCH"
-  rm -rf "$SCRATCH/src"
-  mkdir -p "$SCRATCH/src"
-  git -C "$ROOT" archive "${MUTATE_REV:-HEAD}" | tar -x -C "$SCRATCH/src"
+  # Files whose content changed are copied (new mtime), others left alone:
+  # an interrupted run may have left a mutated object behind, which a
+  # fresh extraction with old mtimes would not rebuild.
+  rm -rf "$SCRATCH/new"
+  mkdir -p "$SCRATCH/new" "$SCRATCH/src"
+  git -C "$ROOT" archive "${MUTATE_REV:-HEAD}" | tar -x -C "$SCRATCH/new"
+  (cd "$SCRATCH/new" && find . -type f) | while read -r f; do
+    if ! cmp -s "$SCRATCH/new/$f" "$SCRATCH/src/$f"; then
+      mkdir -p "$(dirname "$SCRATCH/src/$f")"
+      cp "$SCRATCH/new/$f" "$SCRATCH/src/$f"
+    fi
+  done
+  find "$SCRATCH/src" -name '*.orig' -delete
+  rm -rf "$SCRATCH/new"
   cmake -G Ninja -S "$SCRATCH/src" -B "$SCRATCH/build" \
     -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
     -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit >/dev/null || exit 1
