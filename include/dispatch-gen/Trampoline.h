@@ -13,8 +13,12 @@
 //    is rewritten by one atomic store, so a concurrent caller runs either the
 //    old or the new jump, never a torn one;
 //  * the page never loses execute permission: a JIT trampoline is written
-//    through a second, writable mapping of the same memory; a compiled-in
-//    entry's page is made writable while staying executable;
+//    through a second, writable mapping of the same shared memory (a
+//    memfd; without one, a POSIX shared memory object or an unnamed file
+//    in /dev/shm or /tmp; with none of them, create() fails: no page is
+//    ever writable and executable at once). A compiled-in entry's page is
+//    swapped, on adoption, for an identical read+execute shared mapping
+//    written the same way, so the host's text is never made writable;
 //  * after the store, membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)
 //    serialises every running thread of the process, as Intel's rules for
 //    cross-modifying code ask.

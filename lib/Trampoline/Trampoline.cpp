@@ -10,15 +10,18 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MathExtras.h"
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__linux__)
+#include <fcntl.h>
 #include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -73,8 +76,7 @@ void syncCore() {
     syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
 }
 
-/// Compiled-in entries are patched through mprotect; two patches of entries
-/// on one page must not interleave their mprotect calls.
+/// Guards the adopted entries and the views of their pages.
 std::mutex &textPatchMutex() {
   static std::mutex M;
   return M;
@@ -166,71 +168,148 @@ void *mapNear(uint64_t Near, size_t Size, int Prot, int Flags, int Fd) {
   return MAP_FAILED;
 }
 
+/// Size bytes of shared memory that may be mapped executable, as a file
+/// descriptor: a memfd, else (a sandbox without memfd_create, or
+/// vm.memfd_noexec) a POSIX shared memory object unlinked at once, else an
+/// unnamed file in /dev/shm or /tmp. Each is tried by mapping it executable
+/// (a noexec mount refuses); the error lists why each failed.
+Expected<int> executableSharedMemory(size_t Size) {
+  std::string Why;
+  auto Try = [&](int Fd, const char *What) -> int {
+    if (Fd < 0) {
+      Why += formatv("; {0}: {1}", What, std::strerror(errno)).str();
+      return -1;
+    }
+    if (ftruncate(Fd, Size) != 0) {
+      Why += formatv("; {0}: ftruncate: {1}", What, std::strerror(errno)).str();
+      close(Fd);
+      return -1;
+    }
+    void *Probe = mmap(nullptr, Size, PROT_READ | PROT_EXEC, MAP_SHARED, Fd, 0);
+    if (Probe == MAP_FAILED) {
+      Why += formatv("; {0}: not executable: {1}", What, std::strerror(errno))
+                 .str();
+      close(Fd);
+      return -1;
+    }
+    munmap(Probe, Size);
+    return Fd;
+  };
+  if (int Fd = Try(memfd_create("dispatch-gen", MFD_CLOEXEC), "memfd_create");
+      Fd >= 0)
+    return Fd;
+  {
+    static std::atomic<unsigned> Counter{0};
+    std::string Name =
+        formatv("/dispatch-gen-{0}-{1}", getpid(), Counter++).str();
+    int Fd =
+        shm_open(Name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (Fd >= 0)
+      shm_unlink(Name.c_str());
+    if ((Fd = Try(Fd, "shm_open")) >= 0)
+      return Fd;
+  }
+  for (const char *Dir : {"/dev/shm", "/tmp"}) {
+    std::string What = formatv("O_TMPFILE in {0}", Dir).str();
+    if (int Fd =
+            Try(open(Dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), What.c_str());
+        Fd >= 0)
+      return Fd;
+  }
+  return makeError("no shared memory can be mapped executable here, and a "
+                   "page both writable and executable is never used" +
+                   Why);
+}
+
 Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
                                                                  size_t Size) {
-  size_t PS = Size;
-  int Fd = memfd_create("dispatch-gen-trampoline", MFD_CLOEXEC);
-  if (Fd >= 0 && ftruncate(Fd, PS) != 0) {
+  auto FdOrErr = executableSharedMemory(Size);
+  if (!FdOrErr)
+    return FdOrErr.takeError();
+  int Fd = *FdOrErr;
+  void *Exec = mapNear(Near, Size, PROT_READ | PROT_EXEC, MAP_SHARED, Fd);
+  if (Exec == MAP_FAILED) {
+    Error E = errnoError(
+        formatv("cannot map a trampoline of {0} bytes near {1:x}", Size, Near));
     close(Fd);
-    Fd = -1;
+    return std::move(E);
   }
-  void *Exec = MAP_FAILED, *Write = MAP_FAILED;
-  if (Fd >= 0) {
-    Exec = mapNear(Near, PS, PROT_READ | PROT_EXEC, MAP_SHARED, Fd);
-    if (Exec != MAP_FAILED)
-      Write = mmap(nullptr, PS, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
-    close(Fd);
-  }
-  if (Exec == MAP_FAILED || Write == MAP_FAILED) {
-    // No executable memfd here (e.g. vm.memfd_noexec): fall back to one
-    // anonymous page that is writable and executable at once, which still
-    // never loses execute permission.
-    if (Exec != MAP_FAILED)
-      munmap(Exec, PS);
-    Exec = mapNear(Near, PS, PROT_READ | PROT_WRITE | PROT_EXEC,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1);
-    if (Exec == MAP_FAILED)
-      return errnoError(
-          formatv("cannot map a trampoline of {0} bytes near {1:x}", PS, Near));
-    Write = Exec;
+  void *Write = mmap(nullptr, Size, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
+  close(Fd);
+  if (Write == MAP_FAILED) {
+    Error E = errnoError("cannot map a trampoline's writable view");
+    munmap(Exec, Size);
+    return std::move(E);
   }
   // Trap everywhere until the first retarget().
   auto *Words = static_cast<uint64_t *>(Write);
-  for (size_t I = 0; I < PS / sizeof(uint64_t); ++I)
+  for (size_t I = 0; I < Size / sizeof(uint64_t); ++I)
     Words[I] = TrapWord;
-  return std::unique_ptr<DualMappedPage>(new DualMappedPage(Exec, Write, PS));
+  return std::unique_ptr<DualMappedPage>(new DualMappedPage(Exec, Write, Size));
 }
 
-/// One atomic store into the host's text, left uninstrumented:
-/// ThreadSanitizer maps the shadow of read-only executable segments to a
-/// single read-only page, so its hook for an atomic store (instrumented even
-/// under no_sanitize("thread")) faults writing that shadow. Nothing is lost:
-/// callers read the word only by executing it, which no sanitizer sees.
-#if __has_attribute(disable_sanitizer_instrumentation)
-__attribute__((disable_sanitizer_instrumentation))
-#endif
-void storeToText(uint64_t *Slot, uint64_t Word) {
-  __atomic_store_n(Slot, Word, __ATOMIC_RELEASE);
+/// Writable views of host text pages that hold compiled-in entries. The
+/// first adoption of an entry on a page replaces that page, at the same
+/// address, by a shared mapping of a copy of its bytes, read+execute as
+/// before; the view is the same memory, read+write. No page is ever
+/// writable and executable, and the host's own text is never written: its
+/// page is swapped for an identical one. Kept for the process's life (a
+/// few pages at most); guarded by textPatchMutex().
+std::map<uint64_t, char *> &textViews() {
+  static std::map<uint64_t, char *> M;
+  return M;
 }
 
-/// A compiled-in entry in the host's text: its page is made writable while
-/// staying executable for the store, then read+execute again.
+Expected<char *> textViewOf(uint64_t Page) {
+  auto It = textViews().find(Page);
+  if (It != textViews().end())
+    return It->second;
+  size_t PS = pageSize();
+  auto FdOrErr = executableSharedMemory(PS);
+  if (!FdOrErr)
+    return FdOrErr.takeError();
+  int Fd = *FdOrErr;
+  auto Fail = [&](const Twine &What) -> Error {
+    Error E = errnoError(What);
+    close(Fd);
+    return E;
+  };
+  if (pwrite(Fd, reinterpret_cast<const void *>(Page), PS, 0) !=
+      static_cast<ssize_t>(PS))
+    return Fail(formatv("cannot copy the text page at {0:x}", Page));
+  void *View = mmap(nullptr, PS, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
+  if (View == MAP_FAILED)
+    return Fail("cannot map a view of the entry's page");
+  // The swap is one mmap: a thread running code on the page meanwhile
+  // faults and resumes on the new, identical page.
+  if (mmap(reinterpret_cast<void *>(Page), PS, PROT_READ | PROT_EXEC,
+           MAP_SHARED | MAP_FIXED, Fd, 0) == MAP_FAILED) {
+    munmap(View, PS);
+    return Fail(formatv("cannot swap the text page at {0:x} for a patchable "
+                        "copy",
+                        Page));
+  }
+  close(Fd);
+  textViews()[Page] = static_cast<char *>(View);
+  return static_cast<char *>(View);
+}
+
+/// A compiled-in entry in the host's text, written through the view of its
+/// page (textViewOf).
 class HostText : public Trampoline::Memory {
 public:
+  explicit HostText(char *View) : View(View) {}
   bool isCompiledIn() const override { return true; }
   Error store(uint64_t Entry, uint64_t Word) override {
-    std::lock_guard<std::mutex> Lock(textPatchMutex());
-    uint64_t Page = Entry & ~(uint64_t(pageSize()) - 1);
-    void *PagePtr = reinterpret_cast<void *>(Page);
-    if (mprotect(PagePtr, pageSize(), PROT_READ | PROT_WRITE | PROT_EXEC))
-      return errnoError(
-          formatv("cannot make the entry at {0:x} writable", Entry));
-    storeToText(reinterpret_cast<uint64_t *>(Entry), Word);
-    if (mprotect(PagePtr, pageSize(), PROT_READ | PROT_EXEC))
-      return errnoError(
-          formatv("cannot restore the entry page at {0:x}", Page));
+    uint64_t Offset = Entry & (uint64_t(pageSize()) - 1);
+    // Release, as for a JIT entry.
+    __atomic_store_n(reinterpret_cast<uint64_t *>(View + Offset), Word,
+                     __ATOMIC_RELEASE);
     return Error::success();
   }
+
+private:
+  char *View;
 };
 
 } // namespace
@@ -276,10 +355,13 @@ Expected<std::unique_ptr<Trampoline>> Trampoline::adopt(void *EntryPtr) {
     return makeError(formatv("{0:x} is not an entry defined by "
                              "DISPATCHGEN_DEFINE_DISPATCHER",
                              Entry));
+  auto View = textViewOf(Entry & ~(uint64_t(pageSize()) - 1));
+  if (!View)
+    return View.takeError();
   adoptedEntries().insert(Entry);
   (void)syncCoreAvailable();
   return std::unique_ptr<Trampoline>(
-      new Trampoline(Entry, Word, std::make_unique<HostText>()));
+      new Trampoline(Entry, Word, std::make_unique<HostText>(*View)));
 }
 
 Trampoline::Trampoline(uint64_t Entry, uint64_t Original,

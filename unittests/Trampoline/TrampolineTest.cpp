@@ -12,10 +12,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 using namespace dispatchgen;
 
@@ -262,6 +267,137 @@ TEST(TrampolineTest, OrdinaryFunctionIsNotAnEntry) {
   EXPECT_NE(Msg.find("is not"), std::string::npos) << Msg;
   Msg = messageOf(Trampoline::adopt(nullptr).takeError());
   EXPECT_NE(Msg.find("is not a dispatch-gen entry"), std::string::npos) << Msg;
+}
+
+/// One line of /proc/self/maps.
+struct Mapping {
+  uint64_t Begin = 0, End = 0;
+  std::string Perms, Path, Line;
+  bool writable() const { return Perms.size() > 1 && Perms[1] == 'w'; }
+  bool executable() const { return Perms.size() > 2 && Perms[2] == 'x'; }
+  bool contains(uint64_t A) const { return A >= Begin && A < End; }
+};
+
+std::vector<Mapping> readMaps() {
+  std::vector<Mapping> Maps;
+  std::ifstream In("/proc/self/maps");
+  for (std::string Line; std::getline(In, Line);) {
+    Mapping M;
+    M.Line = Line;
+    std::istringstream LS(Line);
+    std::string Range, Offset, Dev, Inode;
+    LS >> Range >> M.Perms >> Offset >> Dev >> Inode;
+    std::getline(LS >> std::ws, M.Path);
+    size_t Dash = Range.find('-');
+    M.Begin = std::stoull(Range.substr(0, Dash), nullptr, 16);
+    M.End = std::stoull(Range.substr(Dash + 1), nullptr, 16);
+    Maps.push_back(std::move(M));
+  }
+  return Maps;
+}
+
+uint64_t pageOf(uint64_t A) {
+  return A & ~(static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) - 1);
+}
+
+TEST(TrampolineTest, NoMappingIsEverWritableAndExecutable) {
+  // A thread samples the process's mappings while both kinds of entry are
+  // patched 1,000 times each: never a mapping both writable and executable,
+  // never the compiled-in entry's page writable.
+  uint64_t TextPage =
+      pageOf(reinterpret_cast<uint64_t>(&dispatchgen_test_entry));
+  std::atomic<bool> Done{false};
+  std::atomic<unsigned> Samples{0};
+  std::vector<std::string> Violations; // the sampler's until joined
+  std::thread Sampler([&] {
+    while (!Done.load()) {
+      for (const Mapping &M : readMaps())
+        if ((M.writable() && M.executable()) ||
+            (M.writable() && M.contains(TextPage)))
+          Violations.push_back(M.Line);
+      Samples.fetch_add(1);
+    }
+  });
+  std::string Failure;
+  unsigned Wrong = 0;
+  {
+    auto JIT = Trampoline::create(reinterpret_cast<uint64_t>(&progA), 4096);
+    auto AOT =
+        Trampoline::adopt(reinterpret_cast<void *>(&dispatchgen_test_entry));
+    if (!JIT || !AOT) {
+      Failure = !JIT ? messageOf(JIT.takeError()) : messageOf(AOT.takeError());
+      if (JIT)
+        JIT->reset();
+      else
+        llvm::consumeError(AOT.takeError());
+    } else {
+      for (unsigned I = 0; I < 1000 && Failure.empty(); ++I) {
+        Prog Target = I % 2 ? progA : progB;
+        uint64_t To = reinterpret_cast<uint64_t>(Target);
+        if (llvm::Error E =
+                llvm::joinErrors((*JIT)->retarget(To), (*AOT)->retarget(To))) {
+          Failure = messageOf(std::move(E));
+          break;
+        }
+        Wrong += callEntry(**JIT, 1) != Target(1);
+        Wrong += dispatchgen_test_entry(1, nullptr) != Target(1);
+        // Keep patching until the sampler has seen the patched state.
+        if (I == 999)
+          for (unsigned Wait = 0; Samples.load() < 5 && Wait < 5000; ++Wait)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+  }
+  Done = true;
+  Sampler.join();
+  ASSERT_TRUE(Failure.empty()) << Failure;
+  EXPECT_EQ(Wrong, 0u);
+  EXPECT_GE(Samples.load(), 5u);
+  EXPECT_TRUE(Violations.empty())
+      << Violations.size() << " mappings, e.g. " << Violations[0];
+  // The compiled-in entry's page was swapped for shared memory (never the
+  // host's file written), and is read+execute.
+  for (const Mapping &M : readMaps())
+    if (M.contains(TextPage))
+      EXPECT_EQ(M.Perms, "r-xs") << M.Line;
+}
+
+TEST(TrampolineTest, WithoutMemfdEntriesUseOtherSharedMemory) {
+  const char *Shim = std::getenv("DISPATCHGEN_SHIM_FAIL");
+  if (!Shim || std::string(Shim) != "memfd")
+    GTEST_SKIP() << "run by ctest (trampoline-without-memfd) under a shim "
+                    "that makes memfd_create fail";
+  auto T = Trampoline::create(reinterpret_cast<uint64_t>(&progA));
+  ASSERT_TRUE(!!T) << messageOf(T.takeError());
+  ASSERT_FALSE(!!(*T)->retarget(reinterpret_cast<uint64_t>(&progB)));
+  EXPECT_EQ(callEntry(**T, 1), 2001);
+  bool Found = false;
+  for (const Mapping &M : readMaps())
+    if (M.contains((*T)->address())) {
+      Found = true;
+      EXPECT_EQ(M.Perms, "r-xs") << M.Line;
+      EXPECT_EQ(M.Path.find("memfd:"), std::string::npos) << M.Line;
+    }
+  EXPECT_TRUE(Found);
+}
+
+TEST(TrampolineTest, WithoutExecutableSharedMemoryEntriesAreRefused) {
+  const char *Shim = std::getenv("DISPATCHGEN_SHIM_FAIL");
+  if (!Shim || std::string(Shim) != "all")
+    GTEST_SKIP() << "run by ctest (trampoline-without-executable-shared-"
+                    "memory) under a shim that leaves no shared memory";
+  std::string Msg = messageOf(
+      Trampoline::create(reinterpret_cast<uint64_t>(&progA)).takeError());
+  EXPECT_NE(Msg.find("no shared memory can be mapped executable here"),
+            std::string::npos)
+      << Msg;
+  EXPECT_NE(Msg.find("memfd_create"), std::string::npos) << Msg;
+  Msg = messageOf(
+      Trampoline::adopt(reinterpret_cast<void *>(&dispatchgen_test_entry))
+          .takeError());
+  EXPECT_NE(Msg.find("never used"), std::string::npos) << Msg;
+  // Not adopted: still the plain indirect call.
+  EXPECT_EQ(dispatchgen_test_entry(1, progA), 1001);
 }
 
 #else
