@@ -41,6 +41,9 @@
 // The 8-byte nop and the jump are each one instruction in the same aligned
 // word, so a caller sees one or the other whole.
 //
+// fork(): the child moves every entry (and every swapped text page) onto a
+// private copy at the same address, so neither process patches the other.
+//
 // x86-64 only: elsewhere create() and adopt() fail with a "not supported"
 // error and compiled-in entries keep doing the indirect call.
 //

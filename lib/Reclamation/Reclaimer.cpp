@@ -9,13 +9,22 @@
 #include <urcu/call-rcu.h>
 #include <urcu/flavor.h>
 
+#include <mutex>
 #include <optional>
+
+#include <pthread.h>
 
 // Both flavours' operation tables are exported by their libraries; the
 // headers declare only the flavour included last, so declare them here.
 extern "C" {
 extern const struct rcu_flavor_struct urcu_memb_flavor;
 extern const struct rcu_flavor_struct urcu_qsbr_flavor;
+void urcu_memb_call_rcu_before_fork(void);
+void urcu_memb_call_rcu_after_fork_parent(void);
+void urcu_memb_call_rcu_after_fork_child(void);
+void urcu_qsbr_call_rcu_before_fork(void);
+void urcu_qsbr_call_rcu_after_fork_parent(void);
+void urcu_qsbr_call_rcu_after_fork_child(void);
 }
 
 namespace dispatchgen {
@@ -32,8 +41,33 @@ struct Reclaimer::Deferred {
   llvm::unique_function<void()> Free;
 };
 
+/// liburcu's call_rcu threads do not survive fork(): its hooks pause them
+/// around the fork and, in the child, start a new one that takes over the
+/// frees queued in the parent, so a child's asynchronous frees still run.
+static void installForkHandlers() {
+  static std::once_flag Once;
+  std::call_once(Once, [] {
+    pthread_atfork(
+        [] {
+          urcu_memb_call_rcu_before_fork();
+          urcu_qsbr_call_rcu_before_fork();
+        },
+        [] {
+          urcu_qsbr_call_rcu_after_fork_parent();
+          urcu_memb_call_rcu_after_fork_parent();
+        },
+        [] {
+          urcu_qsbr_call_rcu_after_fork_child();
+          urcu_memb_call_rcu_after_fork_child();
+        });
+  });
+}
+
 Reclaimer::Reclaimer(RCUFlavor Flavor, ReclaimMode Mode)
-    : Flavor(Flavor), Mode(Mode) {}
+    : Flavor(Flavor), Mode(Mode) {
+  if (Mode == ReclaimMode::RM_Asynchronous)
+    installForkHandlers();
+}
 
 Reclaimer::~Reclaimer() { drain(); }
 

@@ -9,6 +9,7 @@
 #include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MathExtras.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <atomic>
 #include <cerrno>
@@ -23,6 +24,7 @@
 #if defined(__x86_64__) && defined(__linux__)
 #include <fcntl.h>
 #include <linux/membarrier.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,6 +90,40 @@ std::set<uint64_t> &adoptedEntries() {
   return S;
 }
 
+/// Shared memory mapped twice: Exec (read+execute, where code runs) and
+/// Write (read+write, where the updater writes). fork() would leave both
+/// processes on the same memory, so that an update in one patched the
+/// other's code; the child gets a private copy of each (forkChild below).
+struct DualMapping {
+  char *Exec;
+  char *Write;
+  size_t Size;
+};
+
+/// Every live DualMapping; guarded by dualMappingsMutex(), which fork()
+/// holds from prepare to the parent's or child's handler.
+std::mutex &dualMappingsMutex() {
+  static std::mutex M;
+  return M;
+}
+std::set<DualMapping *> &dualMappings() {
+  static std::set<DualMapping *> S;
+  return S;
+}
+
+void installForkHandlers();
+
+void rememberDualMapping(DualMapping &M) {
+  installForkHandlers();
+  std::lock_guard<std::mutex> Lock(dualMappingsMutex());
+  dualMappings().insert(&M);
+}
+
+void forgetDualMapping(DualMapping &M) {
+  std::lock_guard<std::mutex> Lock(dualMappingsMutex());
+  dualMappings().erase(&M);
+}
+
 } // namespace
 
 /// Where the entry's bytes live and how they are written.
@@ -106,7 +142,7 @@ public:
 
 namespace {
 
-/// A JIT entry: pages of a memfd (the entry, then any resident area),
+/// A JIT entry: pages of shared memory (the entry, then any resident area),
 /// mapped twice: read+execute where they run, read+write elsewhere for the
 /// updater. Execute permission is never touched.
 class DualMappedPage : public Trampoline::Memory {
@@ -114,33 +150,30 @@ public:
   static Expected<std::unique_ptr<DualMappedPage>> create(uint64_t Near,
                                                           size_t Size);
   ~DualMappedPage() override {
-    munmap(Exec, Size);
-    if (Write != Exec)
-      munmap(Write, Size);
+    forgetDualMapping(M);
+    munmap(M.Exec, M.Size);
+    munmap(M.Write, M.Size);
   }
   void write(uint64_t Address, ArrayRef<uint8_t> Bytes) override {
-    std::memcpy(static_cast<char *>(Write) +
-                    (Address - reinterpret_cast<uint64_t>(Exec)),
+    std::memcpy(M.Write + (Address - reinterpret_cast<uint64_t>(M.Exec)),
                 Bytes.data(), Bytes.size());
   }
   bool isCompiledIn() const override { return false; }
   Error store(uint64_t Entry, uint64_t Word) override {
     auto *Slot = reinterpret_cast<uint64_t *>(
-        static_cast<char *>(Write) +
-        (Entry - reinterpret_cast<uint64_t>(Exec)));
+        M.Write + (Entry - reinterpret_cast<uint64_t>(M.Exec)));
     // Release: a caller that runs the new jump also sees the image bytes the
     // updater wrote before it.
     __atomic_store_n(Slot, Word, __ATOMIC_RELEASE);
     return Error::success();
   }
-  uint64_t entry() const { return reinterpret_cast<uint64_t>(Exec); }
+  uint64_t entry() const { return reinterpret_cast<uint64_t>(M.Exec); }
 
 private:
-  DualMappedPage(void *Exec, void *Write, size_t Size)
-      : Exec(Exec), Write(Write), Size(Size) {}
-  void *Exec;
-  void *Write;
-  size_t Size;
+  DualMappedPage(char *Exec, char *Write, size_t Size) : M{Exec, Write, Size} {
+    rememberDualMapping(M);
+  }
+  DualMapping M;
 };
 
 /// Maps Size bytes of Fd (or anonymous memory when Fd < 0) with Prot as
@@ -245,7 +278,8 @@ Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
   auto *Words = static_cast<uint64_t *>(Write);
   for (size_t I = 0; I < Size / sizeof(uint64_t); ++I)
     Words[I] = TrapWord;
-  return std::unique_ptr<DualMappedPage>(new DualMappedPage(Exec, Write, Size));
+  return std::unique_ptr<DualMappedPage>(new DualMappedPage(
+      static_cast<char *>(Exec), static_cast<char *>(Write), Size));
 }
 
 /// Writable views of host text pages that hold compiled-in entries. The
@@ -255,12 +289,12 @@ Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
 /// writable and executable, and the host's own text is never written: its
 /// page is swapped for an identical one. Kept for the process's life (a
 /// few pages at most); guarded by textPatchMutex().
-std::map<uint64_t, char *> &textViews() {
-  static std::map<uint64_t, char *> M;
+std::map<uint64_t, DualMapping *> &textViews() {
+  static std::map<uint64_t, DualMapping *> M;
   return M;
 }
 
-Expected<char *> textViewOf(uint64_t Page) {
+Expected<DualMapping *> textViewOf(uint64_t Page) {
   auto It = textViews().find(Page);
   if (It != textViews().end())
     return It->second;
@@ -290,26 +324,82 @@ Expected<char *> textViewOf(uint64_t Page) {
                         Page));
   }
   close(Fd);
-  textViews()[Page] = static_cast<char *>(View);
-  return static_cast<char *>(View);
+  auto *M = new DualMapping{reinterpret_cast<char *>(Page),
+                            static_cast<char *>(View), PS};
+  rememberDualMapping(*M);
+  textViews()[Page] = M;
+  return M;
+}
+
+/// In a forked child: moves M onto a private copy of its memory, at the
+/// same addresses. The child has one thread, which runs no dispatched code
+/// now. A failure leaves M shared with the parent, and says so.
+void privatize(DualMapping &M) {
+  auto FdOrErr = executableSharedMemory(M.Size);
+  std::string Why;
+  if (!FdOrErr) {
+    Why = toString(FdOrErr.takeError());
+  } else {
+    int Fd = *FdOrErr;
+    void *Write = MAP_FAILED;
+    if (pwrite(Fd, M.Exec, M.Size, 0) == static_cast<ssize_t>(M.Size))
+      Write = mmap(nullptr, M.Size, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
+    if (Write == MAP_FAILED ||
+        mmap(M.Exec, M.Size, PROT_READ | PROT_EXEC, MAP_SHARED | MAP_FIXED, Fd,
+             0) == MAP_FAILED) {
+      Why = std::strerror(errno);
+      if (Write != MAP_FAILED)
+        munmap(Write, M.Size);
+    } else {
+      munmap(M.Write, M.Size);
+      M.Write = static_cast<char *>(Write);
+    }
+    close(Fd);
+  }
+  if (!Why.empty())
+    errs() << formatv("dispatch-gen: after fork(), the entry memory at {0:x} "
+                      "is still shared with the parent: {1}\n",
+                      reinterpret_cast<uint64_t>(M.Exec), Why);
+}
+
+void installForkHandlers() {
+  static std::once_flag Once;
+  std::call_once(Once, [] {
+    pthread_atfork(
+        [] {
+          textPatchMutex().lock();
+          dualMappingsMutex().lock();
+        },
+        [] {
+          dualMappingsMutex().unlock();
+          textPatchMutex().unlock();
+        },
+        [] {
+          for (DualMapping *M : dualMappings())
+            privatize(*M);
+          dualMappingsMutex().unlock();
+          textPatchMutex().unlock();
+        });
+  });
 }
 
 /// A compiled-in entry in the host's text, written through the view of its
 /// page (textViewOf).
 class HostText : public Trampoline::Memory {
 public:
-  explicit HostText(char *View) : View(View) {}
+  explicit HostText(DualMapping *View) : View(View) {}
   bool isCompiledIn() const override { return true; }
   Error store(uint64_t Entry, uint64_t Word) override {
-    uint64_t Offset = Entry & (uint64_t(pageSize()) - 1);
+    char *Write = View->Write;
+    uint64_t Offset = Entry - reinterpret_cast<uint64_t>(View->Exec);
     // Release, as for a JIT entry.
-    __atomic_store_n(reinterpret_cast<uint64_t *>(View + Offset), Word,
+    __atomic_store_n(reinterpret_cast<uint64_t *>(Write + Offset), Word,
                      __ATOMIC_RELEASE);
     return Error::success();
   }
 
 private:
-  char *View;
+  DualMapping *View;
 };
 
 } // namespace

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cstring>
 #include <set>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -879,6 +880,51 @@ TEST_P(DispatcherTest, PerfMapRefusesLinksAndOtherUsersFiles) {
   D->reset();
   sys::fs::remove(Path);
   sys::fs::remove(Target);
+}
+
+/// After fork() parent and child each own their dispatcher: each updates
+/// and calls a million times, all correct, and the child's (asynchronous)
+/// dispatcher is destroyed there without hanging.
+TEST_P(DispatcherTest, ParentAndChildEachOwnTheirDispatcherAfterFork) {
+  for (ReclaimMode Mode :
+       {ReclaimMode::RM_Synchronous, ReclaimMode::RM_Asynchronous}) {
+    SCOPED_TRACE(Mode == ReclaimMode::RM_Synchronous ? "sync" : "async");
+    DispatcherConfig C = hostConfig();
+    C.Reclaim = Mode;
+    auto D = makeDispatcher(std::move(C));
+    ASSERT_TRUE(D);
+    expectOk(D->add(addr(Progs[1])));
+    expectOk(D->add(addr(Progs[2])));
+    auto Work = [&](int Keep, int From, int To) {
+      // Swap From for To, then call the kept program and To a million times.
+      if (D->change(addr(Progs[From]), addr(Progs[To])))
+        return false;
+      auto *Entry = D->entryAs<EntryFn>();
+      RCUReadGuard Guard;
+      for (int I = 0; I < 500000; ++I)
+        if (Entry(I, Progs[Keep]) != Keep * 1000 + I ||
+            Entry(I, Progs[To]) != To * 1000 + I)
+          return false;
+      return D->status().DirectTargets == 2;
+    };
+    pid_t Child = fork();
+    ASSERT_GE(Child, 0);
+    if (Child == 0) {
+      alarm(60); // a hang fails the test instead of stalling it
+      bool Ok = Work(1, 2, 3) && Work(1, 3, 4);
+      D.reset();
+      _exit(Ok ? 0 : 1);
+    }
+    bool Ok = Work(1, 2, 5) && Work(1, 5, 6);
+    int Status = 0;
+    ASSERT_EQ(waitpid(Child, &Status, 0), Child);
+    EXPECT_TRUE(WIFEXITED(Status) && WEXITSTATUS(Status) == 0)
+        << "child status " << Status;
+    EXPECT_TRUE(Ok);
+    EXPECT_EQ(callThrough(*D, 1, Progs[6]), 6001);
+    EXPECT_EQ(D->programs().size(), 2u);
+    expectOk(D->verify());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

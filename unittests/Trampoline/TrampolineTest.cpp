@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace dispatchgen;
@@ -360,6 +361,53 @@ TEST(TrampolineTest, NoMappingIsEverWritableAndExecutable) {
   for (const Mapping &M : readMaps())
     if (M.contains(TextPage))
       EXPECT_EQ(M.Perms, "r-xs") << M.Line;
+}
+
+TEST(TrampolineTest, AForkedChildPatchesOnlyItsOwnEntries) {
+  auto JIT = Trampoline::create(reinterpret_cast<uint64_t>(&progA), 4096);
+  ASSERT_TRUE(!!JIT) << messageOf(JIT.takeError());
+  auto AOT =
+      Trampoline::adopt(reinterpret_cast<void *>(&dispatchgen_test_entry));
+  ASSERT_TRUE(!!AOT) << messageOf(AOT.takeError());
+  ASSERT_FALSE(!!(*JIT)->retarget(reinterpret_cast<uint64_t>(&progA)));
+  ASSERT_FALSE(!!(*AOT)->retarget(reinterpret_cast<uint64_t>(&progA)));
+  int ToChild[2], ToParent[2];
+  ASSERT_EQ(pipe(ToChild), 0);
+  ASSERT_EQ(pipe(ToParent), 0);
+  pid_t Child = fork();
+  ASSERT_GE(Child, 0);
+  if (Child == 0) {
+    alarm(30);
+    // The child retargets both entries to progB, lets the parent check its
+    // own, then checks that the parent's patches did not reach it.
+    bool Ok = !(*JIT)->retarget(reinterpret_cast<uint64_t>(&progB)) &&
+              !(*AOT)->retarget(reinterpret_cast<uint64_t>(&progB)) &&
+              callEntry(**JIT, 1) == 2001 &&
+              dispatchgen_test_entry(1, nullptr) == 2001;
+    char C = Ok ? 'y' : 'n';
+    (void)!write(ToParent[1], &C, 1);
+    (void)!read(ToChild[0], &C, 1);
+    Ok = Ok && callEntry(**JIT, 1) == 2001 &&
+         dispatchgen_test_entry(1, nullptr) == 2001;
+    _exit(Ok ? 0 : 1);
+  }
+  char C = 0;
+  ASSERT_EQ(read(ToParent[0], &C, 1), 1);
+  EXPECT_EQ(C, 'y') << "the child's entries did not follow its patches";
+  // The child's patches did not reach the parent; the parent's own do not
+  // reach the child (checked there).
+  EXPECT_EQ(callEntry(**JIT, 1), 1001);
+  EXPECT_EQ(dispatchgen_test_entry(1, nullptr), 1001);
+  ASSERT_FALSE(!!(*JIT)->retarget(reinterpret_cast<uint64_t>(&answer)));
+  ASSERT_FALSE(!!(*AOT)->retarget(reinterpret_cast<uint64_t>(&answer)));
+  EXPECT_EQ(callEntry(**JIT, 1), 42);
+  ASSERT_EQ(write(ToChild[1], "x", 1), 1);
+  int Status = 0;
+  ASSERT_EQ(waitpid(Child, &Status, 0), Child);
+  EXPECT_TRUE(WIFEXITED(Status) && WEXITSTATUS(Status) == 0)
+      << "child status " << Status;
+  for (int Fd : {ToChild[0], ToChild[1], ToParent[0], ToParent[1]})
+    close(Fd);
 }
 
 TEST(TrampolineTest, WithoutMemfdEntriesUseOtherSharedMemory) {
