@@ -236,6 +236,38 @@ TEST(X86ImageEmitterTest, SkewedWeightsTestTheHottestFirst) {
   checkRouting(Area, Cases, Keys, Targets, RDI);
 }
 
+TEST(X86ImageEmitterTest, WeightedLeavesTestTheHottestFirst) {
+  // Up to 16 cases make one leaf after any prefix, so the whole chain of
+  // `je` must run from the hottest case down, whatever the distribution.
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(29);
+  for (size_t N : {4u, 9u, 16u}) {
+    for (double Skew : {0.0, 0.3, 1.1}) {
+      SCOPED_TRACE(formatv("N = {0}, skew {1}", N, Skew).str());
+      std::vector<size_t> Keys, Targets;
+      auto Cases = randomCases(Area, N, true, Rng, Keys, Targets);
+      std::vector<uint32_t> Rank(N);
+      for (uint32_t I = 0; I < N; ++I)
+        Rank[I] = I;
+      std::shuffle(Rank.begin(), Rank.end(), Rng);
+      // Distinct weights: 1000 + a little per rank, or Zipf-like.
+      for (uint32_t R = 0; R < N; ++R)
+        Cases[Rank[R]].Weight =
+            1000 * 1000 / static_cast<uint64_t>(1000 * std::pow(R + 1, Skew)) +
+            (N - R);
+      auto Img = emitX86Image(Cases, RDI, false);
+      ASSERT_TRUE(!!Img) << toString(Img.takeError());
+      ASSERT_EQ(Img->Branches.size(), N);
+      for (size_t B = 1; B < N; ++B)
+        EXPECT_GE(Cases[Img->Branches[B - 1].Case].Weight,
+                  Cases[Img->Branches[B].Case].Weight)
+            << "je " << B;
+      checkRouting(Area, Cases, Keys, Targets, RDI);
+    }
+  }
+}
+
 /// The mnemonics of Img's instructions, disassembled at Address.
 std::vector<std::string> mnemonics(const X86Image &Img, uint64_t Address) {
   auto Inspector = cantFail(CodeInspector::create());
