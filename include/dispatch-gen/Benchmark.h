@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace llvm {
@@ -80,6 +81,11 @@ std::vector<uint64_t> frequencies(llvm::ArrayRef<uint32_t> Indices, unsigned N);
 /// (Fraction in (0, 1]); 0 for no samples.
 double median(std::vector<double> Samples);
 double percentile(std::vector<double> Samples, double Fraction);
+
+/// The fewest samples a p99 is reported from. The nearest-rank p99 of 100
+/// samples or fewer is the largest one or the one below it; with fewer than
+/// this the reports give the maximum only, under that name.
+constexpr unsigned MinP99Samples = 200;
 
 //===-- Call cost ---------------------------------------------------------===//
 
@@ -185,9 +191,12 @@ private:
 struct UpdateLatency {
   unsigned N;
   ReclaimMode Mode;
+  /// Timed updates: the samples of every statistic below.
   unsigned Updates;
   /// Around each change(), in microseconds.
-  double MedianUs, P99Us;
+  double MedianUs, MaxUs;
+  /// Only from at least MinP99Samples updates.
+  std::optional<double> P99Us;
 };
 
 /// Times Updates swaps (after a few untimed ones).
@@ -201,6 +210,8 @@ struct ReadScaling {
   unsigned UpdatesPerSecond;
   double AchievedUpdatesPerSecond;
   double CallsPerSecond;
+  /// How long the callers ran: one sample of each rate.
+  double Seconds;
 };
 
 /// Threads callers (RCU readers, one read-side section per 1024 calls)
@@ -219,7 +230,20 @@ llvm::Expected<MemoryUse> measureMemory(unsigned N);
 
 //===-- Reports -----------------------------------------------------------===//
 
+/// Where and with what a report was measured.
+struct MachineInfo {
+  std::string CPUModel; ///< "model name" of /proc/cpuinfo, or "unknown"
+  unsigned CPUs;        ///< CPUs this process may run on, as nproc counts
+  std::optional<double> LoadAverage; ///< 1-minute, before measuring
+  std::string LLVMVersion, BuildType;
+};
+MachineInfo describeMachine();
+
 struct Report {
+  std::optional<MachineInfo> Machine;
+  /// The samples behind each call cost: timed loops, and calls in each.
+  unsigned CallLoops = 0;
+  uint64_t CallsPerLoop = 0;
   std::vector<CallCost> Calls;
   std::vector<UpdateLatency> Updates;
   std::vector<ReadScaling> Scaling;

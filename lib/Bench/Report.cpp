@@ -3,12 +3,19 @@
 // Part of dispatch-gen.
 //
 //===----------------------------------------------------------------------===//
+//
+// Every statistic says how many samples it comes from, and every report
+// which machine and build it was measured on: utils/bench-tables.py builds
+// the README's tables from the JSON of the runs kept in bench/results/.
+//
+//===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/Benchmark.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/SmallString.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
@@ -17,8 +24,15 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
 #include <map>
+#include <sched.h>
 #include <set>
+#include <thread>
+
+#ifndef DISPATCHGEN_BUILD_TYPE
+#define DISPATCHGEN_BUILD_TYPE ""
+#endif
 
 using namespace llvm;
 
@@ -60,9 +74,13 @@ struct CallTable {
   }
 };
 
-void printCalls(const CallTable &T, raw_ostream &OS) {
-  OS << "call cost: ns per call (ratio to the direct call), median of the "
-        "repetitions\n";
+void printCalls(const CallTable &T, const Report &R, raw_ostream &OS) {
+  OS << "call cost: ns per call (ratio to the direct call), median of ";
+  if (R.CallLoops)
+    OS << formatv("{0} timed loop{1} of {2} calls\n", R.CallLoops,
+                  R.CallLoops == 1 ? "" : "s", R.CallsPerLoop);
+  else
+    OS << "the repetitions\n";
   OS << formatv("{0,-12} {1,5}", "pattern", "N");
   for (CallVariant V : AllVariants)
     OS << formatv(" {0,19}", variantName(V));
@@ -108,38 +126,86 @@ void printSummary(const CallTable &T, const Report &R, raw_ostream &OS) {
   for (const ReadScaling &S : R.Scaling)
     if (S.Threads == 1)
       OneThread[S.UpdatesPerSecond] = S.CallsPerSecond;
-  for (const ReadScaling &S : R.Scaling)
-    if (S.Threads > 1 && OneThread.count(S.UpdatesPerSecond))
-      OS << formatv("  {0} threads, {1} updates/s: {2:f2}x the calls/s of "
-                    "one thread\n",
-                    S.Threads, S.UpdatesPerSecond,
-                    S.CallsPerSecond / OneThread[S.UpdatesPerSecond]);
+  for (const ReadScaling &S : R.Scaling) {
+    if (S.Threads == 1 || !OneThread.count(S.UpdatesPerSecond))
+      continue;
+    OS << formatv("  {0} threads, {1} updates/s: {2:f2}x the calls/s of "
+                  "one thread",
+                  S.Threads, S.UpdatesPerSecond,
+                  S.CallsPerSecond / OneThread[S.UpdatesPerSecond]);
+    // Each reader needs a CPU, and so does the thread that updates (with
+    // the rest of the machine); with fewer, the ratio measures the
+    // scheduler.
+    if (R.Machine && S.Threads + 1 > R.Machine->CPUs)
+      OS << formatv(" ({0} readers and the updater on {1} CPUs: not a "
+                    "scaling figure)",
+                    S.Threads, R.Machine->CPUs);
+    OS << "\n";
+  }
+}
+
+void printMachine(const MachineInfo &M, raw_ostream &OS) {
+  OS << formatv("machine: {0}, {1} CPUs", M.CPUModel, M.CPUs);
+  if (M.LoadAverage)
+    OS << formatv(", 1-minute load average {0:f2} before measuring",
+                  *M.LoadAverage);
+  OS << formatv("; LLVM {0}", M.LLVMVersion);
+  if (!M.BuildType.empty())
+    OS << ", " << M.BuildType << " build";
+  OS << "\n\n";
 }
 
 } // namespace
 
+MachineInfo describeMachine() {
+  MachineInfo M{"unknown", std::max(1u, std::thread::hardware_concurrency()),
+                std::nullopt, LLVM_VERSION_STRING, DISPATCHGEN_BUILD_TYPE};
+  // /proc files report a size of 0: read them as a stream.
+  if (auto Buf = MemoryBuffer::getFileAsStream("/proc/cpuinfo")) {
+    SmallVector<StringRef, 32> Lines;
+    (*Buf)->getBuffer().split(Lines, '\n');
+    for (StringRef Line : Lines)
+      if (Line.starts_with("model name")) {
+        M.CPUModel = Line.split(':').second.trim().str();
+        break;
+      }
+  }
+  cpu_set_t Set;
+  if (sched_getaffinity(0, sizeof(Set), &Set) == 0)
+    M.CPUs = CPU_COUNT(&Set);
+  double Load;
+  if (getloadavg(&Load, 1) == 1)
+    M.LoadAverage = Load;
+  return M;
+}
+
 void printReport(const Report &R, raw_ostream &OS) {
   CallTable T(R.Calls);
+  if (R.Machine)
+    printMachine(*R.Machine, OS);
   if (!R.Calls.empty())
-    printCalls(T, OS);
+    printCalls(T, R, OS);
   if (!R.Updates.empty()) {
-    OS << "\nupdate latency: one change() (regenerate + patch; sync adds "
-          "the grace period), microseconds\n";
-    OS << formatv("{0,-6} {1,5} {2,8} {3,12} {4,12}\n", "mode", "N", "updates",
-                  "median", "p99");
+    OS << formatv("\nupdate latency: one change() (regenerate + patch; sync "
+                  "adds the grace period), microseconds; p99 only from {0} "
+                  "updates or more\n",
+                  MinP99Samples);
+    OS << formatv("{0,-6} {1,5} {2,8} {3,12} {4,12} {5,12}\n", "mode", "N",
+                  "updates", "median", "p99", "max");
     for (const UpdateLatency &U : R.Updates)
-      OS << formatv("{0,-6} {1,5} {2,8} {3,12:f1} {4,12:f1}\n",
-                    modeName(U.Mode), U.N, U.Updates, U.MedianUs, U.P99Us);
+      OS << formatv("{0,-6} {1,5} {2,8} {3,12:f1} {4,12} {5,12:f1}\n",
+                    modeName(U.Mode), U.N, U.Updates, U.MedianUs,
+                    U.P99Us ? formatv("{0:f1}", *U.P99Us).str() : "-", U.MaxUs);
   }
   if (!R.Scaling.empty()) {
     OS << "\nread-side scaling: calls through a 48-program dispatcher while "
-          "an updater churns\n";
-    OS << formatv("{0,-7} {1,16} {2,16} {3,14}\n", "threads", "updates/s asked",
-                  "updates/s done", "M calls/s");
+          "an updater churns, one run of each\n";
+    OS << formatv("{0,-7} {1,16} {2,16} {3,14} {4,8}\n", "threads",
+                  "updates/s asked", "updates/s done", "M calls/s", "seconds");
     for (const ReadScaling &S : R.Scaling)
-      OS << formatv("{0,-7} {1,16} {2,16:f1} {3,14:f2}\n", S.Threads,
+      OS << formatv("{0,-7} {1,16} {2,16:f1} {3,14:f2} {4,8:f2}\n", S.Threads,
                     S.UpdatesPerSecond, S.AchievedUpdatesPerSecond,
-                    S.CallsPerSecond / 1e6);
+                    S.CallsPerSecond / 1e6, S.Seconds);
   }
   if (!R.Memory.empty()) {
     OS << "\nmemory: resident set growth from one dispatcher with N "
@@ -157,6 +223,19 @@ void writeJSON(const Report &R, raw_ostream &OS) {
   CallTable T(R.Calls);
   json::OStream J(OS, 2);
   J.object([&] {
+    if (const std::optional<MachineInfo> &M = R.Machine)
+      J.attributeObject("machine", [&] {
+        J.attribute("cpu_model", M->CPUModel);
+        J.attribute("cpus", M->CPUs);
+        if (M->LoadAverage)
+          J.attribute("load_average", *M->LoadAverage);
+        J.attribute("llvm_version", M->LLVMVersion);
+        J.attribute("build_type", M->BuildType);
+      });
+    if (R.CallLoops) {
+      J.attribute("call_loops", R.CallLoops);
+      J.attribute("calls_per_loop", R.CallsPerLoop);
+    }
     J.attributeArray("calls", [&] {
       for (const CallCost &C : R.Calls)
         J.object([&] {
@@ -175,7 +254,9 @@ void writeJSON(const Report &R, raw_ostream &OS) {
           J.attribute("mode", modeName(U.Mode));
           J.attribute("updates", U.Updates);
           J.attribute("median_us", U.MedianUs);
-          J.attribute("p99_us", U.P99Us);
+          if (U.P99Us)
+            J.attribute("p99_us", *U.P99Us);
+          J.attribute("max_us", U.MaxUs);
         });
     });
     J.attributeArray("scaling", [&] {
@@ -186,6 +267,7 @@ void writeJSON(const Report &R, raw_ostream &OS) {
           J.attribute("achieved_updates_per_second",
                       S.AchievedUpdatesPerSecond);
           J.attribute("calls_per_second", S.CallsPerSecond);
+          J.attribute("seconds", S.Seconds);
         });
     });
     J.attributeArray("memory", [&] {

@@ -164,7 +164,10 @@ Expected<UpdateLatency> measureUpdateLatency(unsigned N, ReclaimMode Mode,
   }
   if (Error E = (*U)->checkCalls())
     return std::move(E);
-  return UpdateLatency{N, Mode, Updates, median(Us), percentile(Us, 0.99)};
+  std::optional<double> P99;
+  if (Us.size() >= MinP99Samples)
+    P99 = percentile(Us, 0.99);
+  return UpdateLatency{N, Mode, Updates, median(Us), percentile(Us, 1.0), P99};
 }
 
 Expected<ReadScaling> measureReadScaling(unsigned Threads,
@@ -239,7 +242,7 @@ Expected<ReadScaling> measureReadScaling(unsigned Threads,
   if (UpdateError)
     return std::move(UpdateError);
   return ReadScaling{Threads, UpdatesPerSecond, Done / Elapsed,
-                     Calls.load() / Elapsed};
+                     Calls.load() / Elapsed, Elapsed};
 }
 
 Expected<MemoryUse> measureMemory(unsigned N) {

@@ -104,9 +104,13 @@ Error measureUpdates(Report &R) {
   struct Case {
     unsigned N, Updates;
   };
+  // Enough updates for a p99 (MinP99Samples) at every N of a full run;
+  // --quick reports only the maximum at N = 1024.
   std::vector<Case> Cases =
-      Quick ? std::vector<Case>{{1, 30}, {48, 30}, {1024, 5}}
-            : std::vector<Case>{{1, 300}, {48, 300}, {1024, 40}, {4096, 10}};
+      Quick ? std::vector<Case>{{1, MinP99Samples},
+                                {48, MinP99Samples},
+                                {1024, 5}}
+            : std::vector<Case>{{1, 300}, {48, 300}, {1024, 200}, {4096, 200}};
   for (ReclaimMode Mode :
        {ReclaimMode::RM_Asynchronous, ReclaimMode::RM_Synchronous})
     for (Case C : Cases) {
@@ -194,6 +198,9 @@ int runBench(const Invocation &Inv) {
   }
 
   Report R;
+  R.Machine = describeMachine();
+  R.CallLoops = Opts.Repetitions;
+  R.CallsPerLoop = Opts.Iterations;
   if (!NoUpdates)
     if (Error E = measureMemoryUse(R))
       return fail(Tool, std::move(E));

@@ -4,19 +4,25 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// Call patterns and statistics only: the measurements themselves are
+// Call patterns, statistics and reports only: the measurements themselves are
 // benchmarks, and tests never assert timings.
 //
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/Benchmark.h"
 
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
 #include "gtest/gtest.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <sstream>
 
+using namespace dispatchgen;
 using namespace dispatchgen::bench;
 
 namespace {
@@ -97,6 +103,83 @@ TEST(StatisticsTest, PercentileIsNearestRank) {
   // With fewer than 100 samples p99 is the maximum.
   EXPECT_EQ(percentile({3, 1, 2}, 0.99), 3);
   EXPECT_EQ(percentile({}, 0.99), 0);
+}
+
+/// Report lines with their runs of spaces collapsed to one.
+std::vector<std::string> reportLines(const Report &R) {
+  std::string Text;
+  llvm::raw_string_ostream OS(Text);
+  printReport(R, OS);
+  std::vector<std::string> Lines;
+  std::istringstream In(Text);
+  for (std::string Line; std::getline(In, Line);) {
+    std::istringstream Words(Line);
+    std::string Word, Joined;
+    while (Words >> Word)
+      Joined += (Joined.empty() ? "" : " ") + Word;
+    Lines.push_back(Joined);
+  }
+  return Lines;
+}
+
+TEST(ReportTest, UpdateP99OnlyFromEnoughSamplesAndAlwaysTheCountAndMaximum) {
+  Report R;
+  R.Updates.push_back(
+      {48, ReclaimMode::RM_Asynchronous, MinP99Samples, 100, 900, 500.0});
+  R.Updates.push_back(
+      {4096, ReclaimMode::RM_Synchronous, 10, 6000, 8000, std::nullopt});
+  std::vector<std::string> Lines = reportLines(R);
+  EXPECT_TRUE(llvm::is_contained(Lines, "mode N updates median p99 max"));
+  EXPECT_TRUE(llvm::is_contained(Lines, "async 48 200 100.0 500.0 900.0"));
+  EXPECT_TRUE(llvm::is_contained(Lines, "sync 4096 10 6000.0 - 8000.0"));
+
+  std::string JSON;
+  llvm::raw_string_ostream OS(JSON);
+  writeJSON(R, OS);
+  llvm::Expected<llvm::json::Value> V = llvm::json::parse(JSON);
+  ASSERT_TRUE(static_cast<bool>(V)) << llvm::toString(V.takeError());
+  const llvm::json::Array *Updates = V->getAsObject()->getArray("updates");
+  ASSERT_TRUE(Updates && Updates->size() == 2);
+  const llvm::json::Object &Many = *(*Updates)[0].getAsObject();
+  const llvm::json::Object &Few = *(*Updates)[1].getAsObject();
+  EXPECT_EQ(Many.getInteger("updates"), MinP99Samples);
+  EXPECT_EQ(Many.getNumber("p99_us"), 500.0);
+  EXPECT_EQ(Many.getNumber("max_us"), 900.0);
+  EXPECT_EQ(Few.getInteger("updates"), 10);
+  EXPECT_FALSE(Few.getNumber("p99_us"));
+  EXPECT_EQ(Few.getNumber("max_us"), 8000.0);
+}
+
+TEST(ReportTest, NamesTheMachineAndTheSamplesOfTheCallCost) {
+  Report R;
+  R.Machine = MachineInfo{"Some CPU", 2, 0.25, "22.1.0", "RelWithDebInfo"};
+  R.CallLoops = 21;
+  R.CallsPerLoop = 1024;
+  R.Calls = {{1, Pattern::PT_OneHot, CallVariant::CV_Direct, 1.0}};
+  std::vector<std::string> Lines = reportLines(R);
+  ASSERT_GE(Lines.size(), 3u);
+  EXPECT_EQ(Lines[0], "machine: Some CPU, 2 CPUs, 1-minute load average 0.25 "
+                      "before measuring; LLVM 22.1.0, RelWithDebInfo build");
+  EXPECT_EQ(Lines[2], "call cost: ns per call (ratio to the direct call), "
+                      "median of 21 timed loops of 1024 calls");
+
+  std::string JSON;
+  llvm::raw_string_ostream OS(JSON);
+  writeJSON(R, OS);
+  llvm::Expected<llvm::json::Value> V = llvm::json::parse(JSON);
+  ASSERT_TRUE(static_cast<bool>(V)) << llvm::toString(V.takeError());
+  const llvm::json::Object *Machine = V->getAsObject()->getObject("machine");
+  ASSERT_TRUE(Machine);
+  EXPECT_EQ(Machine->getString("cpu_model"), "Some CPU");
+  EXPECT_EQ(Machine->getInteger("cpus"), 2);
+  EXPECT_EQ(V->getAsObject()->getInteger("call_loops"), 21);
+}
+
+TEST(MachineTest, DescribesThisMachine) {
+  MachineInfo M = describeMachine();
+  EXPECT_FALSE(M.CPUModel.empty());
+  EXPECT_GE(M.CPUs, 1u);
+  EXPECT_EQ(M.LLVMVersion.substr(0, 3), "22.");
 }
 
 } // namespace

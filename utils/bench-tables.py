@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Markdown tables of the benchmark runs kept in bench/results/.
+
+Reads every bench/results/run-K.json (`dispatch-gen bench --json=...`), in the
+order of K, and prints a line naming the machine and the runs, then tables of
+the call cost (ns per call, and the ratio to the direct call), the project's
+goals, weights against the address-sorted tree, update latency, read-side
+scaling and memory. A cell gives the first run's figure, then in parentheses
+the range over all runs (left out where every run rounds to the same figure).
+
+  bench-tables.py                     print the tables
+  bench-tables.py --update README.md  rewrite the README's generated block
+  bench-tables.py --check README.md   exit 1 if that block is not what this
+                                      prints now, or if a figure of the
+                                      README's "## Why" or "### Measured"
+                                      text outside the block is not in it
+
+The block lies between the lines <!-- bench-tables:begin --> and
+<!-- bench-tables:end -->. A figure is a number with a decimal point and a
+unit (ns, us, ms, x, KiB, MiB); a range "1.31-1.44x" is two figures.
+Standard library only.
+"""
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+
+BEGIN = "<!-- bench-tables:begin -->"
+END = "<!-- bench-tables:end -->"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = ["direct", "indirect", "retpoline", "dispatcher",
+            "dispatcher+weights", "sorted-tree"]
+
+P99_SAMPLES = 200  # MinP99Samples of include/dispatch-gen/Benchmark.h
+
+
+def load_runs(results):
+    runs = []
+    for name in os.listdir(results):
+        m = re.fullmatch(r"run-(\d+)\.json", name)
+        if m:
+            with open(os.path.join(results, name)) as f:
+                runs.append((int(m.group(1)), name, json.load(f)))
+    if not runs:
+        sys.exit(f"bench-tables.py: no run-K.json in {results}")
+    runs.sort()
+    return [(name, data) for _, name, data in runs]
+
+
+# --- Formatting ------------------------------------------------------------
+
+
+def cell(values, fmt, unit=""):
+    """The first run's figure, then the range over every run."""
+    if values[0] is None:
+        return "-"
+    known = [v for v in values if v is not None]
+    first, lo, hi = fmt(values[0]), fmt(min(known)), fmt(max(known))
+    if len(values) == 1 or lo == hi:
+        return first + unit
+    return f"{first}{unit} ({lo}-{hi}{unit})"
+
+
+def f2(v):
+    return f"{v:.2f}"
+
+
+def latency(values):
+    """Microseconds, as us below 1 ms and as ms from it."""
+    known = [v for v in values if v is not None]
+    if known and max(known) >= 1000:
+        return cell([None if v is None else v / 1000 for v in values], f2,
+                    " ms")
+    return cell(values, lambda v: f"{v:.0f}", " us")
+
+
+def memory(values):
+    if max(values) >= 1 << 20:
+        return cell([v / (1 << 20) for v in values], lambda v: f"{v:.1f}",
+                    " MiB")
+    return cell([v / 1024 for v in values], lambda v: f"{v:.0f}", " KiB")
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def ordered(items):
+    return list(dict.fromkeys(items))
+
+
+def met(values, test):
+    known = [v for v in values if v is not None]
+    hits = sum(1 for v in known if test(v))
+    if not known:
+        return "not measured"
+    if hits == len(known):
+        return "yes"
+    if hits == 0:
+        return "no"
+    return f"in {hits} of {len(known)} runs"
+
+
+# --- The runs' figures -----------------------------------------------------
+
+
+class Runs:
+    def __init__(self, runs):
+        self.names = [name for name, _ in runs]
+        self.data = [data for _, data in runs]
+        self.calls = [{(c["pattern"], c["n"], c["variant"]): c["ns_per_call"]
+                       for c in d.get("calls", [])} for d in self.data]
+        first = self.data[0].get("calls", [])
+        self.patterns = ordered(c["pattern"] for c in first)
+        self.ns = ordered(c["n"] for c in first)
+
+    def ns_per_call(self, pattern, n, variant):
+        return [c.get((pattern, n, variant)) for c in self.calls]
+
+    def ratio(self, pattern, n, num, den):
+        """num's ns over den's, per run."""
+        return [None if c.get((pattern, n, num)) is None
+                or not c.get((pattern, n, den))
+                else c[(pattern, n, num)] / c[(pattern, n, den)]
+                for c in self.calls]
+
+    def update(self, mode, n):
+        return [next((u for u in d.get("updates", [])
+                      if u["mode"] == mode and u["n"] == n), None)
+                for d in self.data]
+
+    def scaling(self, threads, rate):
+        return [next((s for s in d.get("scaling", [])
+                      if s["threads"] == threads
+                      and s["updates_per_second"] == rate), None)
+                for d in self.data]
+
+    def cpus(self):
+        return min(d.get("machine", {}).get("cpus", 1) for d in self.data)
+
+
+def field(records, key, scale=1.0):
+    return [None if r is None or key not in r else r[key] * scale
+            for r in records]
+
+
+# --- The tables ------------------------------------------------------------
+
+
+def header(r):
+    def distinct(key, fmt=str):
+        return " / ".join(ordered(fmt(d.get("machine", {}).get(key, "unknown"))
+                                  for d in r.data))
+    loads = [d.get("machine", {}).get("load_average") for d in r.data]
+    loads = [v for v in loads if v is not None]
+    load = (f"; 1-minute load average {min(loads):.2f}-{max(loads):.2f} "
+            "before a run" if loads else "")
+    loops = ordered((d.get("call_loops"), d.get("calls_per_loop"))
+                    for d in r.data)
+    count = len(r.names)
+    runs = (f"{count} runs, `bench/results/{r.names[0]}` to "
+            f"`{r.names[-1]}`" if count > 1
+            else f"one run, `bench/results/{r.names[0]}`")
+    lines = [
+        f"Machine: {distinct('cpu_model')}, {distinct('cpus')} CPUs (nproc); "
+        f"LLVM {distinct('llvm_version')}, {distinct('build_type')} build"
+        f"{load}.",
+        "",
+        f"From {runs}: each figure is the first run's, then in parentheses "
+        "the range over all of them (left out where they agree). A call "
+        "cost is the median of "
+        + " / ".join(f"{a} timed loops of {b} calls" for a, b in loops)
+        + ".",
+    ]
+    return lines
+
+
+def call_tables(r):
+    rows_ns, rows_ratio = [], []
+    for p in r.patterns:
+        for n in r.ns:
+            rows_ns.append([p, str(n)] + [cell(r.ns_per_call(p, n, v), f2)
+                                          for v in VARIANTS])
+            rows_ratio.append([p, str(n)] + [
+                cell(r.ratio(p, n, v, "direct"), f2, "x")
+                for v in VARIANTS[1:]])
+    return (["**Call cost**, ns per call:", ""]
+            + table(["pattern", "N"] + VARIANTS, rows_ns)
+            + ["", "**Call cost**, ratio to the direct call:", ""]
+            + table(["pattern", "N"] + VARIANTS[1:], rows_ratio))
+
+
+def goal_rows(r):
+    """The project's goals, each with its figures and whether it was met."""
+    rows = []
+
+    def add(goal, values, unit_cell, test, verdict=None):
+        rows.append([goal, unit_cell(values), verdict or met(values, test)])
+
+    ratio = lambda v: cell(v, f2, "x")
+    add("one-hot, N = 48: dispatcher <= 1.15x direct",
+        r.ratio("one-hot", 48, "dispatcher", "direct"), ratio,
+        lambda v: v <= 1.15)
+    add("one-hot, N = 48: dispatcher >= 3x faster than the retpoline",
+        r.ratio("one-hot", 48, "retpoline", "dispatcher"), ratio,
+        lambda v: v >= 3)
+    for p in r.patterns:
+        add(f"{p}, N = 1024: dispatcher <= 1.5x direct",
+            r.ratio(p, 1024, "dispatcher", "direct"), ratio,
+            lambda v: v <= 1.5)
+    for n in (48, 256, 1024, 4096):
+        add(f"zipf, N = {n}: dispatcher+weights >= 1.2x faster than the "
+            "sorted tree",
+            r.ratio("zipf", n, "sorted-tree", "dispatcher+weights"), ratio,
+            lambda v: v >= 1.2)
+    for n, limit, text in ((48, 300, "300 us"), (1024, 5000, "5 ms")):
+        for mode in ("async", "sync"):
+            add(f"update, N = {n}, {mode}: median <= {text}",
+                field(r.update(mode, n), "median_us"), latency,
+                lambda v, limit=limit: v <= limit)
+    # Read-side scaling is measurable only with a CPU for each reader and
+    # one more for the updater and the rest of the machine.
+    cpus = r.cpus()
+    for rate in (0, 100, 1000):
+        one = field(r.scaling(1, rate), "calls_per_second")
+        two = field(r.scaling(2, rate), "calls_per_second")
+        ratios = [None if a is None or b is None else b / a
+                  for a, b in zip(one, two)]
+        verdict = None
+        if cpus < 2 + 1:
+            verdict = (f"not measurable here: 2 readers and the updater on "
+                       f"{cpus} CPUs")
+        add(f"2 threads, {rate} updates/s: >= 1.9x the calls/s of one",
+            ratios, ratio, lambda v: v >= 1.9, verdict)
+    # Rows without any figure (an N or pattern not measured) say nothing.
+    rows = [row for row in rows if row[1] != "-"]
+    return (["**Goals**: the figure behind each, from the tables, and "
+             "whether every run met it:", ""]
+            + table(["goal", "measured", "met"], rows))
+
+
+def weights_table(r):
+    ns = [n for n in r.ns if n > 1]
+    rows = [[p] + [cell(r.ratio(p, n, "sorted-tree", "dispatcher+weights"),
+                        f2, "x") for n in ns]
+            for p in r.patterns]
+    return (["**Weights**: the sorted tree's ns per call over the weighted "
+             "dispatcher's (above 1.00x the weighted dispatcher is "
+             "faster):", ""]
+            + table(["pattern"] + [f"N = {n}" for n in ns], rows))
+
+
+def update_table(r):
+    keys = ordered((u["mode"], u["n"]) for u in r.data[0].get("updates", []))
+    rows = []
+    for mode, n in keys:
+        us = r.update(mode, n)
+        counts = ordered(str(u["updates"]) for u in us if u is not None)
+        p99 = field(us, "p99_us")
+        rows.append([mode, str(n), " / ".join(counts),
+                     latency(field(us, "median_us")),
+                     latency(p99) if all(v is not None for v in p99)
+                     else "- (too few)",
+                     latency(field(us, "max_us"))])
+    return ([f"**Update latency**: one `change()`; p99 only from "
+             f"{P99_SAMPLES} updates or more per run:", ""]
+            + table(["mode", "N", "updates per run", "median", "p99", "max"],
+                    rows))
+
+
+def scaling_table(r):
+    keys = ordered((s["threads"], s["updates_per_second"])
+                   for s in r.data[0].get("scaling", []))
+    rows = []
+    for threads, rate in keys:
+        ss = r.scaling(threads, rate)
+        one = field(r.scaling(1, rate), "calls_per_second")
+        calls = field(ss, "calls_per_second")
+        rel = [None if a is None or b is None else b / a
+               for a, b in zip(one, calls)]
+        rows.append([str(threads), str(rate),
+                     cell(field(ss, "achieved_updates_per_second"),
+                          lambda v: f"{v:.0f}"),
+                     cell(field(ss, "calls_per_second", 1e-6),
+                          lambda v: f"{v:.1f}"),
+                     cell(rel, f2, "x")])
+    seconds = [s["seconds"] for d in r.data for s in d.get("scaling", [])
+               if "seconds" in s]
+    span = f" of {min(seconds):.1f} s" if seconds else ""
+    cpus = r.cpus()
+    threads = max((t for t, _ in keys), default=1)
+    caveat = ""
+    if cpus < threads + 1:
+        caveat = (f" The {cpus} CPUs hold {threads} readers and the updater "
+                  "(and the rest of the machine): the ratio to one thread "
+                  "is not a scaling figure here.")
+    return ([f"**Read-side scaling**: calls through a 48-program dispatcher "
+             f"while an updater asks for 0, 100 or 1000 updates/s; one "
+             f"sample{span} per row and run.{caveat}", ""]
+            + table(["threads", "updates/s asked", "updates/s done",
+                     "M calls/s", "x one thread"], rows))
+
+
+def memory_table(r):
+    ns = ordered(m["n"] for m in r.data[0].get("memory", []))
+    rows = [[str(n), memory([next(m["resident_bytes"]
+                                  for m in d.get("memory", [])
+                                  if m["n"] == n) for d in r.data])]
+            for n in ns]
+    return (["**Memory**: resident-set growth from one dispatcher:", ""]
+            + table(["N", "resident"], rows))
+
+
+def generate(results):
+    r = Runs(load_runs(results))
+    parts = [header(r), call_tables(r), goal_rows(r), weights_table(r),
+             update_table(r), scaling_table(r), memory_table(r)]
+    lines = ["<!-- Generated by utils/bench-tables.py from "
+             "bench/results/run-*.json: rerun it with --update, do not "
+             "edit. -->", ""]
+    for part in parts:
+        lines += part + [""]
+    return "\n".join(lines)
+
+
+# --- The README's block ----------------------------------------------------
+
+
+def split_readme(text, path):
+    begin, end = text.find(BEGIN + "\n"), text.find(END)
+    if begin < 0 or end < begin:
+        sys.exit(f"bench-tables.py: {path} has no {BEGIN} ... {END} block")
+    start = begin + len(BEGIN) + 1
+    return text[:start], text[start:end], text[end:]
+
+
+FIGURE = re.compile(r"(\d+\.\d+)(?:-(\d+\.\d+))?\s?(?:ns|us|ms|x|KiB|MiB)\b")
+
+
+def stray_figures(text, block, path):
+    """Figures of "## Why" and "### Measured" that the block does not hold."""
+    problems = []
+    checked = in_block = in_code = False
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.startswith("```"):
+            in_code = not in_code
+        elif line in (BEGIN, END):
+            in_block = line == BEGIN
+        elif re.match(r"#{1,6} ", line) and not in_code:
+            checked = line.startswith(("## Why", "### Measured"))
+        if not checked or in_block:
+            continue
+        for m in FIGURE.finditer(line):
+            for figure in filter(None, m.groups()):
+                if not re.search(r"(?<![\d.])" + re.escape(figure)
+                                 + r"(?!\d)", block):
+                    problems.append(f"{path}:{number}: '{m.group(0)}' is "
+                                    "not in the generated tables")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", default=os.path.join(ROOT, "bench",
+                                                      "results"),
+                    help="directory of run-K.json (default: bench/results)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--update", metavar="README",
+                      help="rewrite the README's generated block")
+    mode.add_argument("--check", metavar="README",
+                      help="exit 1 if the README's block is out of date")
+    args = ap.parse_args()
+
+    block = generate(args.results)
+    path = args.update or args.check
+    if not path:
+        sys.stdout.write(block)
+        return 0
+    with open(path) as f:
+        text = f.read()
+    before, old, after = split_readme(text, path)
+    if args.update:
+        if old != block:
+            with open(path, "w") as f:
+                f.write(before + block + after)
+        return 0
+    status = 0
+    if old != block:
+        sys.stdout.writelines(difflib.unified_diff(
+            old.splitlines(True), block.splitlines(True),
+            f"{path} (the block)", "utils/bench-tables.py (now)"))
+        print(f"{path}: the tables are not those of {args.results}; run "
+              f"utils/bench-tables.py --update {path}")
+        status = 1
+    for problem in stray_figures(text, old, path):
+        print(problem)
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
