@@ -886,6 +886,14 @@ TEST_P(DispatcherTest, PerfMapRefusesLinksAndOtherUsersFiles) {
 /// and calls a million times, all correct, and the child's (asynchronous)
 /// dispatcher is destroyed there without hanging.
 TEST_P(DispatcherTest, ParentAndChildEachOwnTheirDispatcherAfterFork) {
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  // ThreadSanitizer stops a child that starts threads after a fork of a
+  // threaded process (a new call_rcu thread does); the normal and ASan
+  // builds run it.
+  GTEST_SKIP() << "fork() with threads is not supported under TSan";
+#endif
+#endif
   for (ReclaimMode Mode :
        {ReclaimMode::RM_Synchronous, ReclaimMode::RM_Asynchronous}) {
     SCOPED_TRACE(Mode == ReclaimMode::RM_Synchronous ? "sync" : "async");

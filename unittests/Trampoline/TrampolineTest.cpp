@@ -364,6 +364,14 @@ TEST(TrampolineTest, NoMappingIsEverWritableAndExecutable) {
 }
 
 TEST(TrampolineTest, AForkedChildPatchesOnlyItsOwnEntries) {
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  // ThreadSanitizer stops a child that starts threads after a fork of a
+  // threaded process (a new call_rcu thread does); the normal and ASan
+  // builds run it.
+  GTEST_SKIP() << "fork() with threads is not supported under TSan";
+#endif
+#endif
   auto JIT = Trampoline::create(reinterpret_cast<uint64_t>(&progA), 4096);
   ASSERT_TRUE(!!JIT) << messageOf(JIT.takeError());
   auto AOT =
