@@ -90,8 +90,8 @@ tsan_run() {
 # TSan: single-threaded, about memory ASan's quarantine distorts, and
 # minutes long when instrumented.
 ASAN_BINARIES=(ProgramSetTests DispatchIRBuilderTests CodeEmitterTests
-  CodeInspectorTests ReclaimerTests TrampolineTests DispatcherTests
-  X86ImageEmitterTests FrontendTests dispatch-gen-torture)
+  CodeInspectorTests ReclaimerTests ReaderRegistrationTests TrampolineTests
+  DispatcherTests X86ImageEmitterTests FrontendTests dispatch-gen-torture)
 # The torture's broken mode is not run here: instrumented, the updater
 # regenerates about 20 times a second, too few frees in a short run for the
 # catch to be certain (one 5 s run missed it); the normal build runs it.

@@ -107,8 +107,8 @@ std::mutex &dualMappingsMutex() {
   return M;
 }
 std::set<DualMapping *> &dualMappings() {
-  static std::set<DualMapping *> S;
-  return S;
+  static auto *S = new std::set<DualMapping *>;
+  return *S;
 }
 
 void installForkHandlers();
@@ -282,6 +282,16 @@ Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
       static_cast<char *>(Exec), static_cast<char *>(Write), Size));
 }
 
+/// Maps Fd shared over [Addr, Addr + Size), replacing what is there. A
+/// raw system call: sanitizer runtimes intercept mmap() to reset the
+/// shadow of the range, and ThreadSanitizer's shadow of the host's text is
+/// read-only. The bytes mapped are the same as those replaced, so no
+/// shadow needs to change.
+void *mapFixed(void *Addr, size_t Size, int Prot, int Fd) {
+  long R = syscall(SYS_mmap, Addr, Size, Prot, MAP_SHARED | MAP_FIXED, Fd, 0);
+  return R == -1 ? MAP_FAILED : reinterpret_cast<void *>(R);
+}
+
 /// Writable views of host text pages that hold compiled-in entries. The
 /// first adoption of an entry on a page replaces that page, at the same
 /// address, by a shared mapping of a copy of its bytes, read+execute as
@@ -289,15 +299,17 @@ Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
 /// writable and executable, and the host's own text is never written: its
 /// page is swapped for an identical one. Kept for the process's life (a
 /// few pages at most); guarded by textPatchMutex().
-std::map<uint64_t, DualMapping *> &textViews() {
-  static std::map<uint64_t, DualMapping *> M;
-  return M;
+std::map<uint64_t, DualMapping> &textViews() {
+  // Never destroyed: the pages stay swapped until the process ends, and a
+  // fork handler may still walk them during exit.
+  static auto *M = new std::map<uint64_t, DualMapping>;
+  return *M;
 }
 
 Expected<DualMapping *> textViewOf(uint64_t Page) {
   auto It = textViews().find(Page);
   if (It != textViews().end())
-    return It->second;
+    return &It->second;
   size_t PS = pageSize();
   auto FdOrErr = executableSharedMemory(PS);
   if (!FdOrErr)
@@ -316,19 +328,18 @@ Expected<DualMapping *> textViewOf(uint64_t Page) {
     return Fail("cannot map a view of the entry's page");
   // The swap is one mmap: a thread running code on the page meanwhile
   // faults and resumes on the new, identical page.
-  if (mmap(reinterpret_cast<void *>(Page), PS, PROT_READ | PROT_EXEC,
-           MAP_SHARED | MAP_FIXED, Fd, 0) == MAP_FAILED) {
+  if (mapFixed(reinterpret_cast<void *>(Page), PS, PROT_READ | PROT_EXEC, Fd) ==
+      MAP_FAILED) {
     munmap(View, PS);
     return Fail(formatv("cannot swap the text page at {0:x} for a patchable "
                         "copy",
                         Page));
   }
   close(Fd);
-  auto *M = new DualMapping{reinterpret_cast<char *>(Page),
-                            static_cast<char *>(View), PS};
-  rememberDualMapping(*M);
-  textViews()[Page] = M;
-  return M;
+  DualMapping &M = textViews()[Page];
+  M = {reinterpret_cast<char *>(Page), static_cast<char *>(View), PS};
+  rememberDualMapping(M);
+  return &M;
 }
 
 /// In a forked child: moves M onto a private copy of its memory, at the
@@ -345,8 +356,7 @@ void privatize(DualMapping &M) {
     if (pwrite(Fd, M.Exec, M.Size, 0) == static_cast<ssize_t>(M.Size))
       Write = mmap(nullptr, M.Size, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
     if (Write == MAP_FAILED ||
-        mmap(M.Exec, M.Size, PROT_READ | PROT_EXEC, MAP_SHARED | MAP_FIXED, Fd,
-             0) == MAP_FAILED) {
+        mapFixed(M.Exec, M.Size, PROT_READ | PROT_EXEC, Fd) == MAP_FAILED) {
       Why = std::strerror(errno);
       if (Write != MAP_FAILED)
         munmap(Write, M.Size);
