@@ -288,7 +288,11 @@ Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
 /// read-only. The bytes mapped are the same as those replaced, so no
 /// shadow needs to change.
 void *mapFixed(void *Addr, size_t Size, int Prot, int Fd) {
-  long R = syscall(SYS_mmap, Addr, Size, Prot, MAP_SHARED | MAP_FIXED, Fd, 0);
+  // Every argument a full register: syscall() is variadic.
+  long R = syscall(SYS_mmap, Addr, static_cast<unsigned long>(Size),
+                   static_cast<long>(Prot),
+                   static_cast<long>(MAP_SHARED | MAP_FIXED),
+                   static_cast<long>(Fd), static_cast<long>(0));
   return R == -1 ? MAP_FAILED : reinterpret_cast<void *>(R);
 }
 

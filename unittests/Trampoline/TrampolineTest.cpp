@@ -386,6 +386,8 @@ TEST(TrampolineTest, AForkedChildPatchesOnlyItsOwnEntries) {
   ASSERT_GE(Child, 0);
   if (Child == 0) {
     alarm(30);
+    close(ToParent[0]);
+    close(ToChild[1]);
     // The child retargets both entries to progB, lets the parent check its
     // own, then checks that the parent's patches did not reach it.
     bool Ok = !(*JIT)->retarget(reinterpret_cast<uint64_t>(&progB)) &&
@@ -399,8 +401,11 @@ TEST(TrampolineTest, AForkedChildPatchesOnlyItsOwnEntries) {
          dispatchgen_test_entry(1, nullptr) == 2001;
     _exit(Ok ? 0 : 1);
   }
+  // Only the child holds these ends now: if it dies, reads see the end.
+  close(ToParent[1]);
+  close(ToChild[0]);
   char C = 0;
-  ASSERT_EQ(read(ToParent[0], &C, 1), 1);
+  ASSERT_EQ(read(ToParent[0], &C, 1), 1) << "the child died";
   EXPECT_EQ(C, 'y') << "the child's entries did not follow its patches";
   // The child's patches did not reach the parent; the parent's own do not
   // reach the child (checked there).
@@ -414,8 +419,8 @@ TEST(TrampolineTest, AForkedChildPatchesOnlyItsOwnEntries) {
   ASSERT_EQ(waitpid(Child, &Status, 0), Child);
   EXPECT_TRUE(WIFEXITED(Status) && WEXITSTATUS(Status) == 0)
       << "child status " << Status;
-  for (int Fd : {ToChild[0], ToChild[1], ToParent[0], ToParent[1]})
-    close(Fd);
+  close(ToChild[1]);
+  close(ToParent[0]);
 }
 
 TEST(TrampolineTest, WithoutMemfdEntriesUseOtherSharedMemory) {
