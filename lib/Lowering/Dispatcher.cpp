@@ -55,6 +55,8 @@ public:
 
   /// Immutable after init().
   DispatcherConfig Config;
+  /// Set once init() succeeded and the dispatcher went to its owner.
+  bool Created = false;
   bool Supported = false;
   std::unique_ptr<Trampoline> Entry;
   std::unique_ptr<ImageLinker> Linker;
@@ -284,6 +286,18 @@ void Dispatcher::Impl::settleResident() {
 }
 
 Dispatcher::Impl::~Impl() {
+  // A dispatcher whose creation failed was never seen by a caller: nothing
+  // to wait for (and a create() that fails inside a read-side section must
+  // return its error, not wait for itself).
+  if (!Created) {
+    if (Entry && Config.CompiledEntry)
+      consumeError(Entry->reset());
+    if (Linker) {
+      consumeError(Linker->remove(Live));
+      consumeError(Linker->remove(Empty));
+    }
+    return;
+  }
   if (waitsForItself(Config)) {
     // A destructor cannot return an error, and waiting would never end.
     errs() << formatv("dispatch-gen: dispatcher '{0}' destroyed inside a "
@@ -737,6 +751,7 @@ createImpl(DispatcherConfig Config, ExecutionSession *ES) {
   if (Error E = I->init(ES))
     return makeError(formatv("cannot create dispatcher '{0}': {1}",
                              I->Config.Name, toString(std::move(E))));
+  I->Created = true;
   return std::move(I);
 }
 

@@ -793,6 +793,24 @@ TEST_P(DispatcherTest, UpdatesInsideAReadSideSectionAreErrors) {
   expectOk(Async->add(addr(Progs[3])));
 }
 
+TEST_P(DispatcherTest, ACreateThatFailsInsideAReadSideSectionReturnsItsError) {
+  // Nothing was published, so nothing is waited for: the error comes back.
+  RCUReadGuard Guard;
+  for (bool Late : {false, true}) {
+    DispatcherConfig C = hostConfig();
+    if (Late) // fails after the entry exists, building the first image
+      C.InjectFault = [](FaultPoint) -> Error {
+        return createStringError(inconvertibleErrorCode(), "injected fault");
+      };
+    else
+      C.Capacity = 0;
+    auto D = Dispatcher::create(std::move(C));
+    ASSERT_FALSE(!!D);
+    EXPECT_NE(toString(D.takeError()).find("cannot create dispatcher"),
+              std::string::npos);
+  }
+}
+
 TEST_P(DispatcherTest, DestroyingInsideAReadSideSectionAbortsWithAMessage) {
   // The child runs this test alone, from a fresh start.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
