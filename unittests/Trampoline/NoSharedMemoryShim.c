@@ -52,24 +52,21 @@ static int openWith(const char *Symbol, const char *Path, int Flags,
   return Real(Path, Flags, Mode);
 }
 
-int open(const char *Path, int Flags, ...) {
-  mode_t Mode = 0;
-  if (Flags & (O_CREAT | O_TMPFILE)) {
-    va_list Args;
-    va_start(Args, Flags);
-    Mode = va_arg(Args, mode_t);
-    va_end(Args);
-  }
-  return openWith("open", Path, Flags, Mode);
-}
+/* open() and open64() take a mode only with O_CREAT or O_TMPFILE. */
+#define FORWARD_OPEN(Symbol, Path, Flags)                                      \
+  do {                                                                         \
+    mode_t Mode = 0;                                                           \
+    if ((Flags) & (O_CREAT | O_TMPFILE)) {                                     \
+      va_list Args;                                                            \
+      va_start(Args, Flags);                                                   \
+      Mode = va_arg(Args, mode_t);                                             \
+      va_end(Args);                                                            \
+    }                                                                          \
+    return openWith(Symbol, Path, Flags, Mode);                                \
+  } while (0)
+
+int open(const char *Path, int Flags, ...) { FORWARD_OPEN("open", Path, Flags); }
 
 int open64(const char *Path, int Flags, ...) {
-  mode_t Mode = 0;
-  if (Flags & (O_CREAT | O_TMPFILE)) {
-    va_list Args;
-    va_start(Args, Flags);
-    Mode = va_arg(Args, mode_t);
-    va_end(Args);
-  }
-  return openWith("open64", Path, Flags, Mode);
+  FORWARD_OPEN("open64", Path, Flags);
 }
