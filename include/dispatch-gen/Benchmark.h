@@ -228,6 +228,37 @@ struct MemoryUse {
 };
 llvm::Expected<MemoryUse> measureMemory(unsigned N);
 
+/// Count dispatchers alive at once in one process, then Cycles dispatchers
+/// created, used and destroyed one after another.
+struct ManyDispatchers {
+  unsigned Dispatchers = 0, ProgramsEach = 0, Cycles = 0;
+  /// Dispatcher::create(), and apply() of its programs in one batch, in
+  /// microseconds; Dispatchers samples each (p99 from MinP99Samples).
+  double CreateMedianUs = 0, CreateMaxUs = 0;
+  std::optional<double> CreateP99Us;
+  double RegisterMedianUs = 0, RegisterMaxUs = 0;
+  std::optional<double> RegisterP99Us;
+  /// Growth of the resident set, divided by Dispatchers.
+  double ResidentBytesEach = 0;
+  /// Lines added to /proc/self/maps by all of them.
+  int64_t MappingsAdded = 0;
+  /// Whether every program of every dispatcher was reached directly
+  /// (status(); each answered its calls, and a sample passed verify()).
+  bool AllDirect = false;
+  /// Destroying them all, per dispatcher.
+  double DestroyEachUs = 0;
+  /// During the cycles: the resident set, mappings and file descriptors,
+  /// sampled eleven times from the first cycle to after the last.
+  struct Sample {
+    unsigned Cycle;
+    int64_t ResidentBytes, Mappings, FileDescriptors;
+  };
+  std::vector<Sample> Churn;
+};
+llvm::Expected<ManyDispatchers>
+measureManyDispatchers(unsigned Count, unsigned ProgramsEach, unsigned Cycles,
+                       ProgressFn Progress = {});
+
 //===-- Reports -----------------------------------------------------------===//
 
 /// Where and with what a report was measured.
@@ -248,6 +279,7 @@ struct Report {
   std::vector<UpdateLatency> Updates;
   std::vector<ReadScaling> Scaling;
   std::vector<MemoryUse> Memory;
+  std::optional<ManyDispatchers> Many;
 };
 
 /// The call-cost table (ns per call and the ratio to the direct call), then

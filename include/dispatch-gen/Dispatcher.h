@@ -13,9 +13,11 @@
 //      architecture, a selector the convention does not put in a register,
 //      ImageLowering::IL_Codegen), DispatchIRBuilder builds it as a switch
 //      and a reused TargetMachine compiles it;
-//   2. ORC links it (a LinkGraph, or the compiled object) into the inactive
-//      one of two JITDylibs (A/B, alternating), in memory reserved near the
-//      programs so every `je/jmp rel32` is in range;
+//   2. a laid-out image is relocated for its address and copied into the
+//      process's code arena, shared by every dispatcher, within 1 GiB of
+//      the entry so every `je/jmp rel32` is in range; a compiled one is
+//      linked by ORC into the inactive one of two JITDylibs (A/B,
+//      alternating), in the same arena;
 //   3. the trampoline is patched to the new image (one atomic store);
 //   4. after an RCU grace period the old image is removed and the programs
 //      whose last reference went are handed to the release callback;
@@ -29,8 +31,15 @@
 // lock, allocate nothing and write no shared memory. Callers must be RCU
 // readers of the configured flavour (see Reclamation.h).
 //
-// Programs that no image can reach with rel32 (more than 2 GiB away) are
-// still registered but take the fallback; status() counts them.
+// Programs that no image can reach with rel32 (more than 1 GiB from the
+// entry) are still registered but take the fallback; status() counts them.
+//
+// Dispatchers are cheap: a process can hold tens of thousands. The code of
+// all of them (entries, resident areas, images) is packed into one arena of
+// shared memory, reserved lazily in 1 MiB chunks; a dispatcher whose images
+// are laid out directly has no ORC session, TargetMachine or JITDylib of
+// its own (`dispatch-gen bench` measures create() and the memory each
+// takes: see the README).
 //
 //===----------------------------------------------------------------------===//
 
@@ -123,13 +132,12 @@ struct DispatcherConfig {
   /// Adopt this entry, defined with DISPATCHGEN_DEFINE_DISPATCHER, instead
   /// of creating one in JIT memory.
   void *CompiledEntry = nullptr;
-  /// Bytes of address space reserved for images (nothing is committed
-  /// until used).
-  size_t ImageRegionSize = 64u << 20;
-  /// Bytes reserved right behind a JIT entry to run the live image in
-  /// place (Trampoline.h), which saves callers a jump: with synchronous
-  /// reclamation, images laid out directly and up to this size. 0: callers
-  /// always jump to the image.
+  /// At most this many bytes right behind a JIT entry run the live image
+  /// in place (Trampoline.h), which saves callers a jump: with synchronous
+  /// reclamation, for images laid out directly. The area is sized for an
+  /// image of Capacity programs (about 16 bytes each), up to this limit; a
+  /// larger image (a weighted layout can be) runs where it was placed, a
+  /// jump away. 0: callers always jump to the image.
   size_t ResidentBytes = 64u << 10;
   /// Check each new image as verify() does before it goes live, and refuse
   /// it if the check fails.

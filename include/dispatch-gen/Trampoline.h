@@ -109,7 +109,9 @@ public:
   /// reach it and Near with rel32 jumps. Until the first retarget() the
   /// entry traps (ud2).
   /// ResidentBytes > 0 reserves a resident area of at least that many
-  /// bytes right after the entry's first word (rounded up to whole pages).
+  /// bytes right after the entry's first word (rounded up to 64). Entries
+  /// of all dispatchers share pages: each takes a cache line, or a line
+  /// more than its resident area.
   static llvm::Expected<std::unique_ptr<Trampoline>>
   create(uint64_t Near, size_t ResidentBytes = 0);
 
@@ -127,6 +129,9 @@ public:
   /// Where the entry jumps now; 0 for a compiled-in entry doing its
   /// indirect call, or a JIT entry not yet targeted.
   uint64_t target() const { return Target; }
+  /// Bytes of code from address() on that belong to the entry: its word
+  /// and any resident area (a JIT entry has a cache line at least).
+  size_t span() const { return Span; }
   /// Whether a `jmp rel32` at the entry reaches Address.
   bool canReach(uint64_t Address) const;
 
@@ -179,6 +184,7 @@ private:
   bool Resident = false;
   /// Bytes of the resident area (0: none); immutable.
   size_t ResidentBytes = 0;
+  size_t Span = 8;
   bool PoisonResident = false;
   std::unique_ptr<Memory> Mem;
 };

@@ -213,6 +213,35 @@ void printReport(const Report &R, raw_ostream &OS) {
     for (const MemoryUse &M : R.Memory)
       OS << formatv("  N={0,-5} {1:f1} KiB\n", M.N, M.ResidentBytes / 1024.0);
   }
+  if (const std::optional<ManyDispatchers> &M = R.Many) {
+    auto P99 = [](const std::optional<double> &V) {
+      return V ? formatv("{0:f1}", *V).str() : std::string("-");
+    };
+    OS << formatv("\nmany dispatchers: {0} alive at once, {1} programs each, "
+                  "one process\n",
+                  M->Dispatchers, M->ProgramsEach);
+    OS << formatv("  create()          median {0:f1} us, p99 {1} us, max "
+                  "{2:f1} us ({3} samples)\n",
+                  M->CreateMedianUs, P99(M->CreateP99Us), M->CreateMaxUs,
+                  M->Dispatchers);
+    OS << formatv("  add {0} programs    median {1:f1} us, p99 {2} us, max "
+                  "{3:f1} us\n",
+                  M->ProgramsEach, M->RegisterMedianUs, P99(M->RegisterP99Us),
+                  M->RegisterMaxUs);
+    OS << formatv("  resident set      {0:f0} bytes per dispatcher; {1} "
+                  "mappings added in all\n",
+                  M->ResidentBytesEach, M->MappingsAdded);
+    OS << formatv("  every program reached directly: {0}; destroy {1:f1} us "
+                  "each\n",
+                  M->AllDirect ? "yes" : "NO", M->DestroyEachUs);
+    OS << formatv("  {0} create/destroy cycles, one dispatcher at a time:\n",
+                  M->Cycles);
+    OS << formatv("  {0,10} {1,14} {2,9} {3,5}\n", "cycle", "resident KiB",
+                  "mappings", "fds");
+    for (const ManyDispatchers::Sample &S : M->Churn)
+      OS << formatv("  {0,10} {1,14:f0} {2,9} {3,5}\n", S.Cycle,
+                    S.ResidentBytes / 1024.0, S.Mappings, S.FileDescriptors);
+  }
   if (!R.Calls.empty() || !R.Scaling.empty()) {
     OS << "\n";
     printSummary(T, R, OS);
@@ -277,6 +306,33 @@ void writeJSON(const Report &R, raw_ostream &OS) {
           J.attribute("resident_bytes", M.ResidentBytes);
         });
     });
+    if (const std::optional<ManyDispatchers> &M = R.Many)
+      J.attributeObject("many_dispatchers", [&] {
+        J.attribute("dispatchers", M->Dispatchers);
+        J.attribute("programs_each", M->ProgramsEach);
+        J.attribute("create_median_us", M->CreateMedianUs);
+        if (M->CreateP99Us)
+          J.attribute("create_p99_us", *M->CreateP99Us);
+        J.attribute("create_max_us", M->CreateMaxUs);
+        J.attribute("register_median_us", M->RegisterMedianUs);
+        if (M->RegisterP99Us)
+          J.attribute("register_p99_us", *M->RegisterP99Us);
+        J.attribute("register_max_us", M->RegisterMaxUs);
+        J.attribute("resident_bytes_each", M->ResidentBytesEach);
+        J.attribute("mappings_added", M->MappingsAdded);
+        J.attribute("all_direct", M->AllDirect);
+        J.attribute("destroy_each_us", M->DestroyEachUs);
+        J.attribute("cycles", M->Cycles);
+        J.attributeArray("churn", [&] {
+          for (const ManyDispatchers::Sample &S : M->Churn)
+            J.object([&] {
+              J.attribute("cycle", S.Cycle);
+              J.attribute("resident_bytes", S.ResidentBytes);
+              J.attribute("mappings", S.Mappings);
+              J.attribute("file_descriptors", S.FileDescriptors);
+            });
+        });
+      });
   });
   OS << "\n";
 }

@@ -18,6 +18,8 @@
 #include "llvm/IR/Module.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/Triple.h"
 
 #include <cstdlib>
 #include <mutex>
@@ -67,6 +69,7 @@ public:
   mutable std::mutex UpdateMutex;
   ProgramSet Set;
   DenseMap<uint64_t, uint64_t> Weights;
+  /// Where compiled images are built (made by the first one).
   std::unique_ptr<LLVMContext> Ctx;
   FunctionType *Signature = nullptr;
   /// The image the entry jumps to; an empty RT when a compiled-in entry
@@ -117,31 +120,30 @@ private:
                                          ArrayRef<ImageCase> Cases);
   /// Whether calls may run the image in place behind the entry.
   bool residencyAllowed() const;
+  /// The resident area a JIT entry gets: what an image of Capacity
+  /// programs needs, at most Config.ResidentBytes; 0 for none.
+  size_t residentAreaSize() const;
   /// Copies the image the entry leads to into the resident area and opens
   /// the gate, if it is laid out, fits and verifies. Only once no caller
   /// can be in the area: a grace period after the gate closed.
   void settleResident();
-  Expected<std::vector<uint8_t>>
-  relocateForResidence(const X86Image &Code, ArrayRef<ImageCase> Cases);
   Error switchTo(LinkedImage &Image);
   void resetContextIfOld();
 };
 
-Error Dispatcher::Impl::init(ExecutionSession *ES) {
-  if (Config.Capacity == 0)
-    return makeError("a dispatcher's capacity must be at least 1");
-  if (Config.ImageRegionSize < (1u << 20))
-    return makeError(formatv("the image region ({0} bytes) must be at least "
-                             "1 MiB",
-                             Config.ImageRegionSize));
-  if (Config.Name.empty())
-    return makeError("a dispatcher needs a name");
-  ThunkFallback = Config.RetpolineFallback || Config.FallbackHookForTesting;
-  Ctx = std::make_unique<LLVMContext>();
-  auto Sig = parseSignature(Config.Signature, *Ctx);
+/// Checks Config's signature and returns the register the selector arrives
+/// in on x86-64 (see getX86SelectorRegister), nothing elsewhere. Parsed in
+/// one context shared by every dispatcher of the process, where types are
+/// uniqued: a dispatcher needs a context of its own only to compile.
+static Expected<std::optional<unsigned>>
+checkSignature(const DispatcherConfig &Config) {
+  static std::mutex M;
+  static LLVMContext *Shared = new LLVMContext();
+  std::lock_guard<std::mutex> Lock(M);
+  auto Sig = parseSignature(Config.Signature, *Shared);
   if (!Sig)
     return Sig.takeError();
-  Signature = *Sig;
+  FunctionType *Signature = *Sig;
   if (Config.ParamExtensions.size() > Signature->getNumParams())
     return makeError(formatv("{0} parameter extensions for a signature of {1} "
                              "parameter(s)",
@@ -151,6 +153,20 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
           DispatchIRBuilder::getDispatcherType(Signature, Config.SelectorArg);
       !T)
     return T.takeError();
+  if (Triple(sys::getProcessTriple()).getArch() != Triple::x86_64)
+    return std::nullopt;
+  return getX86SelectorRegister(Signature, Config.SelectorArg);
+}
+
+Error Dispatcher::Impl::init(ExecutionSession *ES) {
+  if (Config.Capacity == 0)
+    return makeError("a dispatcher's capacity must be at least 1");
+  if (Config.Name.empty())
+    return makeError("a dispatcher needs a name");
+  ThunkFallback = Config.RetpolineFallback || Config.FallbackHookForTesting;
+  auto Reg = checkSignature(Config);
+  if (!Reg)
+    return Reg.takeError();
 
   if (Error E = Trampoline::checkSupported()) {
     // The kernel's -ENOTSUPP: a compiled-in entry keeps its indirect call
@@ -162,11 +178,13 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   }
   Supported = true;
 
-  auto T =
-      Config.CompiledEntry
-          ? Trampoline::adopt(Config.CompiledEntry)
-          : Trampoline::create(Config.Near,
-                               residencyAllowed() ? Config.ResidentBytes : 0);
+  RouteReg = *Reg;
+  // The GDB JIT interface takes object files, which only codegen makes.
+  if (Config.Lowering == ImageLowering::IL_Auto && !Config.RegisterWithDebugger)
+    SelectorReg = RouteReg;
+  auto T = Config.CompiledEntry
+               ? Trampoline::adopt(Config.CompiledEntry)
+               : Trampoline::create(Config.Near, residentAreaSize());
   if (!T)
     return T.takeError();
   Entry = std::move(*T);
@@ -177,12 +195,7 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
     return L.takeError();
   Linker = std::move(*L);
   if (Config.PoisonForTesting)
-    Linker->memory().setQuarantineForTesting(64);
-  // The GDB JIT interface takes object files, which only codegen makes.
-  if (Linker->targetMachine().getTargetTriple().getArch() == Triple::x86_64)
-    RouteReg = getX86SelectorRegister(Signature, Config.SelectorArg);
-  if (Config.Lowering == ImageLowering::IL_Auto && !Config.RegisterWithDebugger)
-    SelectorReg = RouteReg;
+    NearArena::get().setQuarantineForTesting(64);
   if (ThunkFallback)
     if (auto Thunk = Linker->fallbackThunk(); !Thunk)
       return Thunk.takeError();
@@ -206,6 +219,29 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   return Error::success();
 }
 
+size_t Dispatcher::Impl::residentAreaSize() const {
+  // Only laid-out images run resident.
+  if (!residencyAllowed() || !SelectorReg)
+    return 0;
+  // An image of Capacity programs takes at least 13 bytes each.
+  if (Config.Capacity > Config.ResidentBytes / 13)
+    return Config.ResidentBytes;
+  // The image of Capacity programs spread above 4 GiB (so that it starts
+  // with the 64-bit base), and a quarter more for the weighted layouts,
+  // which test their hottest programs before the tree.
+  std::vector<ImageCase> Cases;
+  for (unsigned I = 0; I < Config.Capacity; ++I)
+    Cases.push_back({(1ull << 40) + 64 * (I + 1), 0, 0});
+  auto Code = emitX86Image(Cases, *SelectorReg, ThunkFallback,
+                           Config.ImageDelayForTesting);
+  if (!Code) {
+    consumeError(Code.takeError());
+    return Config.ResidentBytes;
+  }
+  size_t Need = Code->Code.size() + Code->Code.size() / 4 + 32;
+  return std::min(Config.ResidentBytes, Need);
+}
+
 bool Dispatcher::Impl::residencyAllowed() const {
   // Rewriting the area waits for a grace period, which only a synchronous
   // update does.
@@ -213,45 +249,26 @@ bool Dispatcher::Impl::residencyAllowed() const {
          Config.Reclaim == ReclaimMode::RM_Synchronous;
 }
 
-Expected<std::vector<uint8_t>>
-Dispatcher::Impl::relocateForResidence(const X86Image &Code,
-                                       ArrayRef<ImageCase> Cases) {
-  std::vector<uint8_t> Bytes = Code.Code;
-  uint64_t Base = Entry->residentAddress();
-  auto Patch = [&](uint32_t Offset, uint64_t Target) -> Error {
-    int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 4));
-    if (Disp < INT32_MIN || Disp > INT32_MAX)
-      return makeError(formatv("{0:x} is out of rel32 reach of the resident "
-                               "area",
-                               Target));
-    uint32_t D = static_cast<uint32_t>(static_cast<int32_t>(Disp));
-    for (unsigned I = 0; I < 4; ++I)
-      Bytes[Offset + I] = static_cast<uint8_t>(D >> (8 * I));
-    return Error::success();
-  };
-  for (const X86Image::CaseBranch &B : Code.Branches)
-    if (Error E = Patch(B.Offset, Cases[B.Case].Target))
-      return std::move(E);
-  if (Code.ThunkBranch) {
-    auto Thunk = Linker->fallbackThunk();
-    if (!Thunk)
-      return Thunk.takeError();
-    if (Error E = Patch(*Code.ThunkBranch, *Thunk))
-      return std::move(E);
-  }
-  return Bytes;
-}
-
 void Dispatcher::Impl::settleResident() {
   ResidentSize = 0;
   if (!Entry || !Entry->residentCapacity())
     return;
-  const std::optional<X86Image> &Code = Live.RT ? LiveCode : EmptyCode;
+  const std::optional<X86Image> &Code = Live ? LiveCode : EmptyCode;
   // A compiled image keeps the jump: its relocations are JITLink's.
   if (!Code || Code->Code.size() > Entry->residentCapacity())
     return;
   std::vector<ImageCase> NoCases;
-  auto Bytes = relocateForResidence(*Code, Live.RT ? LiveCases : NoCases);
+  uint64_t Thunk = 0;
+  if (Code->ThunkBranch) {
+    auto T = Linker->fallbackThunk();
+    if (!T) {
+      consumeError(T.takeError());
+      return;
+    }
+    Thunk = *T;
+  }
+  auto Bytes = relocateX86Image(*Code, Live ? LiveCases : NoCases,
+                                Entry->residentAddress(), Thunk);
   if (!Bytes) {
     consumeError(Bytes.takeError());
     return;
@@ -265,7 +282,7 @@ void Dispatcher::Impl::settleResident() {
     Copy.Address = Entry->residentAddress();
     Copy.Size = Bytes->size();
     std::vector<uint64_t> Programs;
-    if (Live.RT)
+    if (Live)
       for (const ImageCase &C : LiveCases)
         Programs.push_back(C.Target);
     if (Error E = verifyImage(Copy, Programs)) {
@@ -323,8 +340,9 @@ Dispatcher::Impl::~Impl() {
 
 void Dispatcher::Impl::resetContextIfOld() {
   // Constants and metadata of past images accumulate in a context; a fresh
-  // one now and then keeps memory flat over millions of updates.
-  if (Generation % 1024 != 0)
+  // one now and then keeps memory flat over millions of updates. Made on
+  // the first compile: laid-out images need none.
+  if (Ctx && Generation % 1024 != 0)
     return;
   Ctx = std::make_unique<LLVMContext>();
   Signature = cantFail(parseSignature(Config.Signature, *Ctx),
@@ -339,7 +357,7 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
   for (const ProgramEntry &P : Set.entries()) {
     // A program out of rel32 reach would need a stub, an indirect jump:
     // leave it to the fallback and say so in the status.
-    if (!Linker->memory().reachesFromEverywhere(P.Address)) {
+    if (!Linker->reaches(P.Address)) {
       ++Fallback;
       continue;
     }
@@ -358,7 +376,7 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
     if (auto Code = emitX86Image(Cases, *SelectorReg, ThunkFallback,
                                  Config.ImageDelayForTesting)) {
       consumeError(Image.takeError());
-      Image = Linker->link(*Code, Cases, Gen % 2, ImageSymbol);
+      Image = Linker->place(*Code, Cases);
       Laid = true;
       BuiltCode = std::move(*Code);
       BuiltCases = Cases;
@@ -391,9 +409,12 @@ Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
 Expected<LinkedImage>
 Dispatcher::Impl::buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
                                    ArrayRef<ImageCase> Cases) {
+  auto TMOrErr = Linker->targetMachine();
+  if (!TMOrErr)
+    return TMOrErr.takeError();
+  const TargetMachine &TM = *TMOrErr;
   resetContextIfOld();
   Module M(formatv("{0}.g{1}", Config.Name, Gen).str(), *Ctx);
-  const TargetMachine &TM = Linker->targetMachine();
   M.setDataLayout(TM.createDataLayout());
   M.setTargetTriple(TM.getTargetTriple());
 
@@ -424,7 +445,7 @@ Error Dispatcher::Impl::switchTo(LinkedImage &Image) {
   if (Config.InjectFault)
     if (Error E = Config.InjectFault(FaultPoint::FP_Patch))
       return makeError("cannot patch the entry: " + toString(std::move(E)));
-  if (Image.RT)
+  if (Image)
     return Entry->retarget(Image.Address);
   return Config.CompiledEntry ? Entry->reset() : Entry->retarget(Empty.Address);
 }
@@ -444,7 +465,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   if (Entry)
     for (const ProgramEntry &P : Delta->Added)
       if (P.Address >= Entry->address() &&
-          P.Address < Entry->address() + 8 + Entry->residentCapacity()) {
+          P.Address < Entry->address() + Entry->span()) {
         Set = std::move(Before);
         return makeError(formatv("program {0:x} is dispatcher '{1}''s own "
                                  "entry: a call would loop forever",
@@ -486,7 +507,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   auto RemoveImage = [this](LinkedImage &Image) {
     if (Linker)
       if (Error E = Linker->remove(Image))
-        Linker->session().reportError(std::move(E));
+        Linker->reportError(std::move(E));
   };
   auto Release = [this](ArrayRef<ProgramEntry> Programs) {
     if (Config.OnRelease)
@@ -650,12 +671,12 @@ Error Dispatcher::Impl::verify() const {
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   if (!Supported)
     return Trampoline::checkSupported();
-  const LinkedImage &Image = Live.RT ? Live : Empty;
-  if (!Image.RT)
+  const LinkedImage &Image = Live ? Live : Empty;
+  if (!Image)
     return Error::success(); // A compiled-in entry's own indirect call.
   std::vector<uint64_t> Programs;
   for (const ProgramEntry &P : Set.entries())
-    if (Linker->memory().reachesFromEverywhere(P.Address))
+    if (Linker->reaches(P.Address))
       Programs.push_back(P.Address);
   if (Error E = verifyImage(Image, Programs))
     return E;
@@ -674,13 +695,13 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   if (!Supported)
     return Trampoline::checkSupported();
-  const LinkedImage &Image = Live.RT ? Live : Empty;
+  const LinkedImage &Image = Live ? Live : Empty;
   OS << formatv("dispatcher '{0}': generation {1}, {2} programs ({3} direct, "
                 "{4} through the fallback)\n",
                 Config.Name, Generation, Set.size(), DirectTargets,
                 FallbackTargets);
   OS << formatv("entry {0:x} -> ", Entry->address());
-  if (!Image.RT) {
+  if (!Image) {
     OS << "its own indirect call (no image)\n";
     return Error::success();
   }
@@ -721,7 +742,7 @@ DispatcherStatus Dispatcher::Impl::status() const {
   S.FallbackTargets = FallbackTargets;
   S.EntryAddress = Entry ? Entry->address()
                          : reinterpret_cast<uint64_t>(Config.CompiledEntry);
-  const LinkedImage &Image = Live.RT ? Live : Empty;
+  const LinkedImage &Image = Live ? Live : Empty;
   S.ImageAddress = Image.Address;
   S.ImageSize = Image.Size;
   if (Entry && Entry->isResident()) {
@@ -729,12 +750,12 @@ DispatcherStatus Dispatcher::Impl::status() const {
     S.ImageAddress = Entry->residentAddress();
     S.ImageSize = ResidentSize;
   }
-  S.LaidOutDirectly = Live.RT ? LiveLaid : SelectorReg.has_value();
+  S.LaidOutDirectly = Live ? LiveLaid : SelectorReg.has_value();
   S.LastUpdateLatency =
       std::chrono::duration_cast<std::chrono::nanoseconds>(LastUpdate);
   S.LastGracePeriod =
       std::chrono::duration_cast<std::chrono::nanoseconds>(LastGrace);
-  S.LiveAllocations = Linker ? Linker->memory().liveAllocations() : 0;
+  S.LiveAllocations = Linker ? Linker->liveAllocations() : 0;
   return S;
 }
 
@@ -791,9 +812,10 @@ Error Dispatcher::add(StringRef Symbol, JITDylib &JD) {
   if (Symbol.empty())
     return makeError("cannot add a program with an empty symbol name");
   ExecutionSession &ES = JD.getExecutionSession();
-  DataLayout DL = I->Linker ? I->Linker->targetMachine().createDataLayout()
-                            : DataLayout("");
-  auto Sym = ES.lookup({&JD}, MangleAndInterner(ES, DL)(Symbol));
+  auto DL = ImageLinker::hostDataLayout();
+  if (!DL)
+    return DL.takeError();
+  auto Sym = ES.lookup({&JD}, MangleAndInterner(ES, *DL)(Symbol));
   if (!Sym)
     return makeError(formatv("cannot add program '{0}': {1}", Symbol,
                              toString(Sym.takeError())));

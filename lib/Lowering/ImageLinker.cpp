@@ -24,6 +24,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <mutex>
+#include <optional>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,19 +185,46 @@ static Expected<int> openPerfMap() {
 Expected<std::unique_ptr<ImageLinker>>
 ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
                     uint64_t Near) {
-  initializeNativeTargetOnce();
   std::unique_ptr<ImageLinker> L(new ImageLinker());
-  FaultHook *Faults = &Config.InjectFault;
-  L->Faults = Faults;
+  L->Near = Near;
+  L->Name = Config.Name;
+  L->OptLevel = Config.OptLevel;
+  L->RegisterWithDebugger = Config.RegisterWithDebugger;
+  L->Faults = &Config.InjectFault;
   L->Retpoline = Config.RetpolineFallback;
+  L->FallbackHook = Config.FallbackHookForTesting;
+  L->ES = ES;
+  L->ThePlugin = std::make_shared<Plugin>(L->Faults);
   if (Config.PerfMap) {
     auto FD = openPerfMap();
     if (!FD)
       return FD.takeError();
     L->PerfMapFD = *FD;
   }
-  L->FallbackHook = Config.FallbackHookForTesting;
+  return std::move(L);
+}
 
+Expected<DataLayout> ImageLinker::hostDataLayout() {
+  static std::mutex M;
+  static std::optional<DataLayout> DL;
+  std::lock_guard<std::mutex> Lock(M);
+  if (!DL) {
+    initializeNativeTargetOnce();
+    auto JTMB = JITTargetMachineBuilder::detectHost();
+    if (!JTMB)
+      return JTMB.takeError();
+    auto Layout = JTMB->getDefaultDataLayoutForTarget();
+    if (!Layout)
+      return Layout.takeError();
+    DL = std::move(*Layout);
+  }
+  return *DL;
+}
+
+Error ImageLinker::ensureORC() {
+  if (ObjLayer)
+    return Error::success();
+  initializeNativeTargetOnce();
   auto JTMB = JITTargetMachineBuilder::detectHost();
   if (!JTMB)
     return JTMB.takeError();
@@ -204,56 +232,73 @@ ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
   // `movabs; jmp *%reg`. Small + PIC gives rel32 branches.
   JTMB->setCodeModel(CodeModel::Small)
       .setRelocationModel(Reloc::PIC_)
-      .setCodeGenOptLevel(Config.OptLevel);
-  auto TM = JTMB->createTargetMachine();
-  if (!TM)
-    return TM.takeError();
-  L->TM = std::move(*TM);
+      .setCodeGenOptLevel(OptLevel);
+  auto NewTM = JTMB->createTargetMachine();
+  if (!NewTM)
+    return NewTM.takeError();
 
-  auto MM = NearMemoryManager::create(Near, Config.ImageRegionSize);
-  if (!MM)
-    return MM.takeError();
-  L->MemMgr = std::move(*MM);
-
-  L->ThePlugin = std::make_shared<Plugin>(Faults);
+  auto MM = std::make_unique<NearMemoryManager>(Near);
   if (Faults)
-    L->MemMgr->setAllocationHook([Faults, P = L->ThePlugin.get()]() -> Error {
-      if (*Faults)
-        return P->record((*Faults)(FaultPoint::FP_Allocate));
-      return Error::success();
+    MM->setAllocationHook([this]() -> Error {
+      return ThePlugin->record(fault(FaultPoint::FP_Allocate));
     });
 
-  if (ES) {
-    L->ES = ES;
-  } else {
+  std::unique_ptr<ExecutionSession> NewES;
+  if (!ES) {
     auto EPC = SelfExecutorProcessControl::Create();
     if (!EPC)
       return EPC.takeError();
-    L->OwnedES = std::make_unique<ExecutionSession>(std::move(*EPC));
-    L->ES = L->OwnedES.get();
+    NewES = std::make_unique<ExecutionSession>(std::move(*EPC));
     // Failures come back through link(); the plugin keeps their text.
-    L->OwnedES->setErrorReporter([P = L->ThePlugin.get()](Error E) {
+    NewES->setErrorReporter([P = ThePlugin.get()](Error E) {
       consumeError(P->record(std::move(E)));
     });
   }
-
-  L->ObjLayer = std::make_unique<ObjectLinkingLayer>(*L->ES, *L->MemMgr);
-  L->ObjLayer->addPlugin(L->ThePlugin);
-  if (Config.RegisterWithDebugger) {
+  ExecutionSession &S = NewES ? *NewES : *ES;
+  auto Layer = std::make_unique<ObjectLinkingLayer>(S, *MM);
+  Layer->addPlugin(ThePlugin);
+  if (RegisterWithDebugger) {
     // Symbols only (images carry no debug info): GDB and LLDB name them.
     Error Err = Error::success();
     auto Debug = std::make_shared<ELFDebugObjectPlugin>(
-        *L->ES, /*RequireDebugSections=*/false, /*AutoRegisterCode=*/true, Err);
-    if (Err)
-      return std::move(Err);
-    L->ObjLayer->addPlugin(std::move(Debug));
+        S, /*RequireDebugSections=*/false, /*AutoRegisterCode=*/true, Err);
+    if (Err) {
+      Layer.reset();
+      if (NewES)
+        consumeError(NewES->endSession());
+      return Err;
+    }
+    Layer->addPlugin(std::move(Debug));
   }
+  TM = std::move(*NewTM);
+  MemMgr = std::move(MM);
+  if (NewES) {
+    OwnedES = std::move(NewES);
+    ES = OwnedES.get();
+  }
+  ObjLayer = std::move(Layer);
   unsigned Id = nextLinkerId();
   for (unsigned Slot = 0; Slot < 2; ++Slot)
-    L->Dylibs[Slot] = &L->ES->createBareJITDylib(
-        formatv("dispatch-gen.{0}.{1}.{2}", Config.Name, Id, Slot ? 'B' : 'A')
-            .str());
-  return std::move(L);
+    Dylibs[Slot] = &ES->createBareJITDylib(
+        formatv("dispatch-gen.{0}.{1}.{2}", Name, Id, Slot ? 'B' : 'A').str());
+  return Error::success();
+}
+
+Expected<const TargetMachine &> ImageLinker::targetMachine() {
+  if (Error E = ensureORC())
+    return std::move(E);
+  return *TM;
+}
+
+bool ImageLinker::reaches(uint64_t Address) const {
+  // A margin for the rel32 field's own place within its instruction.
+  constexpr uint64_t Margin = 1u << 16;
+  uint64_t D = Address > Near ? Address - Near : Near - Address;
+  return Near != 0 && D <= NearArena::Reach - Margin;
+}
+
+uint64_t ImageLinker::liveAllocations() const {
+  return PlacedLive.load() + (MemMgr ? MemMgr->liveAllocations() : 0);
 }
 
 ImageLinker::~ImageLinker() {
@@ -290,6 +335,8 @@ Expected<LinkedImage> ImageLinker::link(Module &M,
                                         ArrayRef<ImageTarget> Targets,
                                         unsigned Slot, StringRef ImageSymbol) {
   assert(Slot < 2 && "two JITDylibs");
+  if (Error E = ensureORC())
+    return std::move(E);
   if (Error E = startLink())
     return std::move(E);
   SimpleCompiler Compile(*TM);
@@ -319,65 +366,51 @@ Expected<LinkedImage> ImageLinker::link(Module &M,
   return Image;
 }
 
-Expected<LinkedImage> ImageLinker::link(const X86Image &Code,
-                                        ArrayRef<ImageCase> Cases,
-                                        unsigned Slot, StringRef ImageSymbol) {
-  assert(Slot < 2 && "two JITDylibs");
+Expected<LinkedImage> ImageLinker::place(const X86Image &Code,
+                                         ArrayRef<ImageCase> Cases) {
   if (Error E = startLink())
     return std::move(E);
-
-  auto G = std::make_unique<jitlink::LinkGraph>(
-      ImageSymbol.str(), ES->getSymbolStringPool(), TM->getTargetTriple(),
-      SubtargetFeatures(), jitlink::x86_64::getEdgeKindName);
-  jitlink::Section &Text =
-      G->createSection(".text", MemProt::Read | MemProt::Exec);
-  jitlink::Block &B = G->createMutableContentBlock(
-      Text,
-      G->allocateContent(ArrayRef<char>(
-          reinterpret_cast<const char *>(Code.Code.data()), Code.Code.size())),
-      ExecutorAddr(), /*Alignment=*/16, /*AlignmentOffset=*/0);
-  // ELF symbols carry no prefix, so the graph's names are ORC's.
-  G->addDefinedSymbol(B, 0, ImageSymbol, Code.Code.size(),
-                      jitlink::Linkage::Strong, jitlink::Scope::Default,
-                      /*IsCallable=*/true, /*IsLive=*/true);
-  // The programs are local absolute symbols of the graph: nothing for ORC
-  // to look up, nothing left in the JITDylib.
-  std::vector<jitlink::Symbol *> Targets(Cases.size());
-  for (const X86Image::CaseBranch &Br : Code.Branches) {
-    jitlink::Symbol *&T = Targets[Br.Case];
-    if (!T)
-      T = &G->addAbsoluteSymbol(formatv("{0}.p{1}", ImageSymbol, Br.Case).str(),
-                                ExecutorAddr(Cases[Br.Case].Target), 0,
-                                jitlink::Linkage::Strong, jitlink::Scope::Local,
-                                /*IsLive=*/false);
-    B.addEdge(jitlink::x86_64::BranchPCRel32, Br.Offset, *T, 0);
-  }
+  uint64_t Thunk = 0;
   if (Code.ThunkBranch) {
-    // Resolved through the link order: the thunk's own JITDylib.
-    jitlink::Symbol &Thunk =
-        G->addExternalSymbol("__x86_indirect_thunk_r11", 0, false);
-    B.addEdge(jitlink::x86_64::BranchPCRel32, *Code.ThunkBranch, Thunk, 0);
+    auto T = fallbackThunk();
+    if (!T)
+      return T.takeError();
+    Thunk = *T;
   }
-
-  JITDylib &JD = *Dylibs[Slot];
+  if (Error E = fault(FaultPoint::FP_Allocate))
+    return makeError("cannot allocate image memory: " + toString(std::move(E)));
+  auto B = NearArena::get().allocate(Code.Code.size(), 16, Near);
+  if (!B)
+    return makeError("cannot allocate image memory: " +
+                     toString(B.takeError()));
+  auto Bytes = relocateX86Image(Code, Cases, B->Address, Thunk);
+  Error E = Bytes ? fault(FaultPoint::FP_Link) : Bytes.takeError();
+  if (E) {
+    NearArena::get().release(*B);
+    return makeError("cannot link image: " + toString(std::move(E)));
+  }
+  // Written before anything jumps here: the entry's store that publishes
+  // the image is a release, followed by a serialisation of every thread.
+  std::memcpy(B->writable(), Bytes->data(), Bytes->size());
   LinkedImage Image;
-  Image.RT = JD.createResourceTracker();
-  auto Discard = [&](Error E) -> Error {
-    return joinErrors(std::move(E), Image.RT->remove());
-  };
-  if (Error E = ObjLayer->add(Image.RT, std::move(G)))
-    return Discard(std::move(E));
-  if (Error E = lookupImage(Image, JD, ES->intern(ImageSymbol)))
-    return Discard(std::move(E));
+  Image.Placed = *B;
+  Image.Address = B->Address;
+  Image.Size = Bytes->size();
+  PlacedLive.fetch_add(1);
   return Image;
+}
+
+Error ImageLinker::fault(FaultPoint P) {
+  if (Faults && *Faults)
+    return (*Faults)(P);
+  return Error::success();
 }
 
 Error ImageLinker::startLink() {
   ThePlugin->takeLastFailure();
   ThePlugin->takeRanges();
-  if (Faults && *Faults)
-    if (Error E = (*Faults)(FaultPoint::FP_Compile))
-      return makeError("cannot compile image: " + toString(std::move(E)));
+  if (Error E = fault(FaultPoint::FP_Compile))
+    return makeError("cannot compile image: " + toString(std::move(E)));
   return Error::success();
 }
 
@@ -397,11 +430,25 @@ Error ImageLinker::lookupImage(LinkedImage &Image, JITDylib &JD,
 }
 
 Error ImageLinker::remove(LinkedImage &Image) {
+  if (Image.Placed.Map) {
+    NearArena::get().release(Image.Placed);
+    PlacedLive.fetch_sub(1);
+    Image = LinkedImage();
+    return Error::success();
+  }
   if (!Image.RT)
     return Error::success();
   Error E = Image.RT->remove();
-  Image.RT = nullptr;
+  Image = LinkedImage();
   return E;
+}
+
+void ImageLinker::reportError(Error E) {
+  if (ES) {
+    ES->reportError(std::move(E));
+    return;
+  }
+  errs() << "dispatch-gen: " << toString(std::move(E)) << "\n";
 }
 
 Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
@@ -418,10 +465,15 @@ Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
     if (!JD)
       JD = &ES->createBareJITDylib(EntriesName);
   }
-  MangleAndInterner Mangle(*ES, TM->createDataLayout());
-  SymbolStringPtr Name = Mangle(Symbol);
+  if (!ES)
+    return makeError("an entry symbol needs a host's session");
+  auto DL = hostDataLayout();
+  if (!DL)
+    return DL.takeError();
+  MangleAndInterner Mangle(*ES, *DL);
+  SymbolStringPtr Interned = Mangle(Symbol);
   if (Error E = JD->define(absoluteSymbols(
-          {{Name,
+          {{Interned,
             {ExecutorAddr(Address),
              JITSymbolFlags::Exported | JITSymbolFlags::Callable}}}))) {
     consumeError(std::move(E));
@@ -430,7 +482,7 @@ Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
                              Symbol));
   }
   EntryJD = JD;
-  EntrySymbol = std::move(Name);
+  EntrySymbol = std::move(Interned);
   return EntryJD;
 }
 
@@ -462,6 +514,8 @@ static std::string hookCall(void (*Hook)(uint64_t)) {
 Expected<uint64_t> ImageLinker::fallbackThunk() {
   if (ThunkAddress)
     return ThunkAddress;
+  if (Error E = ensureORC())
+    return std::move(E);
   LLVMContext Ctx;
   Module M("dispatch-gen.fallback", Ctx);
   M.setDataLayout(TM->createDataLayout());

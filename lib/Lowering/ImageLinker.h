@@ -4,10 +4,16 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// The ORC half of a Dispatcher: one reused TargetMachine, an
-// ObjectLinkingLayer over a NearMemoryManager, and two JITDylibs used in
-// turn. Each image gets its own ResourceTracker, holding the image and the
-// absolute symbols of the programs it calls, so one remove() frees both.
+// Where a Dispatcher's images are made to run. An image laid out directly
+// (X86ImageEmitter) is relocated for its final address and copied into the
+// process's code arena (NearArena): no ORC at all, so a dispatcher that
+// only ever has such images costs no ExecutionSession, TargetMachine or
+// JITDylib of its own. A compiled image goes through ORC: one reused
+// TargetMachine, an ObjectLinkingLayer over a NearMemoryManager (the same
+// arena) and two JITDylibs used in turn; each such image gets its own
+// ResourceTracker, holding the image and the absolute symbols of the
+// programs it calls, so one remove() frees both. That ORC half is made on
+// first use.
 //
 // A JITLink pass refuses any branch that JITLink could not make direct (a
 // stub `jmp *GOT` left in place), another records each image's code range.
@@ -15,13 +21,14 @@
 // itself reports link failures only to the session's error reporter.
 //
 // Not thread-safe: the Dispatcher serialises link(); remove() may run on
-// another thread (ORC's session lock covers it).
+// another thread (ORC's session lock and the arena's own cover it).
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef DISPATCH_GEN_LIB_LOWERING_IMAGELINKER_H
 #define DISPATCH_GEN_LIB_LOWERING_IMAGELINKER_H
 
+#include "NearArena.h"
 #include "NearMemoryManager.h"
 #include "X86ImageEmitter.h"
 
@@ -29,20 +36,25 @@
 
 #include "llvm/ExecutionEngine/Orc/Core.h"
 #include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
+#include "llvm/IR/DataLayout.h"
 #include "llvm/Target/TargetMachine.h"
 
+#include <atomic>
 #include <map>
 #include <mutex>
 
 namespace dispatchgen {
 
-/// A linked image.
+/// A linked image: compiled (RT) or laid out (Placed); none when Address
+/// is 0.
 struct LinkedImage {
   llvm::orc::ResourceTrackerSP RT;
+  NearArena::Block Placed;
   uint64_t Address = 0;
   uint64_t Size = 0;
   /// Other functions linked with the image, such as a retpoline thunk.
   std::vector<uint64_t> Helpers;
+  explicit operator bool() const { return Address != 0; }
 };
 
 /// One program an image calls, defined as an absolute symbol.
@@ -56,17 +68,27 @@ public:
   using FaultHook = llvm::unique_function<llvm::Error(FaultPoint)>;
 
   /// Places images near Near, as Config says. ES null: the linker creates
-  /// and owns its session. Config must outlive the linker (its fault hook
-  /// is called from link passes).
+  /// and owns a session when it first needs one. Config must outlive the
+  /// linker (its fault hook is called from link passes).
   static llvm::Expected<std::unique_ptr<ImageLinker>>
   create(llvm::orc::ExecutionSession *ES, DispatcherConfig &Config,
          uint64_t Near);
 
   ~ImageLinker();
 
-  llvm::orc::ExecutionSession &session() { return *ES; }
-  const llvm::TargetMachine &targetMachine() const { return *TM; }
-  NearMemoryManager &memory() { return *MemMgr; }
+  /// The host's data layout, computed once per process.
+  static llvm::Expected<llvm::DataLayout> hostDataLayout();
+
+  /// The TargetMachine compiled images are made with (made on first use).
+  llvm::Expected<const llvm::TargetMachine &> targetMachine();
+
+  /// Whether every image reaches Address with a rel32 branch: images lie
+  /// within NearArena::Reach of Near, so anything within that distance of
+  /// Near on the other side is within 2 GiB of every image byte.
+  bool reaches(uint64_t Address) const;
+
+  /// Images alive (those waiting for reclamation included).
+  uint64_t liveAllocations() const;
 
   /// Compiles M and links it into JITDylib Slot (0 or 1) together with
   /// Targets; returns the code range of ImageSymbol. On failure nothing of
@@ -75,21 +97,23 @@ public:
                                    llvm::ArrayRef<ImageTarget> Targets,
                                    unsigned Slot, llvm::StringRef ImageSymbol);
 
-  /// Links an image laid out by emitX86Image into JITDylib Slot as a
-  /// LinkGraph: no codegen, no object file. Cases are the ones it was laid
-  /// out from. On failure nothing of it stays in the JITDylib.
-  llvm::Expected<LinkedImage> link(const X86Image &Code,
-                                   llvm::ArrayRef<ImageCase> Cases,
-                                   unsigned Slot, llvm::StringRef ImageSymbol);
+  /// Places an image laid out by emitX86Image, relocated for its address,
+  /// in the code arena. Cases are the ones it was laid out from.
+  llvm::Expected<LinkedImage> place(const X86Image &Code,
+                                    llvm::ArrayRef<ImageCase> Cases);
 
   /// Frees an image (after its grace period).
   llvm::Error remove(LinkedImage &Image);
+
+  /// Reports an error no caller is waiting for: to the session's error
+  /// reporter if there is a session, else on stderr.
+  void reportError(llvm::Error E);
 
   /// Defines Symbol at Address, for JIT callers, in the session's
   /// "dispatch-gen.entries" JITDylib (created by the first dispatcher of
   /// the session, never removed before the session ends); the destructor
   /// removes the symbol again. Fails if another dispatcher of the session
-  /// has the name.
+  /// has the name. Only for a linker made in a host's session.
   llvm::Expected<llvm::orc::JITDylib *> defineEntry(llvm::StringRef Symbol,
                                                     uint64_t Address);
   llvm::orc::JITDylib *entryDylib() const { return EntryJD; }
@@ -110,14 +134,21 @@ public:
 
 private:
   ImageLinker() = default;
+  /// Makes the ORC half: TargetMachine, session (if none), layer, JITDylibs.
+  llvm::Error ensureORC();
   llvm::Error fail(llvm::Error E);
   /// Forgets the last link's failure and ranges; the compile fault point.
   llvm::Error startLink();
+  llvm::Error fault(FaultPoint P);
   /// Materialises what was just added to Image.RT's JITDylib and fills in
   /// Image from the link.
   llvm::Error lookupImage(LinkedImage &Image, llvm::orc::JITDylib &JD,
                           llvm::orc::SymbolStringPtr ImageSymbol);
 
+  uint64_t Near = 0;
+  std::string Name;
+  llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Less;
+  bool RegisterWithDebugger = false;
   std::unique_ptr<llvm::orc::ExecutionSession> OwnedES;
   llvm::orc::ExecutionSession *ES = nullptr;
   std::unique_ptr<NearMemoryManager> MemMgr;
@@ -130,6 +161,8 @@ private:
   llvm::orc::JITDylib *ThunkJD = nullptr;
   uint64_t ThunkAddress = 0;
   FaultHook *Faults = nullptr;
+  /// Laid-out images alive.
+  std::atomic<uint64_t> PlacedLive{0};
   /// The perf map, open for appending; -1 without one.
   int PerfMapFD = -1;
   bool Retpoline = false;

@@ -495,4 +495,30 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   return A.finish();
 }
 
+Expected<std::vector<uint8_t>> relocateX86Image(const X86Image &Code,
+                                                ArrayRef<ImageCase> Cases,
+                                                uint64_t Base, uint64_t Thunk) {
+  std::vector<uint8_t> Bytes = Code.Code;
+  auto Patch = [&](uint32_t Offset, uint64_t Target) -> Error {
+    int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 4));
+    if (Disp < INT32_MIN || Disp > INT32_MAX)
+      return createStringError(inconvertibleErrorCode(),
+                               "%#llx is out of rel32 reach of the image at "
+                               "%#llx",
+                               static_cast<unsigned long long>(Target),
+                               static_cast<unsigned long long>(Base));
+    uint32_t D = static_cast<uint32_t>(static_cast<int32_t>(Disp));
+    for (unsigned I = 0; I < 4; ++I)
+      Bytes[Offset + I] = static_cast<uint8_t>(D >> (8 * I));
+    return Error::success();
+  };
+  for (const X86Image::CaseBranch &B : Code.Branches)
+    if (Error E = Patch(B.Offset, Cases[B.Case].Target))
+      return std::move(E);
+  if (Code.ThunkBranch)
+    if (Error E = Patch(*Code.ThunkBranch, Thunk))
+      return std::move(E);
+  return Bytes;
+}
+
 } // namespace dispatchgen

@@ -100,6 +100,14 @@ llvm::Expected<X86Image> emitX86Image(llvm::ArrayRef<ImageCase> Cases,
                                       unsigned SelectorReg, bool ThunkFallback,
                                       unsigned DelayPauses = 0);
 
+/// Code's bytes relocated to run at Base: each case branch to its
+/// program, the thunk branch (if any) to Thunk. Fails, naming the target,
+/// when one is out of rel32 reach of its field. Both the image and its
+/// resident copy are made by this one function.
+llvm::Expected<std::vector<uint8_t>>
+relocateX86Image(const X86Image &Code, llvm::ArrayRef<ImageCase> Cases,
+                 uint64_t Base, uint64_t Thunk);
+
 } // namespace dispatchgen
 
 #endif // DISPATCH_GEN_LIB_LOWERING_X86IMAGEEMITTER_H

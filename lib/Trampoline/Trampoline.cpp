@@ -6,6 +6,8 @@
 
 #include "dispatch-gen/Trampoline.h"
 
+#include "NearArena.h"
+
 #include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MathExtras.h"
@@ -78,50 +80,10 @@ void syncCore() {
     syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
 }
 
-/// Guards the adopted entries and the views of their pages.
-std::mutex &textPatchMutex() {
-  static std::mutex M;
-  return M;
-}
-
 /// Entries adopted by a live Trampoline; guarded by textPatchMutex().
 std::set<uint64_t> &adoptedEntries() {
   static std::set<uint64_t> S;
   return S;
-}
-
-/// Shared memory mapped twice: Exec (read+execute, where code runs) and
-/// Write (read+write, where the updater writes). fork() would leave both
-/// processes on the same memory, so that an update in one patched the
-/// other's code; the child gets a private copy of each (forkChild below).
-struct DualMapping {
-  char *Exec;
-  char *Write;
-  size_t Size;
-};
-
-/// Every live DualMapping; guarded by dualMappingsMutex(), which fork()
-/// holds from prepare to the parent's or child's handler.
-std::mutex &dualMappingsMutex() {
-  static std::mutex M;
-  return M;
-}
-std::set<DualMapping *> &dualMappings() {
-  static auto *S = new std::set<DualMapping *>;
-  return *S;
-}
-
-void installForkHandlers();
-
-void rememberDualMapping(DualMapping &M) {
-  installForkHandlers();
-  std::lock_guard<std::mutex> Lock(dualMappingsMutex());
-  dualMappings().insert(&M);
-}
-
-void forgetDualMapping(DualMapping &M) {
-  std::lock_guard<std::mutex> Lock(dualMappingsMutex());
-  dualMappings().erase(&M);
 }
 
 } // namespace
@@ -142,159 +104,30 @@ public:
 
 namespace {
 
-/// A JIT entry: pages of shared memory (the entry, then any resident area),
-/// mapped twice: read+execute where they run, read+write elsewhere for the
-/// updater. Execute permission is never touched.
-class DualMappedPage : public Trampoline::Memory {
+/// A JIT entry: a block of the process's code arena (the entry, then any
+/// resident area), written through the arena's writable view. Execute
+/// permission is never touched.
+class ArenaEntry : public Trampoline::Memory {
 public:
-  static Expected<std::unique_ptr<DualMappedPage>> create(uint64_t Near,
-                                                          size_t Size);
-  ~DualMappedPage() override {
-    forgetDualMapping(M);
-    munmap(M.Exec, M.Size);
-    munmap(M.Write, M.Size);
-  }
+  explicit ArenaEntry(NearArena::Block B) : B(B) {}
+  ~ArenaEntry() override { NearArena::get().release(B); }
   void write(uint64_t Address, ArrayRef<uint8_t> Bytes) override {
-    std::memcpy(M.Write + (Address - reinterpret_cast<uint64_t>(M.Exec)),
-                Bytes.data(), Bytes.size());
+    std::memcpy(B.writable() + (Address - B.Address), Bytes.data(),
+                Bytes.size());
   }
   bool isCompiledIn() const override { return false; }
   Error store(uint64_t Entry, uint64_t Word) override {
-    auto *Slot = reinterpret_cast<uint64_t *>(
-        M.Write + (Entry - reinterpret_cast<uint64_t>(M.Exec)));
+    auto *Slot =
+        reinterpret_cast<uint64_t *>(B.writable() + (Entry - B.Address));
     // Release: a caller that runs the new jump also sees the image bytes the
     // updater wrote before it.
     __atomic_store_n(Slot, Word, __ATOMIC_RELEASE);
     return Error::success();
   }
-  uint64_t entry() const { return reinterpret_cast<uint64_t>(M.Exec); }
 
 private:
-  DualMappedPage(char *Exec, char *Write, size_t Size) : M{Exec, Write, Size} {
-    rememberDualMapping(M);
-  }
-  DualMapping M;
+  NearArena::Block B;
 };
-
-/// Maps Size bytes of Fd (or anonymous memory when Fd < 0) with Prot as
-/// close to Near as possible, within +-1 GiB; anywhere when Near is 0.
-void *mapNear(uint64_t Near, size_t Size, int Prot, int Flags, int Fd) {
-  if (Near == 0)
-    return mmap(nullptr, Size, Prot, Flags, Fd, 0);
-  constexpr uint64_t Step = 2ull << 20, Reach = 1ull << 30;
-  uint64_t Base = Near & ~(Step - 1);
-  for (uint64_t Off = 0; Off < Reach; Off += Step) {
-    for (int Dir : {+1, -1}) {
-      if (Dir < 0 && Base < Off + Step)
-        continue;
-      uint64_t Hint = Dir > 0 ? Base + Off + Step : Base - Off - Step;
-      void *P = mmap(reinterpret_cast<void *>(Hint), Size, Prot,
-                     Flags | MAP_FIXED_NOREPLACE, Fd, 0);
-      if (P == MAP_FAILED)
-        continue;
-      if (reinterpret_cast<uint64_t>(P) == Hint)
-        return P;
-      // A kernel older than 4.17 took the flag as a hint only.
-      munmap(P, Size);
-    }
-  }
-  return MAP_FAILED;
-}
-
-/// Size bytes of shared memory that may be mapped executable, as a file
-/// descriptor: a memfd, else (a sandbox without memfd_create, or
-/// vm.memfd_noexec) a POSIX shared memory object unlinked at once, else an
-/// unnamed file in /dev/shm or /tmp. Each is tried by mapping it executable
-/// (a noexec mount refuses); the error lists why each failed.
-Expected<int> executableSharedMemory(size_t Size) {
-  std::string Why;
-  auto Try = [&](int Fd, const char *What) -> int {
-    if (Fd < 0) {
-      Why += formatv("; {0}: {1}", What, std::strerror(errno)).str();
-      return -1;
-    }
-    if (ftruncate(Fd, Size) != 0) {
-      Why += formatv("; {0}: ftruncate: {1}", What, std::strerror(errno)).str();
-      close(Fd);
-      return -1;
-    }
-    void *Probe = mmap(nullptr, Size, PROT_READ | PROT_EXEC, MAP_SHARED, Fd, 0);
-    if (Probe == MAP_FAILED) {
-      Why += formatv("; {0}: not executable: {1}", What, std::strerror(errno))
-                 .str();
-      close(Fd);
-      return -1;
-    }
-    munmap(Probe, Size);
-    return Fd;
-  };
-  if (int Fd = Try(memfd_create("dispatch-gen", MFD_CLOEXEC), "memfd_create");
-      Fd >= 0)
-    return Fd;
-  {
-    static std::atomic<unsigned> Counter{0};
-    std::string Name =
-        formatv("/dispatch-gen-{0}-{1}", getpid(), Counter++).str();
-    int Fd =
-        shm_open(Name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (Fd >= 0)
-      shm_unlink(Name.c_str());
-    if ((Fd = Try(Fd, "shm_open")) >= 0)
-      return Fd;
-  }
-  for (const char *Dir : {"/dev/shm", "/tmp"}) {
-    std::string What = formatv("O_TMPFILE in {0}", Dir).str();
-    if (int Fd =
-            Try(open(Dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), What.c_str());
-        Fd >= 0)
-      return Fd;
-  }
-  return makeError("no shared memory can be mapped executable here, and a "
-                   "page both writable and executable is never used" +
-                   Why);
-}
-
-Expected<std::unique_ptr<DualMappedPage>> DualMappedPage::create(uint64_t Near,
-                                                                 size_t Size) {
-  auto FdOrErr = executableSharedMemory(Size);
-  if (!FdOrErr)
-    return FdOrErr.takeError();
-  int Fd = *FdOrErr;
-  void *Exec = mapNear(Near, Size, PROT_READ | PROT_EXEC, MAP_SHARED, Fd);
-  if (Exec == MAP_FAILED) {
-    Error E = errnoError(
-        formatv("cannot map a trampoline of {0} bytes near {1:x}", Size, Near));
-    close(Fd);
-    return std::move(E);
-  }
-  void *Write = mmap(nullptr, Size, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
-  close(Fd);
-  if (Write == MAP_FAILED) {
-    Error E = errnoError("cannot map a trampoline's writable view");
-    munmap(Exec, Size);
-    return std::move(E);
-  }
-  // Trap everywhere until the first retarget().
-  auto *Words = static_cast<uint64_t *>(Write);
-  for (size_t I = 0; I < Size / sizeof(uint64_t); ++I)
-    Words[I] = TrapWord;
-  return std::unique_ptr<DualMappedPage>(new DualMappedPage(
-      static_cast<char *>(Exec), static_cast<char *>(Write), Size));
-}
-
-/// Maps Fd shared over [Addr, Addr + Size), replacing what is there. A
-/// raw system call: sanitizer runtimes intercept mmap() to reset the
-/// shadow of the range, and ThreadSanitizer's shadow of the host's text is
-/// read-only. The bytes mapped are the same as those replaced, so no
-/// shadow needs to change.
-void *mapFixed(void *Addr, size_t Size, int Prot, int Fd) {
-  // Every argument a full register: syscall() is variadic.
-  long R = syscall(SYS_mmap, Addr, static_cast<unsigned long>(Size),
-                   static_cast<long>(Prot),
-                   static_cast<long>(MAP_SHARED | MAP_FIXED),
-                   static_cast<long>(Fd), static_cast<long>(0));
-  return R == -1 ? MAP_FAILED : reinterpret_cast<void *>(R);
-}
 
 /// Writable views of host text pages that hold compiled-in entries. The
 /// first adoption of an entry on a page replaces that page, at the same
@@ -346,57 +179,6 @@ Expected<DualMapping *> textViewOf(uint64_t Page) {
   return &M;
 }
 
-/// In a forked child: moves M onto a private copy of its memory, at the
-/// same addresses. The child has one thread, which runs no dispatched code
-/// now. A failure leaves M shared with the parent, and says so.
-void privatize(DualMapping &M) {
-  auto FdOrErr = executableSharedMemory(M.Size);
-  std::string Why;
-  if (!FdOrErr) {
-    Why = toString(FdOrErr.takeError());
-  } else {
-    int Fd = *FdOrErr;
-    void *Write = MAP_FAILED;
-    if (pwrite(Fd, M.Exec, M.Size, 0) == static_cast<ssize_t>(M.Size))
-      Write = mmap(nullptr, M.Size, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
-    if (Write == MAP_FAILED ||
-        mapFixed(M.Exec, M.Size, PROT_READ | PROT_EXEC, Fd) == MAP_FAILED) {
-      Why = std::strerror(errno);
-      if (Write != MAP_FAILED)
-        munmap(Write, M.Size);
-    } else {
-      munmap(M.Write, M.Size);
-      M.Write = static_cast<char *>(Write);
-    }
-    close(Fd);
-  }
-  if (!Why.empty())
-    errs() << formatv("dispatch-gen: after fork(), the entry memory at {0:x} "
-                      "is still shared with the parent: {1}\n",
-                      reinterpret_cast<uint64_t>(M.Exec), Why);
-}
-
-void installForkHandlers() {
-  static std::once_flag Once;
-  std::call_once(Once, [] {
-    pthread_atfork(
-        [] {
-          textPatchMutex().lock();
-          dualMappingsMutex().lock();
-        },
-        [] {
-          dualMappingsMutex().unlock();
-          textPatchMutex().unlock();
-        },
-        [] {
-          for (DualMapping *M : dualMappings())
-            privatize(*M);
-          dualMappingsMutex().unlock();
-          textPatchMutex().unlock();
-        });
-  });
-}
-
 /// A compiled-in entry in the host's text, written through the view of its
 /// page (textViewOf).
 class HostText : public Trampoline::Memory {
@@ -424,21 +206,26 @@ bool Trampoline::hasSyncCore() { return syncCoreAvailable(); }
 
 Expected<std::unique_ptr<Trampoline>> Trampoline::create(uint64_t Near,
                                                          size_t ResidentBytes) {
-  size_t PS = pageSize();
-  size_t Size = ResidentBytes ? alignTo(64 + ResidentBytes, PS) : PS;
-  auto PageOrErr = DualMappedPage::create(Near, Size);
-  if (!PageOrErr)
-    return PageOrErr.takeError();
-  uint64_t Start = (*PageOrErr)->entry(), Entry = Start;
-  // The resident code starts right after the gate word: put the gate at the
-  // end of a cache line so that the code starts the next one.
-  if (ResidentBytes)
-    Entry += 56;
+  // An entry has a cache line of its own, so that patching it does not
+  // disturb the callers of its neighbours. With a resident area, the gate
+  // word ends the first line and the code starts the next one.
+  constexpr size_t Line = 64;
+  size_t Size = ResidentBytes ? Line + alignTo(ResidentBytes, Line) : Line;
+  auto B = NearArena::get().allocate(Size, Line, Near);
+  if (!B)
+    return makeError(formatv("cannot place a trampoline of {0} bytes: {1}",
+                             Size, toString(B.takeError())));
+  // Trap everywhere until the first retarget().
+  for (size_t I = 0; I < Size / sizeof(uint64_t); ++I)
+    std::memcpy(B->writable() + I * sizeof(uint64_t), &TrapWord,
+                sizeof(uint64_t));
+  uint64_t Entry = B->Address + (ResidentBytes ? Line - 8 : 0);
   // Register for membarrier now, not on the first update's hot moment.
   (void)syncCoreAvailable();
   std::unique_ptr<Trampoline> T(
-      new Trampoline(Entry, TrapWord, std::move(*PageOrErr)));
-  T->ResidentBytes = ResidentBytes ? Size - (Entry + 8 - Start) : 0;
+      new Trampoline(Entry, TrapWord, std::make_unique<ArenaEntry>(*B)));
+  T->ResidentBytes = ResidentBytes ? Size - Line : 0;
+  T->Span = B->Address + Size - Entry;
   return std::move(T);
 }
 

@@ -63,7 +63,29 @@ static cl::opt<unsigned>
 
 static cl::opt<bool>
     NoUpdates("no-updates", cl::sub(benchCommand()), cl::cat(BenchCategory),
-              cl::desc("Skip update latency, read-side scaling and memory"));
+              cl::desc("Skip update latency, read-side scaling, memory and "
+                       "many dispatchers"));
+
+static cl::opt<bool> NoMany(
+    "no-many", cl::sub(benchCommand()), cl::cat(BenchCategory),
+    cl::desc("Skip the many-dispatchers section (10,000 dispatchers at once, "
+             "100,000 create/destroy cycles; with --quick 1,000 and 2,000)"));
+
+static cl::opt<bool>
+    OnlyMany("only-many", cl::sub(benchCommand()), cl::cat(BenchCategory),
+             cl::desc("Run only the many-dispatchers section"));
+
+static cl::opt<unsigned> ManyCount(
+    "many-dispatchers", cl::sub(benchCommand()), cl::cat(BenchCategory),
+    cl::value_desc("N"),
+    cl::desc("Dispatchers alive at once in the many-dispatchers section "
+             "(default 10000; with --quick 1000)"));
+
+static cl::opt<unsigned> ManyCycles(
+    "many-cycles", cl::sub(benchCommand()), cl::cat(BenchCategory),
+    cl::value_desc("N"),
+    cl::desc("Create/destroy cycles in the many-dispatchers section (default "
+             "100000; with --quick 2000)"));
 
 static cl::opt<std::string>
     JSONFile("json", cl::sub(benchCommand()), cl::cat(BenchCategory),
@@ -197,13 +219,40 @@ int runBench(const Invocation &Inv) {
                                 EC.message()));
   }
 
+  if (NoMany && OnlyMany)
+    return fail(Tool, "--no-many and --only-many exclude each other");
+  unsigned ManyN = Quick ? 1000 : 10000, ManyC = Quick ? 2000 : 100000;
+  if (ManyCount.getNumOccurrences())
+    ManyN = ManyCount;
+  if (ManyCycles.getNumOccurrences())
+    ManyC = ManyCycles;
+  if (ManyN == 0)
+    return fail(Tool, "--many-dispatchers must be at least 1");
+
   Report R;
   R.Machine = describeMachine();
   R.CallLoops = Opts.Repetitions;
   R.CallsPerLoop = Opts.Iterations;
-  if (!NoUpdates)
+  if (!NoUpdates && !OnlyMany)
     if (Error E = measureMemoryUse(R))
       return fail(Tool, std::move(E));
+  if ((!NoUpdates && !NoMany) || OnlyMany) {
+    progress(formatv("many dispatchers: {0} of 4 programs, then {1} "
+                     "create/destroy cycles",
+                     ManyN, ManyC));
+    auto M = measureManyDispatchers(ManyN, 4, ManyC, progress);
+    if (!M)
+      return fail(Tool, M.takeError());
+    R.Many = std::move(*M);
+  }
+  if (OnlyMany) {
+    R.CallLoops = 0;
+    printReport(R, outs());
+    outs().flush();
+    if (JSONOut)
+      writeJSON(R, *JSONOut);
+    return 0;
+  }
   auto Calls = measureCallCost(Opts, progress);
   if (!Calls)
     return fail(Tool, Calls.takeError());

@@ -457,11 +457,6 @@ TEST_P(DispatcherTest, BadConfigurationsAreClearErrors) {
                 .find("capacity must be at least 1"),
             std::string::npos);
   C = hostConfig();
-  C.ImageRegionSize = 0;
-  EXPECT_NE(errorText(Dispatcher::create(std::move(C)).takeError())
-                .find("the image region (0 bytes) must be at least 1 MiB"),
-            std::string::npos);
-  C = hostConfig();
   C.ParamExtensions = {ArgExtension::AE_ZeroExt, ArgExtension::AE_ZeroExt};
   EXPECT_NE(errorText(Dispatcher::create(std::move(C)).takeError())
                 .find("2 parameter extensions for a signature of 1 "

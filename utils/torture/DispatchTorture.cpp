@@ -28,7 +28,7 @@
 //
 // Readers also linger in images: every image starts with a delay loop
 // (--image-delay pauses; DispatcherConfig::ImageDelayForTesting), freed
-// images stay inaccessible in a quarantine before reuse and the resident
+// images hold `hlt` in a quarantine before reuse and the resident
 // area is filled with int3 before each rewrite (PoisonForTesting), so a
 // reader left in an image that was freed, or in a resident area that was
 // rewritten, faults; the signal handler tells which by where it stopped.
@@ -218,9 +218,12 @@ FaultKind classify(int Sig, const siginfo_t *Info, const void *Context) {
       return FK_RewrittenResident;
     return FK_ReleasedProgram;
   }
-  // Fetching an instruction from an inaccessible page: only freed images
-  // are (programs are poisoned, the entry never loses execute).
-  if (Sig == SIGSEGV && reinterpret_cast<uint64_t>(Info->si_addr) == PC)
+  // Freed image memory holds `hlt` (a privileged instruction: SIGSEGV)
+  // until it is reused; an instruction fetch from an inaccessible page is
+  // one too. Programs are poisoned with int3 and entries never lose
+  // execute, so only freed images fault so.
+  if (Sig == SIGSEGV && (reinterpret_cast<uint64_t>(Info->si_addr) == PC ||
+                         *reinterpret_cast<const uint8_t *>(PC) == 0xf4))
     return FK_ReleasedImage;
   return FK_Other;
 }
