@@ -53,7 +53,7 @@ build() {
 # single-threaded, about memory, and a minute long when instrumented. The
 # torture's normal and --sync runs too (5 s each; its broken mode is a
 # deliberate use-after-free, labelled apart and left to the ASan stage).
-TSAN_BINARIES=(ReclaimerTests TrampolineTests DispatcherTests
+TSAN_BINARIES=(ReclaimerTests TrampolineTests NearArenaTests DispatcherTests
   dispatch-gen-torture)
 TSAN_EXCLUDED='TenThousandUpdatesKeepMemoryFlat'
 # Any report fails its test case. utils/tsan.supp holds liburcu's internals
@@ -91,7 +91,8 @@ tsan_run() {
 # minutes long when instrumented.
 ASAN_BINARIES=(ProgramSetTests DispatchIRBuilderTests CodeEmitterTests
   CodeInspectorTests ReclaimerTests ReaderRegistrationTests TrampolineTests
-  DispatcherTests X86ImageEmitterTests FrontendTests dispatch-gen-torture)
+  NearArenaTests DispatcherTests X86ImageEmitterTests FrontendTests
+  dispatch-gen-torture)
 # The torture's broken mode is not run here: instrumented, the updater
 # regenerates about 20 times a second, too few frees in a short run for the
 # catch to be certain (one 5 s run missed it); the normal build runs it.

@@ -233,12 +233,13 @@ public:
   /// Lifetime rules: destroy a dispatcher before the ExecutionSession (or
   /// LLJIT) it was created in. Calls already inside a read-side section
   /// when destruction begins finish safely (it waits for a grace period);
-  /// no call may start after that: a JIT entry's memory is unmapped, so a
-  /// late call faults, while a compiled-in entry goes back to the plain
-  /// indirect call and stays callable. Destroying a synchronous or
-  /// asynchronous RF_Memb dispatcher from inside a read-side section on
-  /// the same thread would wait forever for that section: it reports that
-  /// on stderr and aborts instead.
+  /// no call may start after that: a JIT entry's memory is filled with
+  /// `hlt`, so a late call faults (SIGSEGV) until another dispatcher reuses
+  /// the memory and runs its own code there, while a compiled-in entry
+  /// goes back to the plain indirect call and stays callable. Destroying a
+  /// synchronous or asynchronous RF_Memb dispatcher from inside a read-side
+  /// section on the same thread would wait forever for that section: it reports
+  /// that on stderr and aborts instead.
   ~Dispatcher();
   Dispatcher(const Dispatcher &) = delete;
   Dispatcher &operator=(const Dispatcher &) = delete;

@@ -29,6 +29,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <set>
 #include <sys/wait.h>
 #include <thread>
@@ -220,6 +221,110 @@ TEST_P(DispatcherTest, BatchRegeneratesOnce) {
   for (int I = 0; I < NumProgs; ++I)
     EXPECT_EQ(callThrough(*D, 1, Progs[I]), I * 1000 + 1);
   expectOk(D->verify());
+}
+
+/// Lines of /proc/self/maps, and open file descriptors.
+size_t mappingCount() {
+  std::ifstream Maps("/proc/self/maps");
+  size_t N = 0;
+  for (std::string L; std::getline(Maps, L);)
+    ++N;
+  return N;
+}
+size_t descriptorCount() {
+  std::error_code EC;
+  size_t N = 0;
+  for (sys::fs::directory_iterator It("/proc/self/fd", EC), End;
+       It != End && !EC; It.increment(EC))
+    ++N;
+  return N;
+}
+
+DispatcherConfig smallConfig(unsigned I) {
+  DispatcherConfig C = hostConfig();
+  C.Lowering = ImageLowering::IL_Auto;
+  C.Name = formatv("many{0}", I).str();
+  C.Capacity = 4;
+  C.VerifyImages = false;
+  return C;
+}
+
+TEST(ManyDispatchersTest, ThousandsFitInOneProcessAndEachReachesItsPrograms) {
+  // Each dispatcher used to reserve 64 MiB near the programs: about 28 fit
+  // within reach, and how many depended on the run's address-space layout.
+  constexpr unsigned Count = 3000;
+  size_t MapsBefore = mappingCount();
+  std::vector<std::unique_ptr<Dispatcher>> All;
+  for (unsigned I = 0; I < Count; ++I) {
+    auto D = Dispatcher::create(smallConfig(I));
+    ASSERT_TRUE(!!D) << "dispatcher " << I << ": " << toString(D.takeError());
+    ProgramSet::Batch B;
+    for (unsigned P = 0; P < 4; ++P)
+      B.add(addr(Progs[(I + P) % NumProgs]));
+    ASSERT_FALSE(!!(*D)->apply(B));
+    All.push_back(std::move(*D));
+  }
+  // Their code shares a few chunks of the arena.
+  EXPECT_LE(mappingCount(), MapsBefore + 16);
+  unsigned Wrong = 0, Indirect = 0, NotResident = 0;
+  for (unsigned I = 0; I < Count; ++I) {
+    DispatcherStatus S = All[I]->status();
+    Indirect += S.DirectTargets != 4 || S.FallbackTargets != 0;
+    NotResident += !S.Resident;
+    for (unsigned P = 0; P < 5; ++P) {
+      // P == 4: a program outside the set takes the fallback.
+      unsigned K = (I + P) % NumProgs;
+      Wrong += callThrough(*All[I], 5, Progs[K]) != int(K * 1000 + 5);
+    }
+  }
+  EXPECT_EQ(Wrong, 0u);
+  EXPECT_EQ(Indirect, 0u);
+  // The resident area is sized for four programs: every image fits.
+  EXPECT_EQ(NotResident, 0u);
+  for (unsigned I = 0; I < Count; I += 97)
+    expectOk(All[I]->verify());
+}
+
+TEST(ManyDispatchersTest, CreateDestroyCyclesKeepMappingsAndDescriptorsFlat) {
+  auto Cycle = [](unsigned I) {
+    auto D = Dispatcher::create(smallConfig(I));
+    ASSERT_TRUE(!!D) << toString(D.takeError());
+    ProgramSet::Batch B;
+    for (unsigned P = 0; P < 4; ++P)
+      B.add(addr(Progs[(I + P) % NumProgs]));
+    ASSERT_FALSE(!!(*D)->apply(B));
+    EXPECT_EQ(callThrough(**D, 1, Progs[I % NumProgs]),
+              int(I % NumProgs * 1000 + 1));
+  };
+  for (unsigned I = 0; I < 100; ++I)
+    Cycle(I);
+  size_t Maps = mappingCount(), FDs = descriptorCount();
+  for (unsigned I = 0; I < 5000; ++I)
+    Cycle(I);
+  EXPECT_EQ(mappingCount(), Maps);
+  EXPECT_EQ(descriptorCount(), FDs);
+}
+
+TEST(ManyDispatchersTest, ALateCallIntoADestroyedDispatcherFaults) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto D = Dispatcher::create(smallConfig(0));
+        if (!D || (*D)->add(addr(Progs[1])))
+          std::_Exit(3);
+        auto *Entry = (*D)->entryAs<int(int, Prog)>();
+        D->reset();
+        // The entry's memory now holds `hlt`: a privileged instruction.
+        Entry(1, Progs[1]);
+        std::_Exit(0);
+      },
+      [](int Status) {
+        // Killed by SIGSEGV; under a sanitizer, its SEGV report's exit.
+        return (WIFSIGNALED(Status) && WTERMSIG(Status) == SIGSEGV) ||
+               (WIFEXITED(Status) && WEXITSTATUS(Status) != 0 &&
+                WEXITSTATUS(Status) != 3);
+      },
+      "");
 }
 
 TEST_P(DispatcherTest, TenThousandUpdatesKeepMemoryFlat) {
