@@ -72,6 +72,11 @@ namespace detail {
 inline const volatile void *tsanGracePeriod(RCUFlavor Flavor) {
   return Flavor == RCUFlavor::RF_Memb ? &urcu_memb_gp : &urcu_qsbr_gp;
 }
+/// Remembers (Registered) or forgets the calling thread as a reader of
+/// Flavor. A forked child has only the thread that forked: it drops the
+/// parent's other remembered readers from liburcu's registry, so that its
+/// grace periods do not wait for threads it does not have.
+void noteReader(RCUFlavor Flavor, bool Registered);
 } // namespace detail
 
 enum class ReclaimMode {
@@ -83,6 +88,10 @@ enum class ReclaimMode {
 
 /// Registers the calling thread as an RCU reader of Flavor for the guard's
 /// lifetime (QSBR threads start online). Create it on the thread itself.
+/// Readers registered so are known to dispatch-gen: after fork(), the child
+/// drops the parent's other ones from liburcu's registry (the child has
+/// none of those threads), so a fork while one of them is inside a
+/// read-side section does not stall the child's grace periods.
 class RCUReaderThread {
 public:
   explicit RCUReaderThread(RCUFlavor Flavor) : Flavor(Flavor) {
@@ -90,10 +99,12 @@ public:
       urcu_memb_register_thread();
     else
       urcu_qsbr_register_thread();
+    detail::noteReader(Flavor, true);
   }
   ~RCUReaderThread() {
     // An online QSBR thread's critical section ends here.
     TsanHappensBefore(detail::tsanGracePeriod(Flavor));
+    detail::noteReader(Flavor, false);
     if (Flavor == RCUFlavor::RF_Memb)
       urcu_memb_unregister_thread();
     else

@@ -6,11 +6,14 @@
 
 #include "dispatch-gen/Reclamation.h"
 
+#include "llvm/ADT/STLExtras.h"
+
 #include <urcu/call-rcu.h>
 #include <urcu/flavor.h>
 
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include <pthread.h>
 
@@ -41,25 +44,96 @@ struct Reclaimer::Deferred {
   llvm::unique_function<void()> Free;
 };
 
+namespace {
+
+/// A thread registered through RCUReaderThread: its flavour's reader
+/// record (thread-local, in liburcu's registry) and the thread.
+struct TrackedReader {
+  RCUFlavor Flavor;
+  void *Record;
+  pthread_t Thread;
+};
+
+/// Guards trackedReaders(); fork() holds it from prepare to the parent's
+/// or child's handler.
+std::mutex &trackedReadersMutex() {
+  static auto *M = new std::mutex;
+  return *M;
+}
+std::vector<TrackedReader> &trackedReaders() {
+  static auto *V = new std::vector<TrackedReader>;
+  return *V;
+}
+
+/// In a forked child, which has only the thread that forked: takes every
+/// other remembered reader out of liburcu's registry. The memory of their
+/// records was copied with the rest; left in the registry, a reader that
+/// was inside a read-side section (or online, with QSBR) at the fork would
+/// hold up every grace period of the child forever. No other thread runs,
+/// so the registry needs no lock; this runs before the new call_rcu thread
+/// starts.
+void dropOtherThreadsReaders() {
+  pthread_t Self = pthread_self();
+  llvm::erase_if(trackedReaders(), [&](const TrackedReader &T) {
+    if (pthread_equal(T.Thread, Self))
+      return false;
+    if (T.Flavor == RCUFlavor::RF_Memb) {
+      auto *R = static_cast<struct urcu_reader *>(T.Record);
+      cds_list_del(&R->node);
+      R->ctr = 0;
+      R->registered = 0;
+    } else {
+      auto *R = static_cast<struct urcu_qsbr_reader *>(T.Record);
+      cds_list_del(&R->node);
+      R->ctr = 0;
+      R->registered = 0;
+    }
+    return true;
+  });
+}
+
 /// liburcu's call_rcu threads do not survive fork(): its hooks pause them
 /// around the fork and, in the child, start a new one that takes over the
 /// frees queued in the parent, so a child's asynchronous frees still run.
-static void installForkHandlers() {
+/// The child first drops the readers it does not have.
+void installForkHandlers() {
   static std::once_flag Once;
   std::call_once(Once, [] {
     pthread_atfork(
         [] {
+          trackedReadersMutex().lock();
           urcu_memb_call_rcu_before_fork();
           urcu_qsbr_call_rcu_before_fork();
         },
         [] {
           urcu_qsbr_call_rcu_after_fork_parent();
           urcu_memb_call_rcu_after_fork_parent();
+          trackedReadersMutex().unlock();
         },
         [] {
+          dropOtherThreadsReaders();
           urcu_qsbr_call_rcu_after_fork_child();
           urcu_memb_call_rcu_after_fork_child();
+          trackedReadersMutex().unlock();
         });
+  });
+}
+
+} // namespace
+
+void detail::noteReader(RCUFlavor Flavor, bool Registered) {
+  installForkHandlers();
+  void *Record = Flavor == RCUFlavor::RF_Memb
+                     ? static_cast<void *>(&URCU_TLS(urcu_memb_reader))
+                     : static_cast<void *>(&URCU_TLS(urcu_qsbr_reader));
+  std::lock_guard<std::mutex> Lock(trackedReadersMutex());
+  auto &V = trackedReaders();
+  if (Registered) {
+    V.push_back({Flavor, Record, pthread_self()});
+    return;
+  }
+  llvm::erase_if(V, [&](const TrackedReader &T) {
+    return T.Flavor == Flavor && T.Record == Record;
   });
 }
 

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sys/wait.h>
 #include <thread>
@@ -1050,6 +1051,101 @@ TEST_P(DispatcherTest, ParentAndChildEachOwnTheirDispatcherAfterFork) {
     EXPECT_EQ(callThrough(*D, 1, Progs[6]), 6001);
     EXPECT_EQ(D->programs().size(), 2u);
     expectOk(D->verify());
+  }
+}
+
+TEST(ForkTest, AForkWhileAnotherThreadIsInsideAGuardLeavesTheChildWorking) {
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  GTEST_SKIP() << "fork() with threads is not supported under TSan";
+#endif
+#endif
+  // A parent thread sits inside a read-side section (RF_Memb), or online
+  // without a quiescent state (RF_QSBR), when another thread forks. The
+  // child has no such thread: its grace periods must not wait for it.
+  for (RCUFlavor Flavor : {RCUFlavor::RF_Memb, RCUFlavor::RF_QSBR}) {
+    SCOPED_TRACE(Flavor == RCUFlavor::RF_Memb ? "memb" : "qsbr");
+    std::atomic<bool> Inside{false}, Leave{false};
+    std::thread Reader([&] {
+      RCUReaderThread Registration(Flavor);
+      std::optional<RCUReadGuard> Guard;
+      if (Flavor == RCUFlavor::RF_Memb)
+        Guard.emplace();
+      Inside = true;
+      while (!Leave)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    while (!Inside)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    pid_t Child = fork();
+    ASSERT_GE(Child, 0);
+    if (Child == 0) {
+      alarm(10); // a hang fails the test instead of stalling it
+      bool Ok = true;
+      for (ReclaimMode Mode :
+           {ReclaimMode::RM_Synchronous, ReclaimMode::RM_Asynchronous}) {
+        DispatcherConfig C = smallConfig(0);
+        C.Flavor = Flavor;
+        C.Reclaim = Mode;
+        auto D = Dispatcher::create(std::move(C));
+        if (!D) {
+          consumeError(D.takeError());
+          _exit(2);
+        }
+        // Each update waits for a grace period (synchronously, or through
+        // call_rcu, which destruction then waits for).
+        Ok = Ok && !(*D)->add(addr(Progs[1])) &&
+             !(*D)->change(addr(Progs[1]), addr(Progs[2])) &&
+             callThrough(**D, 1, Progs[2]) == 2001;
+        D->reset();
+      }
+      _exit(Ok ? 0 : 1);
+    }
+    int Status = 0;
+    ASSERT_EQ(waitpid(Child, &Status, 0), Child);
+    Leave = true;
+    Reader.join();
+    EXPECT_TRUE(WIFEXITED(Status) && WEXITSTATUS(Status) == 0)
+        << "child status " << Status
+        << (WIFSIGNALED(Status) && WTERMSIG(Status) == SIGALRM
+                ? " (it hung: killed by its alarm)"
+                : "");
+  }
+}
+
+TEST(ForkTest, ForkThenExecRunsTheNewProgramAndTheParentKeepsItsDispatchers) {
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  GTEST_SKIP() << "fork() with threads is not supported under TSan";
+#endif
+#endif
+  std::vector<std::unique_ptr<Dispatcher>> All;
+  for (unsigned I = 0; I < 3; ++I) {
+    DispatcherConfig C = smallConfig(I);
+    if (I == 2)
+      C.Reclaim = ReclaimMode::RM_Asynchronous;
+    All.push_back(makeDispatcher(std::move(C)));
+    ASSERT_TRUE(All.back());
+    expectOk(All.back()->add(addr(Progs[1 + I])));
+  }
+  // The new program inherits none of the code memory's descriptors
+  // (close-on-exec): it looks for them among its own, then exits with 7.
+  const char *Script = "for f in /proc/self/fd/*; do "
+                       "readlink \"$f\"; done | grep -q dispatch-gen "
+                       "&& exit 1; exit 7";
+  pid_t Child = fork();
+  ASSERT_GE(Child, 0);
+  if (Child == 0) {
+    execl("/bin/sh", "sh", "-c", Script, static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  int Status = 0;
+  ASSERT_EQ(waitpid(Child, &Status, 0), Child);
+  EXPECT_TRUE(WIFEXITED(Status) && WEXITSTATUS(Status) == 7)
+      << "child status " << Status;
+  for (unsigned I = 0; I < 3; ++I) {
+    expectOk(All[I]->change(addr(Progs[1 + I]), addr(Progs[5])));
+    EXPECT_EQ(callThrough(*All[I], 2, Progs[5]), 5002);
   }
 }
 
