@@ -84,7 +84,8 @@ tsan_run() {
 }
 
 # The ASan+UBSan stage: a third build, with -fsanitize=address,undefined, of
-# every unit-test binary, the torture test and the fuzzers (the fuzzers need
+# every unit-test binary, the torture test, examples/embedding and the
+# fuzzers (the fuzzers need
 # coverage on the same libraries, so they share this build instead of a
 # fourth). Every case runs but TenThousandUpdatesKeepMemoryFlat, as under
 # TSan: single-threaded, about memory ASan's quarantine distorts, and
@@ -92,7 +93,7 @@ tsan_run() {
 ASAN_BINARIES=(ProgramSetTests DispatchIRBuilderTests CodeEmitterTests
   CodeInspectorTests ReclaimerTests ReaderRegistrationTests TrampolineTests
   NearArenaTests DispatcherTests X86ImageEmitterTests FrontendTests
-  dispatch-gen-torture)
+  dispatch-gen-torture dispatch-gen-embed-example)
 # The torture's broken mode is not run here: instrumented, the updater
 # regenerates about 20 times a second, too few frees in a short run for the
 # catch to be certain (one 5 s run missed it); the normal build runs it.
@@ -103,9 +104,10 @@ FUZZERS=(signature dispatcher frontend)
 # so a std::vector grown in their inline code and read in ours (or the
 # reverse) trips container-overflow annotations that only half the code
 # keeps: false positives, not bugs. Every other check stays on.
-# allow_user_poisoning=0, for the same reason: a JITLink LinkGraph that our
-# code builds (directly laid-out images) allocates from a BumpPtrAllocator
-# whose inline code, instrumented in our objects, poisons each new slab;
+# allow_user_poisoning=0, for the same reason: a JITLink LinkGraph built in
+# instrumented code (laid-out images were, before the code arena took them
+# over from ORC) allocates from a BumpPtrAllocator whose inline code,
+# instrumented in our objects, poisons each new slab;
 # libLLVM's uninstrumented copy then carves blocks out of it without
 # unpoisoning them, and our link passes reading those blocks would be
 # reported as use-after-poison.

@@ -395,8 +395,11 @@ Error writePlot(const Report &R, StringRef Path) {
     raw_fd_ostream Script(ScriptPath, EC);
     if (EC)
       return errorCodeToError(EC);
+    // The paths are passed as ARG1 and ARG2 (`gnuplot -c`), never pasted
+    // into the script: a quote in a path would end the string there and
+    // the rest would run as gnuplot commands (`system` runs a shell).
     Script << "set terminal " << Terminal << "\n";
-    Script << "set output '" << Path << "'\n";
+    Script << "set output ARG1\n";
     unsigned Cols = T.Patterns.size() > 1 ? 2 : 1;
     unsigned Rows = (T.Patterns.size() + Cols - 1) / Cols;
     Script << formatv("set multiplot layout {0},{1} title 'dispatch-gen: ns "
@@ -408,8 +411,8 @@ Error writePlot(const Report &R, StringRef Path) {
     for (size_t I = 0; I < T.Patterns.size(); ++I) {
       Script << "set title '" << patternName(T.Patterns[I]) << "'\nplot";
       for (size_t C = 0; C < std::size(AllVariants); ++C)
-        Script << (C ? ", \\\n     " : " ") << "'" << DataPath << "' index "
-               << I << " using 1:" << C + 2 << " with linespoints title '"
+        Script << (C ? ", \\\n     " : " ") << "ARG2 index " << I
+               << " using 1:" << C + 2 << " with linespoints title '"
                << variantName(AllVariants[C]) << "'";
       Script << "\n";
     }
@@ -418,8 +421,9 @@ Error writePlot(const Report &R, StringRef Path) {
   std::optional<StringRef> Redirects[] = {std::nullopt, LogPath.str(),
                                           LogPath.str()};
   std::string ErrMsg;
-  int RC = sys::ExecuteAndWait(*Gnuplot, {*Gnuplot, ScriptPath.str()},
-                               std::nullopt, Redirects, 0, 0, &ErrMsg);
+  int RC = sys::ExecuteAndWait(
+      *Gnuplot, {*Gnuplot, "-c", ScriptPath.str(), Path, DataPath.str()},
+      std::nullopt, Redirects, 0, 0, &ErrMsg);
   if (RC != 0) {
     std::string Log;
     if (auto Buf = MemoryBuffer::getFile(LogPath))

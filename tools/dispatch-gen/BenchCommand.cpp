@@ -24,8 +24,11 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <thread>
+#include <unistd.h>
 
 using namespace llvm;
 using namespace dispatchgen::bench;
@@ -172,6 +175,39 @@ Error measureMemoryUse(Report &R) {
 
 } // namespace
 
+/// Whether a file can be created or replaced at Path: its directory exists
+/// and is writable, and Path is not a directory.
+static Error checkWritable(StringRef Path) {
+  auto Fail = [&](const Twine &Why) {
+    return createStringError(inconvertibleErrorCode(),
+                             "cannot write '" + Path + "': " + Why);
+  };
+  if (sys::fs::is_directory(Path))
+    return Fail("it is a directory");
+  SmallString<256> Dir(Path);
+  sys::path::remove_filename(Dir);
+  if (Dir.empty())
+    Dir = ".";
+  if (!sys::fs::is_directory(Dir))
+    return Fail("no directory '" + Dir + "'");
+  if (::access(Dir.c_str(), W_OK) != 0)
+    return Fail(std::strerror(errno));
+  return Error::success();
+}
+
+/// Writes the report as JSON to Out, and says so if that failed (a full
+/// disk, /dev/full) instead of leaving it to raw_fd_ostream's destructor.
+static int writeJSONTo(StringRef Tool, const Report &R, raw_fd_ostream &Out) {
+  writeJSON(R, Out);
+  Out.flush();
+  if (!Out.has_error())
+    return 0;
+  std::string Why = Out.error().message();
+  Out.clear_error();
+  return fail(Tool,
+              formatv("cannot write '{0}': {1}", JSONFile.getValue(), Why));
+}
+
 int runBench(const Invocation &Inv) {
   StringRef Tool = Inv.ToolName;
   CallCostOptions Opts;
@@ -207,6 +243,9 @@ int runBench(const Invocation &Inv) {
                                 PlotFile.getValue()));
     if (!sys::findProgramByName("gnuplot"))
       return fail(Tool, "--plot needs gnuplot (Debian package gnuplot-nox)");
+    // gnuplot writes the file at the end: check now that it can.
+    if (Error E = checkWritable(PlotFile))
+      return fail(Tool, formatv("--plot: {0}", toString(std::move(E))));
   }
 
   // Opened now, so that a bad path fails before minutes of measuring.
@@ -250,7 +289,7 @@ int runBench(const Invocation &Inv) {
     printReport(R, outs());
     outs().flush();
     if (JSONOut)
-      writeJSON(R, *JSONOut);
+      return writeJSONTo(Tool, R, *JSONOut);
     return 0;
   }
   auto Calls = measureCallCost(Opts, progress);
@@ -264,7 +303,8 @@ int runBench(const Invocation &Inv) {
   printReport(R, outs());
   outs().flush();
   if (JSONOut)
-    writeJSON(R, *JSONOut);
+    if (int RC = writeJSONTo(Tool, R, *JSONOut))
+      return RC;
   if (!PlotFile.empty())
     if (Error E = writePlot(R, PlotFile))
       return fail(Tool, std::move(E));
