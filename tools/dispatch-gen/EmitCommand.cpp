@@ -19,7 +19,6 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Process.h"
-#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
 using namespace llvm;
@@ -146,6 +145,58 @@ static Error fillFromC(DispatcherSpec &Spec, const Invocation &Inv,
   return Error::success();
 }
 
+/// Writes Bytes to Path: a regular file (or a new one) is replaced at once
+/// by a complete temporary file renamed over it (over the file a symbolic
+/// link names, not the link), so a failure leaves the old one whole; "-"
+/// is standard output, and an existing file of another kind (a device, a
+/// pipe) is written in place.
+static Error writeOutput(StringRef Path, StringRef Bytes) {
+  auto Failed = [&](const Twine &Why) {
+    return createStringError(inconvertibleErrorCode(),
+                             "cannot write '" + Path + "': " + Why);
+  };
+  auto WriteTo = [&](raw_fd_ostream &OS) -> Error {
+    OS << Bytes;
+    OS.flush();
+    if (!OS.has_error())
+      return Error::success();
+    std::string Why = OS.error().message();
+    // A stream destroyed with a pending error aborts the process.
+    OS.clear_error();
+    return Failed(Why);
+  };
+  if (Path == "-")
+    return WriteTo(outs());
+  sys::fs::file_status Status;
+  bool Exists = !sys::fs::status(Path, Status);
+  if (Exists && sys::fs::is_directory(Status))
+    return Failed("it is a directory");
+  if (Exists && !sys::fs::is_regular_file(Status)) {
+    std::error_code EC;
+    raw_fd_ostream OS(Path, EC);
+    if (EC)
+      return Failed(EC.message());
+    return WriteTo(OS);
+  }
+  SmallString<256> Target(Path);
+  if (Exists)
+    if (std::error_code EC = sys::fs::real_path(Path, Target))
+      return Failed(EC.message());
+  auto Temp = sys::fs::TempFile::create(Target + ".tmp-%%%%%%");
+  if (!Temp)
+    return Failed(toString(Temp.takeError()));
+  Error E = Error::success();
+  {
+    raw_fd_ostream OS(Temp->FD, /*shouldClose=*/false);
+    E = WriteTo(OS);
+  }
+  if (E)
+    return joinErrors(std::move(E), Temp->discard());
+  if (Error KeepErr = Temp->keep(Target))
+    return Failed(toString(std::move(KeepErr)));
+  return Error::success();
+}
+
 int runEmit(const Invocation &Inv) {
   StringRef ToolName = Inv.ToolName;
   std::optional<CodeGenOptLevel> Level = CodeGenOpt::parseLevel(OptLevel);
@@ -207,24 +258,14 @@ int runEmit(const Invocation &Inv) {
   if (auto FOrErr = DispatchIRBuilder(M).build(Spec); !FOrErr)
     return fail(ToolName, FOrErr.takeError());
 
-  std::error_code EC;
-  ToolOutputFile Out(OutputPath, EC,
-                     Opts.Kind == EmitKind::EK_Object ? sys::fs::OF_None
-                                                      : sys::fs::OF_Text);
-  if (EC)
-    return fail(ToolName, formatv("cannot open '{0}' for writing: {1}",
-                                  OutputPath, EC.message()));
-  if (Error E = emitModule(M, Opts, Out.os()))
+  // All of it in memory first: a failure (or a crash) in code generation
+  // leaves an existing output file as it was.
+  SmallString<0> Buffer;
+  raw_svector_ostream BufferOS(Buffer);
+  if (Error E = emitModule(M, Opts, BufferOS))
     return fail(ToolName, std::move(E));
-  Out.os().flush();
-  if (Out.os().has_error()) {
-    std::error_code WriteEC = Out.os().error();
-    // A stream destroyed with a pending error aborts the process.
-    Out.os().clear_error();
-    return fail(ToolName, formatv("cannot write '{0}': {1}", OutputPath,
-                                  WriteEC.message()));
-  }
-  Out.keep();
+  if (Error E = writeOutput(OutputPath, Buffer))
+    return fail(ToolName, std::move(E));
   return 0;
 }
 
