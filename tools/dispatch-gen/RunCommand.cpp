@@ -431,7 +431,9 @@ int runRun(const Invocation &Inv) {
       if (Published[Cursor].load(std::memory_order_acquire))
         return Cursor;
     }
-    return Cursor; // not reached: at most one program is out at a time
+    // Not reached: the swapper publishes a program before it unpublishes
+    // another, so one is always published.
+    return Cursor;
   };
   std::vector<std::vector<uint64_t>> Requests(Threads);
   Inst.Enabled.store(1);
@@ -443,26 +445,39 @@ int runRun(const Invocation &Inv) {
   std::thread Swapper([&] {
     std::optional<size_t> Out;
     for (size_t Next = 0; !Done.load(); Next = (Next + 1) % Progs.size()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(SwapEvery));
+      // In short naps, so that the end of the calls is not kept waiting
+      // for a long interval.
+      auto Due = std::chrono::steady_clock::now() +
+                 std::chrono::milliseconds(SwapEvery);
+      while (!Done.load() && std::chrono::steady_clock::now() < Due)
+        std::this_thread::sleep_for(
+            std::min<std::chrono::steady_clock::duration>(
+                std::chrono::milliseconds(10),
+                Due - std::chrono::steady_clock::now()));
       if (Progs.size() < 2 || Done.load())
         break;
       if (Out && *Out == Next)
         continue;
-      // Unpublish before removing; count a registration before adding.
-      Published[Next].store(false, std::memory_order_release);
+      // Count a registration, then publish the program coming back before
+      // unpublishing the one leaving: callers always have one to pick (with
+      // two programs, both out at once left them none). Until the change,
+      // a call to the one coming back takes the fallback, which is right.
+      // The one leaving is unpublished before it is removed, so only
+      // callers that picked it earlier (inside their read-side section,
+      // which its release waits for) still call it.
       uint64_t To = 0;
       if (Out) {
         Inst.Counters[*Out].Outstanding.fetch_add(1);
         To = Progs[*Out].Address;
+        Published[*Out].store(true, std::memory_order_release);
       }
+      Published[Next].store(false, std::memory_order_release);
       if (Error E = (*D)->change(Progs[Next].Address, To,
                                  Out ? StringRef(Progs[*Out].Name) : "")) {
         SwapError = std::move(E);
         SwapFailed.store(true);
         return;
       }
-      if (Out)
-        Published[*Out].store(true, std::memory_order_release);
       Out = Next;
       Swaps.fetch_add(1);
       DispatcherStatus St = (*D)->status();
