@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 
 using namespace llvm;
 
@@ -37,6 +38,26 @@ static bool holdsNamedStruct(Type *Ty) {
   if (auto *ST = dyn_cast<StructType>(Ty); ST && !ST->isLiteral())
     return true;
   return any_of(Ty->subtypes(), holdsNamedStruct);
+}
+
+/// Why a dispatcher cannot pass Ty through (as a parameter or the return
+/// value), or nothing when it can: types that only intrinsics take, types
+/// that only a GPU target lowers, and integers wider than two registers
+/// (the backend splits a huge one into millions of pieces).
+static std::optional<std::string> unsupportedType(Type *Ty) {
+  if (isa<TargetExtType>(Ty))
+    return std::string("target extension types cannot be passed through a "
+                       "dispatcher");
+  if (Ty->isTokenTy() || Ty->isX86_AMXTy())
+    return std::string("token and x86_amx values exist only for intrinsics");
+  if (auto *IT = dyn_cast<IntegerType>(Ty); IT && IT->getBitWidth() > 128)
+    return formatv("i{0} is wider than the 128 bits a dispatcher passes",
+                   IT->getBitWidth())
+        .str();
+  for (Type *Sub : Ty->subtypes())
+    if (auto Why = unsupportedType(Sub))
+      return Why;
+  return std::nullopt;
 }
 
 Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
@@ -72,6 +93,8 @@ Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
                              "supported; write structs out, e.g. '{{ i64, "
                              "i64 } (ptr)'",
                              Text));
+  if (auto Why = unsupportedType(FT))
+    return makeError(formatv("invalid signature '{0}': {1}", Text, *Why));
   return FT;
 }
 
@@ -122,9 +145,16 @@ DispatchIRBuilder::getDispatcherType(FunctionType *Signature,
       return makeError(formatv("selector argument {0} is out of range: the "
                                "signature has {1} parameter(s)",
                                *SelectorArg, Signature->getNumParams()));
-    if (!Signature->getParamType(*SelectorArg)->isPointerTy())
+    Type *Selector = Signature->getParamType(*SelectorArg);
+    if (!Selector->isPointerTy())
       return makeError(
           formatv("selector argument {0} must be a pointer", *SelectorArg));
+    // Programs are functions, in the default address space.
+    if (Selector->getPointerAddressSpace() != 0)
+      return makeError(formatv("selector argument {0} must be a pointer in "
+                               "address space 0, not {1}",
+                               *SelectorArg,
+                               Selector->getPointerAddressSpace()));
     return Signature;
   }
   SmallVector<Type *, 8> Params(Signature->params());
@@ -446,9 +476,12 @@ Expected<Function *> DispatchIRBuilder::build(const DispatcherSpec &Spec) {
     for (const std::string &Sym : NewDecls)
       if (Function *Decl = M.getFunction(Sym))
         Decl->eraseFromParent();
+    // One line: the verifier writes an instruction per line after each
+    // message.
+    StringRef First = StringRef(VerifyMsg).split('\n').first.trim();
     return makeError(formatv("internal error: dispatcher '{0}' does not "
                              "verify: {1}",
-                             Spec.Name, VerifyMsg));
+                             Spec.Name, First));
   }
   return F;
 }

@@ -12,11 +12,14 @@
 #include "Commands.h"
 
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <unistd.h>
 
 using namespace llvm;
 using namespace dispatchgen::tool;
@@ -26,8 +29,22 @@ static void printVersion(raw_ostream &OS) {
      << LLVM_VERSION_STRING << ")\n";
 }
 
+/// What LLVM cannot go on from (a backend that cannot lower a dispatcher,
+/// for instance a musttail call a target cannot make) ends the tool with one
+/// error line and exit status 1, instead of an abort and a stack dump. No
+/// output file has been written then: `emit` writes only after success.
+static void onFatalError(void *, const char *Reason, bool) {
+  std::string Line =
+      std::string("dispatch-gen: error: code generation failed: ") + Reason +
+      "\n";
+  // Only async-signal-safe calls: LLVM may be in any state.
+  (void)!::write(2, Line.data(), Line.size());
+  ::_exit(1);
+}
+
 int main(int Argc, char **Argv) {
   InitLLVM X(Argc, Argv);
+  install_fatal_error_handler(onFatalError);
   Invocation Inv;
   Inv.ToolName = "dispatch-gen";
   // llvm::cl would take what follows `--` as positional arguments.

@@ -291,6 +291,33 @@ TEST(ParseSignatureTest, TrailingJunkIsAnError) {
                            HasSubstr("end of string"))));
 }
 
+TEST(ParseSignatureTest, TypesNoDispatcherCanPassAreErrors) {
+  // A target extension type crashed the backend, i1000000 kept it busy for
+  // minutes, token and x86_amx failed verification with several lines.
+  LLVMContext Ctx;
+  EXPECT_THAT(takeError(parseSignature("target(\"spirv.Image\") (ptr)", Ctx)),
+              Failed(HasSubstr("target extension types")));
+  EXPECT_THAT(
+      takeError(parseSignature("i32 ({ i32, target(\"a\") }, ptr)", Ctx)),
+      Failed(HasSubstr("target extension types")));
+  EXPECT_THAT(takeError(parseSignature("token (ptr)", Ctx)),
+              Failed(HasSubstr("exist only for intrinsics")));
+  EXPECT_THAT(takeError(parseSignature("i32 (i32, x86_amx, ptr)", Ctx)),
+              Failed(HasSubstr("exist only for intrinsics")));
+  EXPECT_THAT(takeError(parseSignature("i1000000 (ptr)", Ctx)),
+              Failed(HasSubstr("i1000000 is wider than the 128 bits")));
+  // The widest allowed still parses.
+  EXPECT_THAT(takeError(parseSignature("i128 (i128, ptr)", Ctx)), Succeeded());
+}
+
+TEST(ParseSignatureTest, ASelectorOutsideAddressSpaceZeroIsAnError) {
+  LLVMContext Ctx;
+  auto FT = parseSignature("i32 (ptr addrspace(1))", Ctx);
+  ASSERT_THAT(takeError(FT), Succeeded());
+  EXPECT_THAT(takeError(DispatchIRBuilder::getDispatcherType(*FT, 0u)),
+              Failed(HasSubstr("must be a pointer in address space 0, not 1")));
+}
+
 TEST(ParseSignatureTest, SurroundingWhitespaceIsIgnored) {
   LLVMContext Ctx;
   auto FT = parseSignature("  i32 (ptr)  ", Ctx);
