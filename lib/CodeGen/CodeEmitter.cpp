@@ -6,10 +6,13 @@
 
 #include "dispatch-gen/CodeEmitter.h"
 
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/TargetSelect.h"
@@ -56,6 +59,28 @@ createTargetMachine(const EmitOptions &Opts) {
   std::string CPU = Opts.CPU;
   if (CPU.empty() && IsHost)
     CPU = sys::getHostCPUName().str();
+  // LLVM warns about an unknown CPU or feature (once per subtarget made)
+  // and goes on with defaults: refuse them instead, naming the target.
+  if (!Opts.CPU.empty() || !Opts.Features.empty()) {
+    std::unique_ptr<MCSubtargetInfo> STI(T->createMCSubtargetInfo(TT, "", ""));
+    if (STI && !Opts.CPU.empty() && !STI->isCPUStringValid(Opts.CPU))
+      return makeError(
+          formatv("unknown CPU '{0}' for target '{1}'", Opts.CPU, TT.str()));
+    SmallVector<StringRef, 8> Features;
+    StringRef(Opts.Features).split(Features, ',', -1, /*KeepEmpty=*/false);
+    for (StringRef F : Features) {
+      StringRef Name = F.trim();
+      if (!Name.consume_front("+") && !Name.consume_front("-"))
+        return makeError(
+            formatv("feature '{0}' must start with '+' or '-'", F.trim()));
+      if (STI && !llvm::any_of(STI->getAllProcessorFeatures(),
+                               [&](const SubtargetFeatureKV &KV) {
+                                 return Name == KV.Key;
+                               }))
+        return makeError(
+            formatv("unknown feature '{0}' for target '{1}'", Name, TT.str()));
+    }
+  }
   TargetOptions TO;
   std::unique_ptr<TargetMachine> TM(
       T->createTargetMachine(TT, CPU, Opts.Features, TO, Opts.RelocModel,
