@@ -11,9 +11,15 @@
 
 #include "Commands.h"
 
+#include "llvm/ADT/SmallString.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/ErrorHandling.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/StringSaver.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -42,24 +48,89 @@ static void onFatalError(void *, const char *Reason, bool) {
   ::_exit(1);
 }
 
+/// Response files (`@FILE`) hold at most this many bytes.
+static constexpr uint64_t MaxResponseFileBytes = 1 << 20;
+
+/// Appends Arg to Out, expanded if it names a response file: the file's
+/// arguments (GNU quoting), themselves expanded. A response file must be a
+/// regular file of at most MaxResponseFileBytes (`@/dev/zero` would be read
+/// until memory runs out) and may not include itself, directly or not.
+static Error expandArgument(const char *Arg, StringSaver &Saver,
+                            StringSet<> &Open,
+                            SmallVectorImpl<const char *> &Out) {
+  StringRef A(Arg);
+  if (!A.starts_with("@") || A.size() == 1) {
+    Out.push_back(Arg);
+    return Error::success();
+  }
+  StringRef Path = A.drop_front();
+  auto Fail = [&](const Twine &Why) {
+    return createStringError(inconvertibleErrorCode(),
+                             "response file '" + Path + "': " + Why);
+  };
+  sys::fs::file_status Status;
+  if (std::error_code EC = sys::fs::status(Path, Status))
+    return Fail(EC.message());
+  if (!sys::fs::is_regular_file(Status))
+    return Fail("not a regular file");
+  if (Status.getSize() > MaxResponseFileBytes)
+    return Fail(formatv("{0} bytes, more than the {1} allowed",
+                        Status.getSize(), MaxResponseFileBytes));
+  SmallString<256> Real;
+  if (std::error_code EC = sys::fs::real_path(Path, Real))
+    return Fail(EC.message());
+  if (!Open.insert(Real).second)
+    return Fail("it includes itself");
+  auto Buffer = MemoryBuffer::getFile(Path, /*IsText=*/true);
+  if (!Buffer)
+    return Fail(Buffer.getError().message());
+  if ((*Buffer)->getBufferSize() > MaxResponseFileBytes)
+    return Fail("it grew while being read");
+  SmallVector<const char *, 16> Args;
+  cl::TokenizeGNUCommandLine((*Buffer)->getBuffer(), Saver, Args);
+  for (const char *Inner : Args)
+    if (Error E = expandArgument(Inner, Saver, Open, Out))
+      return E;
+  Open.erase(Real);
+  return Error::success();
+}
+
 int main(int Argc, char **Argv) {
   InitLLVM X(Argc, Argv);
   install_fatal_error_handler(onFatalError);
   Invocation Inv;
   Inv.ToolName = "dispatch-gen";
+  // Response files are expanded here, with limits, not by llvm::cl (which
+  // reads any file whole and, on a loop, says so and goes on).
+  BumpPtrAllocator Alloc;
+  StringSaver Saver(Alloc);
+  SmallVector<const char *, 32> Args;
+  StringSet<> Open;
+  for (int I = 0; I < Argc; ++I) {
+    if (I == 0 || std::strcmp(Argv[I], "--") == 0) {
+      // The program name, and from `--` on, Clang's arguments as given.
+      for (int J = I; J < (I ? Argc : 1); ++J)
+        Args.push_back(Argv[J]);
+      if (I)
+        break;
+      continue;
+    }
+    if (Error E = expandArgument(Argv[I], Saver, Open, Args))
+      return fail(Inv.ToolName, std::move(E));
+  }
   // llvm::cl would take what follows `--` as positional arguments.
-  int OwnArgc = Argc;
-  for (int I = 1; I < Argc; ++I)
-    if (std::strcmp(Argv[I], "--") == 0) {
+  int OwnArgc = Args.size();
+  for (size_t I = 1; I < Args.size(); ++I)
+    if (std::strcmp(Args[I], "--") == 0) {
       OwnArgc = I;
-      Inv.ClangArgs.assign(Argv + I + 1, Argv + Argc);
+      Inv.ClangArgs.assign(Args.begin() + I + 1, Args.end());
       break;
     }
 
   cl::SetVersionPrinter(printVersion);
   cl::HideUnrelatedOptions(getCategories());
   cl::ParseCommandLineOptions(
-      OwnArgc, Argv,
+      OwnArgc, Args.data(),
       "dispatch-gen: generate dispatchers that turn indirect calls into "
       "direct calls\n\n"
       "  dispatch-gen scan FILE.c... [-- CLANG-ARGS]\n"
