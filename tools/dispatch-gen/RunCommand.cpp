@@ -196,6 +196,8 @@ Expected<std::string> findEntry(ArrayRef<CompiledUnit> Units,
 struct PhaseResult {
   uint64_t Calls = 0;
   double Seconds = 0;
+  /// Why the threads could not all be started (then nothing was called).
+  std::string StartError;
 };
 
 /// Runs Threads threads that each make Calls calls through Drive, and go on
@@ -208,34 +210,51 @@ PhaseResult runThreads(DriveFn Drive, ArrayRef<Program> Progs, PickFn Pick,
                        std::vector<std::vector<uint64_t>> *Requests) {
   std::atomic<uint64_t> Total{0};
   std::atomic<unsigned> Ready{0};
-  std::atomic<bool> Go{false};
+  std::atomic<bool> Go{false}, Abandon{false};
   std::vector<std::thread> Workers;
   auto Start = std::chrono::steady_clock::now();
-  for (unsigned T = 0; T < Threads; ++T)
-    Workers.emplace_back([&, T] {
-      RCUReaderThread Reader(RCUFlavor::RF_Memb);
-      std::vector<uint64_t> Asked(Progs.size(), 0);
-      size_t Cursor = T;
-      Ready.fetch_add(1);
-      while (!Go.load(std::memory_order_acquire))
-        std::this_thread::yield();
-      constexpr uint64_t Batch = 64;
-      uint64_t I = 0;
-      while (I < Calls || More()) {
-        // One read-side section per batch keeps the guard off each call.
-        RCUReadGuard Guard;
-        uint64_t End =
-            More() ? I + Batch : std::min<uint64_t>(Calls, I + Batch);
-        for (; I < End; ++I) {
-          size_t P = Pick(Cursor);
-          ++Asked[P];
-          Drive(I * Threads + T, Progs[P].Address);
-        }
+  auto Work = [&](unsigned T) {
+    RCUReaderThread Reader(RCUFlavor::RF_Memb);
+    std::vector<uint64_t> Asked(Progs.size(), 0);
+    size_t Cursor = T;
+    Ready.fetch_add(1);
+    while (!Go.load(std::memory_order_acquire))
+      std::this_thread::yield();
+    if (Abandon.load())
+      return;
+    constexpr uint64_t Batch = 64;
+    uint64_t I = 0;
+    while (I < Calls || More()) {
+      // One read-side section per batch keeps the guard off each call.
+      RCUReadGuard Guard;
+      uint64_t End = More() ? I + Batch : std::min<uint64_t>(Calls, I + Batch);
+      for (; I < End; ++I) {
+        size_t P = Pick(Cursor);
+        ++Asked[P];
+        Drive(I * Threads + T, Progs[P].Address);
       }
-      Total.fetch_add(I);
-      if (Requests)
-        (*Requests)[T] = std::move(Asked);
-    });
+    }
+    Total.fetch_add(I);
+    if (Requests)
+      (*Requests)[T] = std::move(Asked);
+  };
+  // The system may refuse a thread (a memory or process limit): stop the
+  // ones started and say so, rather than let std::thread's exception end
+  // the process.
+  try {
+    for (unsigned T = 0; T < Threads; ++T)
+      Workers.emplace_back(Work, T);
+  } catch (const std::system_error &E) {
+    Abandon = true;
+    Go.store(true, std::memory_order_release);
+    for (std::thread &W : Workers)
+      W.join();
+    PhaseResult R;
+    R.StartError = formatv("cannot start calling thread {0} of {1}: {2}",
+                           Workers.size() + 1, unsigned(Threads), E.what())
+                       .str();
+    return R;
+  }
   while (Ready.load() != Threads)
     std::this_thread::yield();
   Start = std::chrono::steady_clock::now();
@@ -248,6 +267,58 @@ PhaseResult runThreads(DriveFn Drive, ArrayRef<Program> Progs, PickFn Pick,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - Start)
           .count();
   return R;
+}
+
+/// Checks that each hook the harness calls, where a file defines it, is a
+/// function of the type the harness calls it with.
+Error checkHooks(ArrayRef<CompiledUnit> Units, ArrayRef<std::string> Files) {
+  struct Hook {
+    const char *Name, *C;
+    unsigned Params; // 0: none; 1: (i64); 2: (i64, ptr); 3: (ptr)
+    bool ReturnsPtr, Returns32;
+  };
+  static const Hook Hooks[] = {
+      {"dispatchgen_drive",
+       "unsigned long dispatchgen_drive(unsigned long iteration, PROG prog)", 2,
+       false, false},
+      {"dispatchgen_expect",
+       "unsigned long dispatchgen_expect(unsigned long iteration, PROG prog)",
+       2, false, false},
+      {"dispatchgen_setup", "int dispatchgen_setup(void)", 0, false, true},
+      {"dispatchgen_describe",
+       "const char *dispatchgen_describe(unsigned long iteration)", 1, true,
+       false},
+      {"dispatchgen_stateful", "int dispatchgen_stateful(PROG prog)", 3, false,
+       true},
+  };
+  for (size_t U = 0; U < Units.size(); ++U) {
+    Module &M = *Units[U].M;
+    LLVMContext &Ctx = M.getContext();
+    Type *I64 = Type::getInt64Ty(Ctx), *Ptr = PointerType::getUnqual(Ctx);
+    for (const Hook &H : Hooks) {
+      GlobalValue *GV = M.getNamedValue(H.Name);
+      if (!GV || GV->isDeclaration())
+        continue;
+      auto *F = dyn_cast<Function>(GV);
+      SmallVector<Type *, 2> Params;
+      if (H.Params == 1 || H.Params == 2)
+        Params.push_back(I64);
+      if (H.Params == 2 || H.Params == 3)
+        Params.push_back(Ptr);
+      Type *Ret = H.ReturnsPtr  ? Ptr
+                  : H.Returns32 ? Type::getInt32Ty(Ctx)
+                                : I64;
+      if (!F || F->getFunctionType() != FunctionType::get(Ret, Params, false))
+        return createStringError(
+            inconvertibleErrorCode(),
+            formatv("{0} defines '{1}' as {2}; the harness calls it as '{3}'",
+                    Files[U], H.Name,
+                    F ? "a function of another type"
+                      : "something that is not a function",
+                    H.C));
+    }
+  }
+  return Error::success();
 }
 
 void printPhase(StringRef What, const PhaseResult &R) {
@@ -303,6 +374,12 @@ int runRun(const Invocation &Inv) {
                     Progs.size(), Sig->CType, Sig->Text, *Entry);
   for (const Program &P : Progs)
     outs() << formatv("  {0,-28} {1}\n", P.Name, P.Where);
+
+  // The harness's hooks are called through function pointers of these
+  // types: anything else defined under their names (a variable, another
+  // type) would be called as if it were one.
+  if (Error E = checkHooks(Units, Files))
+    return fail(Tool, std::move(E));
 
   // 2. Instrument, JIT, and create the dispatcher in the same session.
   Instrumentation Inst;
@@ -376,11 +453,15 @@ int runRun(const Invocation &Inv) {
   if (auto Expect = (*J)->lookup("dispatchgen_expect")) {
     Plain =
         runThreads(Expect->toPtr<DriveFn>(), Progs, RoundRobin, Never, nullptr);
+    if (!Plain->StartError.empty())
+      return fail(Tool, Plain->StartError);
     printPhase("plain indirect call   ", *Plain);
   } else {
     consumeError(Expect.takeError());
   }
   PhaseResult Fallback = runThreads(Drive, Progs, RoundRobin, Never, nullptr);
+  if (!Fallback.StartError.empty())
+    return fail(Tool, Fallback.StartError);
   printPhase(NoRetpoline ? "entry, no program     " : "retpoline (no program)",
              Fallback);
 
@@ -405,6 +486,8 @@ int runRun(const Invocation &Inv) {
     if (Error E = (*D)->dump(outs()))
       return fail(Tool, std::move(E));
   PhaseResult Direct = runThreads(Drive, Progs, RoundRobin, Never, nullptr);
+  if (!Direct.StartError.empty())
+    return fail(Tool, Direct.StartError);
   printPhase("dispatcher (direct)   ", Direct);
   auto Rate = [](const PhaseResult &R) { return R.Calls / R.Seconds; };
   outs() << formatv("  dispatcher: {0:f2}x the calls/s of the {1}",
@@ -497,6 +580,8 @@ int runRun(const Invocation &Inv) {
   Inst.Enabled.store(0);
   if (SwapError)
     return fail(Tool, std::move(SwapError));
+  if (!Live.StartError.empty())
+    return fail(Tool, Live.StartError);
   printPhase("during swaps", Live);
   S = (*D)->status();
   outs() << formatv("  {0} swaps; update (regenerate + patch) median {1:f2} "
