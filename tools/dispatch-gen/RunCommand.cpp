@@ -40,7 +40,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstring>
+#include <mutex>
 #include <thread>
+
+#include <unistd.h>
 
 using namespace llvm;
 
@@ -51,6 +57,13 @@ static cl::OptionCategory RunCategory("run options");
 static cl::list<std::string> Files(cl::Positional, cl::sub(runCommand()),
                                    cl::cat(RunCategory),
                                    cl::desc("<file.c>... [-- clang-args]"));
+
+static cl::opt<unsigned> Timeout(
+    "timeout", cl::sub(runCommand()), cl::cat(RunCategory), cl::init(600),
+    cl::value_desc("seconds"),
+    cl::desc("Stop with an error when the run takes longer (a program or "
+             "dispatchgen_drive that never returns); 0: no limit (default "
+             "600)"));
 
 static cl::opt<unsigned> Threads("threads", cl::sub(runCommand()),
                                  cl::cat(RunCategory), cl::init(2),
@@ -193,6 +206,117 @@ Expected<std::string> findEntry(ArrayRef<CompiledUnit> Units,
                                    join(Found, ", ")));
 }
 
+/// What the run is doing, for the crash handler and the watchdog, which
+/// read it without locks: the phase, and on each calling thread the program
+/// it is calling.
+std::atomic<const char *> CurrentPhase{"starting"};
+/// "name (file:line)" of each program, made before any is called.
+std::vector<std::string> ProgramLabels;
+thread_local long CurrentProgram = -1;
+
+void writeErr(const char *S) { (void)!::write(2, S, std::strlen(S)); }
+
+/// A program or hook that crashes: say where, in one line, and exit 1.
+/// Only async-signal-safe calls.
+void onCrash(int Sig) {
+  // Two threads may crash at once: the first reports and exits, the
+  // others wait for that (their lines would mix with its).
+  static std::atomic<bool> Reporting{false};
+  if (Reporting.exchange(true))
+    for (;;)
+      ::pause();
+  const char *What = Sig == SIGSEGV  ? "a segmentation fault"
+                     : Sig == SIGBUS ? "a bus error"
+                     : Sig == SIGILL ? "an illegal instruction"
+                     : Sig == SIGFPE ? "an arithmetic exception"
+                                     : "a fatal signal";
+  writeErr("dispatch-gen: error: ");
+  writeErr(What);
+  writeErr(" while ");
+  writeErr(CurrentPhase.load());
+  long P = CurrentProgram;
+  if (P >= 0 && static_cast<size_t>(P) < ProgramLabels.size()) {
+    writeErr(", calling program ");
+    writeErr(ProgramLabels[P].c_str());
+  }
+  writeErr("\n");
+  ::_exit(1);
+}
+
+void installCrashHandlers() {
+  struct sigaction SA;
+  std::memset(&SA, 0, sizeof(SA));
+  SA.sa_handler = onCrash;
+  // On the thread's alternate stack where it has one: a program that
+  // recurses without end overflows its own.
+  SA.sa_flags = SA_ONSTACK;
+  sigemptyset(&SA.sa_mask);
+  for (int Sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE})
+    sigaction(Sig, &SA, nullptr);
+}
+
+/// A stack for the crash handler on the calling thread, for its lifetime.
+class AltStack {
+public:
+  AltStack() : Memory(64 * 1024) {
+    stack_t SS;
+    std::memset(&SS, 0, sizeof(SS));
+    SS.ss_sp = Memory.data();
+    SS.ss_size = Memory.size();
+    Installed = sigaltstack(&SS, nullptr) == 0;
+  }
+  ~AltStack() {
+    if (!Installed)
+      return;
+    stack_t SS;
+    std::memset(&SS, 0, sizeof(SS));
+    SS.ss_flags = SS_DISABLE;
+    sigaltstack(&SS, nullptr);
+  }
+
+private:
+  std::vector<char> Memory;
+  bool Installed = false;
+};
+
+/// Ends the process with an error if the run outlives --timeout seconds.
+class Watchdog {
+public:
+  explicit Watchdog(unsigned Seconds) {
+    if (Seconds)
+      Thread = std::thread([this, Seconds] {
+        std::unique_lock<std::mutex> Lock(M);
+        if (CV.wait_for(Lock, std::chrono::seconds(Seconds),
+                        [this] { return Done; }))
+          return;
+        std::string Line =
+            formatv("dispatch-gen: error: the run did not finish within {0} "
+                    "s, while {1}: a program or dispatchgen_drive may never "
+                    "return (--timeout)\n",
+                    Seconds, CurrentPhase.load())
+                .str();
+        writeErr(Line.c_str());
+        ::_exit(1);
+      });
+  }
+  ~Watchdog() {
+    if (!Thread.joinable())
+      return;
+    {
+      std::lock_guard<std::mutex> Lock(M);
+      Done = true;
+    }
+    CV.notify_one();
+    Thread.join();
+  }
+
+private:
+  std::mutex M;
+  std::condition_variable CV;
+  bool Done = false;
+  std::thread Thread;
+};
+
 struct PhaseResult {
   uint64_t Calls = 0;
   double Seconds = 0;
@@ -214,6 +338,7 @@ PhaseResult runThreads(DriveFn Drive, ArrayRef<Program> Progs, PickFn Pick,
   std::vector<std::thread> Workers;
   auto Start = std::chrono::steady_clock::now();
   auto Work = [&](unsigned T) {
+    AltStack CrashStack;
     RCUReaderThread Reader(RCUFlavor::RF_Memb);
     std::vector<uint64_t> Asked(Progs.size(), 0);
     size_t Cursor = T;
@@ -231,6 +356,7 @@ PhaseResult runThreads(DriveFn Drive, ArrayRef<Program> Progs, PickFn Pick,
       for (; I < End; ++I) {
         size_t P = Pick(Cursor);
         ++Asked[P];
+        CurrentProgram = static_cast<long>(P);
         Drive(I * Threads + T, Progs[P].Address);
       }
     }
@@ -346,6 +472,11 @@ int runRun(const Invocation &Inv) {
 
   if (Files.empty())
     return fail(Tool, "no C file given");
+  // A program, a hook or the compiler that crashes or never returns ends
+  // the run with one line saying where.
+  installCrashHandlers();
+  Watchdog Guard(Timeout);
+  CurrentPhase = "compiling";
   // 1. Compile; each file gets its own context, as the JIT wants.
   outs() << formatv("==> compiling {0}\n", join(Files, " "));
   outs().flush();
@@ -372,8 +503,11 @@ int runRun(const Invocation &Inv) {
       Progs.push_back({P.Name, P.Symbol, formatv("{0}:{1}", P.File, P.Line)});
   outs() << formatv("found {0} programs of type {1} ({2}); entry '{3}'\n",
                     Progs.size(), Sig->CType, Sig->Text, *Entry);
-  for (const Program &P : Progs)
+  for (const Program &P : Progs) {
     outs() << formatv("  {0,-28} {1}\n", P.Name, P.Where);
+    ProgramLabels.push_back(formatv("{0} ({1})", P.Name, P.Where).str());
+  }
+  CurrentPhase = "linking the programs";
 
   // The harness's hooks are called through function pointers of these
   // types: anything else defined under their names (a variable, another
@@ -431,6 +565,7 @@ int runRun(const Invocation &Inv) {
   }
   auto Drive = DriveAddr->toPtr<DriveFn>();
   if (auto Setup = (*J)->lookup("dispatchgen_setup")) {
+    CurrentPhase = "running dispatchgen_setup";
     if (int RC = Setup->toPtr<SetupFn>()())
       return fail(Tool, formatv("dispatchgen_setup() returned {0}", RC));
   } else {
@@ -451,6 +586,7 @@ int runRun(const Invocation &Inv) {
   outs().flush();
   std::optional<PhaseResult> Plain;
   if (auto Expect = (*J)->lookup("dispatchgen_expect")) {
+    CurrentPhase = "calling each program directly (dispatchgen_expect)";
     Plain =
         runThreads(Expect->toPtr<DriveFn>(), Progs, RoundRobin, Never, nullptr);
     if (!Plain->StartError.empty())
@@ -459,6 +595,7 @@ int runRun(const Invocation &Inv) {
   } else {
     consumeError(Expect.takeError());
   }
+  CurrentPhase = "calling through the entry with no program registered";
   PhaseResult Fallback = runThreads(Drive, Progs, RoundRobin, Never, nullptr);
   if (!Fallback.StartError.empty())
     return fail(Tool, Fallback.StartError);
@@ -485,6 +622,7 @@ int runRun(const Invocation &Inv) {
   if (PrintImage)
     if (Error E = (*D)->dump(outs()))
       return fail(Tool, std::move(E));
+  CurrentPhase = "calling through the dispatcher";
   PhaseResult Direct = runThreads(Drive, Progs, RoundRobin, Never, nullptr);
   if (!Direct.StartError.empty())
     return fail(Tool, Direct.StartError);
@@ -568,6 +706,7 @@ int runRun(const Invocation &Inv) {
       GraceUs.push_back(St.LastGracePeriod.count() / 1e3);
     }
   });
+  CurrentPhase = "calling during the live swap";
   PhaseResult Live = runThreads(
       Drive, Progs, PickPublished,
       [&] {
