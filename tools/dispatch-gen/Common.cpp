@@ -6,6 +6,8 @@
 
 #include "Commands.h"
 
+#include <cstring>
+
 #include "llvm/ADT/SmallString.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Support/FileSystem.h"
@@ -101,6 +103,26 @@ Expected<std::vector<CompiledUnit>> compileFiles(ArrayRef<std::string> Files,
     return createStringError(inconvertibleErrorCode(),
                              "--no-annotated needs --prototype: there would "
                              "be no way to find programs");
+  // Programs are found by their C names: as C++, those in namespaces or
+  // classes would be skipped without a word.
+  for (size_t I = 0; I < Inv.ClangArgs.size(); ++I) {
+    StringRef A = Inv.ClangArgs[I], Lang;
+    if (A == "-x" && I + 1 < Inv.ClangArgs.size())
+      Lang = Inv.ClangArgs[I + 1];
+    else if (A.starts_with("-x"))
+      Lang = A.drop_front(2);
+    else if (A.starts_with("--language="))
+      Lang = A.drop_front(strlen("--language="));
+    else if (A == "--driver-mode=g++")
+      Lang = "c++";
+    if (Lang.contains("++"))
+      return createStringError(
+          inconvertibleErrorCode(),
+          formatv("C++ input ('{0}') is not supported: programs are found by "
+                  "their C names, and C++ ones in namespaces or classes would "
+                  "be missed; compile the programs as C",
+                  Lang == "c++" && A.starts_with("--driver") ? A : Lang));
+  }
   FrontendOptions Opts;
   // `#include "dispatch-gen/program.h"` works without flags; the user's
   // own -I come after and win.
@@ -123,13 +145,20 @@ Expected<std::vector<CompiledUnit>> compileFiles(ArrayRef<std::string> Files,
 Expected<DerivedSignature> commonSignature(ArrayRef<CompiledUnit> Units,
                                            ArrayRef<std::string> Files) {
   const DerivedSignature *First = nullptr;
-  StringRef FirstFile;
+  std::string FirstFile;
+  // Where a unit's type comes from: its first program, else the file.
+  auto Where = [&](size_t I) {
+    if (Units[I].Programs.empty())
+      return Files[I];
+    const FoundProgram &P = Units[I].Programs.front();
+    return formatv("{0}:{1}", P.File, P.Line).str();
+  };
   for (size_t I = 0; I < Units.size(); ++I) {
     if (!Units[I].Signature)
       continue;
     if (!First) {
       First = &*Units[I].Signature;
-      FirstFile = Files[I];
+      FirstFile = Where(I);
       continue;
     }
     const DerivedSignature &S = *Units[I].Signature;
@@ -139,7 +168,7 @@ Expected<DerivedSignature> commonSignature(ArrayRef<CompiledUnit> Units,
           inconvertibleErrorCode(),
           formatv("the programs of '{0}' have type '{1}' ({2}), those of "
                   "'{3}' '{4}' ({5})",
-                  Files[I], S.CType, S.Text, FirstFile, First->CType,
+                  Where(I), S.CType, S.Text, FirstFile, First->CType,
                   First->Text));
   }
   if (!First)

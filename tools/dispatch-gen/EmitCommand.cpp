@@ -104,11 +104,15 @@ static cl::opt<char> OptLevel("O", cl::sub(emitCommand()),
 /// Targets and signature from C files: every non-static program, with the
 /// signature Clang's ABI lowering gives their prototype.
 static Error fillFromC(DispatcherSpec &Spec, const Invocation &Inv,
-                       LLVMContext &Ctx) {
+                       LLVMContext &Ctx, Triple &CTriple) {
   std::vector<std::string> Files(Targets.begin(), Targets.end());
   auto Units = compileFiles(Files, Inv, /*ExposePrograms=*/false, Ctx);
   if (!Units)
     return Units.takeError();
+  // The triple Clang compiled for: the host's, or a `--target=` among the
+  // Clang arguments. The signature was derived for it.
+  if (!Units->empty())
+    CTriple = Units->front().M->getTargetTriple();
   // Clang discards value names in the context it compiles in; the
   // dispatcher's IR reads better with them.
   Ctx.setDiscardValueNames(false);
@@ -232,8 +236,36 @@ int runEmit(const Invocation &Inv) {
   if (CFiles != 0 && CFiles != Targets.size())
     return fail(ToolName, "give either C files or target symbols, not both");
   if (CFiles) {
-    if (Error E = fillFromC(Spec, Inv, Ctx))
+    // Clang compiles for --target-triple too, unless its own arguments name
+    // a target.
+    Invocation CInv = Inv;
+    bool ClangTarget = llvm::any_of(Inv.ClangArgs, [](StringRef A) {
+      return A.starts_with("--target=") || A == "-target" ||
+             A.starts_with("-target=");
+    });
+    if (!TargetTriple.empty() && !ClangTarget)
+      CInv.ClangArgs.push_back("--target=" + TargetTriple);
+    Triple CTriple;
+    if (Error E = fillFromC(Spec, CInv, Ctx, CTriple))
       return fail(ToolName, std::move(E));
+    // The dispatcher must be made for the target the signature was derived
+    // for: take Clang's, or refuse a --target-triple that differs (the
+    // vendor aside, which normalisation fills in differently).
+    const Triple &Mine = M.getTargetTriple();
+    if (!CTriple.str().empty() &&
+        (CTriple.getArch() != Mine.getArch() ||
+         CTriple.getOS() != Mine.getOS() ||
+         CTriple.getEnvironment() != Mine.getEnvironment())) {
+      if (!TargetTriple.empty())
+        return fail(ToolName,
+                    formatv("the C files were compiled for '{0}' (the Clang "
+                            "arguments) but --target-triple is '{1}'; give "
+                            "the same target to both",
+                            CTriple.str(), M.getTargetTriple().str()));
+      Opts.Triple = CTriple.str();
+      if (Error E = prepareModule(M, Opts))
+        return fail(ToolName, std::move(E));
+    }
   } else {
     if (!Signature.getNumOccurrences())
       return fail(ToolName, "--signature is required for symbol targets "

@@ -98,8 +98,14 @@ int runScan(const Invocation &Inv) {
   if (!Units)
     return fail(Inv.ToolName, Units.takeError());
   std::optional<DerivedSignature> Sig;
+  bool AnyTyped = llvm::any_of(
+      *Units, [](const CompiledUnit &U) { return U.Signature.has_value(); });
   if (auto S = commonSignature(*Units, Files))
     Sig = std::move(*S);
+  else if (AnyTyped)
+    // Programs of different types cannot share a dispatcher: say so rather
+    // than list them without a signature.
+    return fail(Inv.ToolName, S.takeError());
   else
     consumeError(S.takeError()); // scan lists what it found, even nothing
 
