@@ -73,6 +73,11 @@ struct FrontendOptions {
   /// kept in `llvm.compiler.used` so the optimiser neither drops them nor
   /// changes their signature.
   bool ExposePrograms = true;
+  /// Stop after Sema: find the programs and derive their signature from
+  /// the AST and Clang's ABI lowering, and generate no code (what `scan`
+  /// needs). CompiledUnit::M then declares the programs and defines
+  /// nothing; ExposePrograms and StaticSuffix do not apply.
+  bool FindOnly = false;
   /// SUFFIX for exposed static programs; empty: the file's stem and a hash
   /// of its path as given, e.g. `filters.1f3a5c7e`.
   std::string StaticSuffix;

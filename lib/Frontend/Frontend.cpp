@@ -156,9 +156,27 @@ protected:
     this->Finder = Finder.get();
     std::vector<std::unique_ptr<ASTConsumer>> Consumers;
     Consumers.push_back(std::move(Finder));
-    Consumers.push_back(std::move(CodeGen));
+    if (Opts.FindOnly)
+      // The generator sees the AST context (its CodeGenModule lowers the
+      // programs' types and names them) but no declaration: no code.
+      Consumers.push_back(std::make_unique<InitializeOnly>(std::move(CodeGen)));
+    else
+      Consumers.push_back(std::move(CodeGen));
     return std::make_unique<MultiplexConsumer>(std::move(Consumers));
   }
+
+  /// Owns a consumer and passes it Initialize() only.
+  class InitializeOnly : public ASTConsumer {
+  public:
+    explicit InitializeOnly(std::unique_ptr<ASTConsumer> Inner)
+        : Inner(std::move(Inner)) {}
+    void Initialize(ASTContext &Context) override {
+      Inner->Initialize(Context);
+    }
+
+  private:
+    std::unique_ptr<ASTConsumer> Inner;
+  };
 
   void ExecuteAction() override {
     ASTFrontendAction::ExecuteAction();
@@ -275,6 +293,8 @@ llvm::Expected<CompiledUnit> CompileAction::finish(CompilerInstance &CI) {
                           std::max(1u, CI.getDiagnostics().getNumErrors()));
   Unit.Programs = Finder->takePrograms();
   Unit.Signature = Finder->takeSignature();
+  if (Opts.FindOnly)
+    return Unit;
   for (FoundProgram &P : Unit.Programs)
     if (llvm::Error E = prepareProgram(*Unit.M, *Unit.Signature, P))
       return std::move(E);

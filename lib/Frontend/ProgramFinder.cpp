@@ -161,6 +161,13 @@ llvm::Error ProgramFinder::find(ASTContext &Ctx) {
 
   const SourceManager &SM = Ctx.getSourceManager();
   for (const Candidate &C : Candidates) {
+    // A C99 inline definition (`inline` without `extern` or `static`) is
+    // one Clang emits no code for: nothing would define the symbol.
+    if (Ctx.GetGVALinkageForFunction(C.FD) == GVA_AvailableExternally)
+      return makeError(llvm::formatv(
+          "{0}: program '{1}' is an inline definition that Clang emits no "
+          "code for; declare it 'static' or 'extern'",
+          locate(Ctx, C.FD), C.FD->getName()));
     GlobalDecl GD(C.FD);
     // Asking for the address schedules a deferred (unused static)
     // definition for emission.

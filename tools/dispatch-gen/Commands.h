@@ -51,7 +51,8 @@ void warn(llvm::StringRef ToolName, const llvm::Twine &Msg);
 /// on the first file that does not compile or has no program.
 llvm::Expected<std::vector<CompiledUnit>>
 compileFiles(llvm::ArrayRef<std::string> Files, const Invocation &Inv,
-             bool ExposePrograms, llvm::LLVMContext &Ctx);
+             bool ExposePrograms, llvm::LLVMContext &Ctx,
+             bool FindOnly = false);
 
 /// The signature all units agree on; an error names the file that differs.
 llvm::Expected<DerivedSignature>

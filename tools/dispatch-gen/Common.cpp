@@ -93,10 +93,9 @@ bool isCFile(StringRef Arg) {
   return Arg.ends_with(".c") || Arg.ends_with(".h") || Arg.ends_with(".i");
 }
 
-Expected<std::vector<CompiledUnit>> compileFiles(ArrayRef<std::string> Files,
-                                                 const Invocation &Inv,
-                                                 bool ExposePrograms,
-                                                 LLVMContext &Ctx) {
+Expected<std::vector<CompiledUnit>>
+compileFiles(ArrayRef<std::string> Files, const Invocation &Inv,
+             bool ExposePrograms, LLVMContext &Ctx, bool FindOnly) {
   if (Files.empty())
     return createStringError(inconvertibleErrorCode(), "no C file given");
   if (NoAnnotated && Prototype.empty())
@@ -132,6 +131,7 @@ Expected<std::vector<CompiledUnit>> compileFiles(ArrayRef<std::string> Files,
   Opts.Prototype = Prototype;
   Opts.FindAnnotated = !NoAnnotated;
   Opts.ExposePrograms = ExposePrograms;
+  Opts.FindOnly = FindOnly;
   std::vector<CompiledUnit> Units;
   for (const std::string &File : Files) {
     auto Unit = compileC(File, Opts, Ctx);

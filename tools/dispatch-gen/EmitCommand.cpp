@@ -106,7 +106,9 @@ static cl::opt<char> OptLevel("O", cl::sub(emitCommand()),
 static Error fillFromC(DispatcherSpec &Spec, const Invocation &Inv,
                        LLVMContext &Ctx, Triple &CTriple) {
   std::vector<std::string> Files(Targets.begin(), Targets.end());
-  auto Units = compileFiles(Files, Inv, /*ExposePrograms=*/false, Ctx);
+  // Only the programs' names and type are needed: no code, no optimiser.
+  auto Units = compileFiles(Files, Inv, /*ExposePrograms=*/false, Ctx,
+                            /*FindOnly=*/true);
   if (!Units)
     return Units.takeError();
   // The triple Clang compiled for: the host's, or a `--target=` among the

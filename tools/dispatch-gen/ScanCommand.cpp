@@ -94,7 +94,9 @@ static void printJSON(ArrayRef<CompiledUnit> Units,
 
 int runScan(const Invocation &Inv) {
   LLVMContext Ctx;
-  auto Units = compileFiles(Files, Inv, /*ExposePrograms=*/false, Ctx);
+  // Only the AST and Clang's ABI lowering: no code, no optimiser.
+  auto Units = compileFiles(Files, Inv, /*ExposePrograms=*/false, Ctx,
+                            /*FindOnly=*/true);
   if (!Units)
     return fail(Inv.ToolName, Units.takeError());
   std::optional<DerivedSignature> Sig;

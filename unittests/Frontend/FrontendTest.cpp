@@ -188,6 +188,40 @@ TEST_F(FrontendTest, AnnotatedDefinitionsAreProgramsWithFileLineAndTypes) {
   EXPECT_EQ(Unit.Signature->CType, "unsigned int (const void *, const void *)");
 }
 
+TEST_F(FrontendTest, FindOnlyFindsTheSameProgramsAndSignatureWithoutCode) {
+  // What `scan` and `emit` need, from the AST and Clang's ABI lowering:
+  // the same programs and signature as a full compile, and no code.
+  CompiledUnit Full = compileOK("full.c", XdpPrograms, withProjectIncludes());
+  FrontendOptions Opts = withProjectIncludes();
+  Opts.FindOnly = true;
+  CompiledUnit Found = compileOK("found.c", XdpPrograms, Opts);
+  ASSERT_EQ(Found.Programs.size(), Full.Programs.size());
+  for (size_t I = 0; I < Full.Programs.size(); ++I) {
+    EXPECT_EQ(Found.Programs[I].Name, Full.Programs[I].Name);
+    EXPECT_EQ(Found.Programs[I].Line, Full.Programs[I].Line);
+    EXPECT_EQ(Found.Programs[I].CType, Full.Programs[I].CType);
+    EXPECT_EQ(Found.Programs[I].Static, Full.Programs[I].Static);
+  }
+  ASSERT_TRUE(Found.Signature && Full.Signature);
+  EXPECT_EQ(Found.Signature->Text, Full.Signature->Text);
+  EXPECT_EQ(Found.Signature->ParamExtensions, Full.Signature->ParamExtensions);
+  // Each program is declared with that type; nothing is defined.
+  for (const FoundProgram &P : Found.Programs) {
+    Function *F = Found.M->getFunction(P.Symbol);
+    ASSERT_TRUE(F) << P.Symbol;
+    EXPECT_EQ(F->getFunctionType(), Found.Signature->Type);
+  }
+  for (const Function &F : *Found.M)
+    EXPECT_TRUE(F.isDeclaration()) << F.getName().str();
+  // The inline-only check holds without code too.
+  EXPECT_THAT(compileError("inl.c", R"(#include "dispatch-gen/program.h"
+DISPATCHGEN_PROGRAM inline int twice(int x) { return 2 * x; }
+)",
+                           Opts),
+              Failed(HasSubstr("inl.c:2: program 'twice' is an inline "
+                               "definition that Clang emits no code for")));
+}
+
 TEST_F(FrontendTest, FunctionsWithoutAnnotationAreNotPrograms) {
   CompiledUnit Unit =
       compileOK("filters.c", XdpPrograms, withProjectIncludes());
