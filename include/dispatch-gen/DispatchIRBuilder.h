@@ -42,6 +42,7 @@ class Function;
 class FunctionType;
 class LLVMContext;
 class Module;
+class TargetMachine;
 } // namespace llvm
 
 namespace dispatchgen {
@@ -111,6 +112,14 @@ public:
   static llvm::Expected<llvm::FunctionType *>
   getDispatcherType(llvm::FunctionType *Signature,
                     std::optional<unsigned> SelectorArg);
+
+  /// Whether TM's backend can make the dispatcher's tail call for
+  /// Signature: it fails when the return value does not fit the target's
+  /// return registers (an aggregate returned in memory, such as `[4 x i64]`
+  /// on x86-64), which no musttail call can forward; the backend would
+  /// abort the process instead of reporting it. Check before compiling.
+  static llvm::Error checkLowerable(const llvm::TargetMachine &TM,
+                                    llvm::FunctionType *Signature);
 
   /// Builds the dispatcher described by Spec, declaring every target symbol
   /// that the module does not define yet, and verifies the result. Fails,

@@ -11,6 +11,10 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/AsmParser/Parser.h"
+#include "llvm/CodeGen/MachineFunction.h"
+#include "llvm/CodeGen/MachineModuleInfo.h"
+#include "llvm/CodeGen/TargetLowering.h"
+#include "llvm/CodeGen/TargetSubtargetInfo.h"
 #include "llvm/IR/DerivedTypes.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/MDBuilder.h"
@@ -19,6 +23,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
 
 #include <algorithm>
 #include <numeric>
@@ -131,6 +136,38 @@ Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
                              Rest, Text));
   T.Symbol = Rest.str();
   return T;
+}
+
+Error DispatchIRBuilder::checkLowerable(const TargetMachine &TM,
+                                        FunctionType *Signature) {
+  Type *Ret = Signature->getReturnType();
+  if (Ret->isVoidTy())
+    return Error::success();
+  // Ask the backend what SelectionDAG asks before lowering a return: do
+  // the return value's parts fit the calling convention's registers?
+  LLVMContext &Ctx = Signature->getContext();
+  Module Probe("dispatch-gen.probe", Ctx);
+  Probe.setDataLayout(TM.createDataLayout());
+  Probe.setTargetTriple(TM.getTargetTriple());
+  Function *F =
+      Function::Create(Signature, GlobalValue::ExternalLinkage, "probe", Probe);
+  const TargetSubtargetInfo *STI = TM.getSubtargetImpl(*F);
+  const TargetLowering *TLI = STI ? STI->getTargetLowering() : nullptr;
+  if (!TLI)
+    return Error::success(); // not a code generator: nothing to ask
+  SmallVector<ISD::OutputArg, 4> Outs;
+  GetReturnInfo(F->getCallingConv(), Ret, F->getAttributes(), Outs, *TLI,
+                Probe.getDataLayout());
+  MachineModuleInfo MMI(&TM);
+  MachineFunction MF(*F, TM, *STI, MMI.getContext(), 0);
+  if (TLI->CanLowerReturn(F->getCallingConv(), MF, /*isVarArg=*/false, Outs,
+                          Ctx, Ret))
+    return Error::success();
+  std::string Printed;
+  raw_string_ostream(Printed) << *Ret;
+  return makeError(formatv("'{0}' is returned in memory on {1}: a "
+                           "dispatcher's tail call cannot forward it",
+                           Printed, TM.getTargetTriple().str()));
 }
 
 Expected<FunctionType *>

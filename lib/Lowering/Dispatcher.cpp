@@ -153,6 +153,23 @@ checkSignature(const DispatcherConfig &Config) {
           DispatchIRBuilder::getDispatcherType(Signature, Config.SelectorArg);
       !T)
     return T.takeError();
+  // A return value the backend cannot pass in registers would make it
+  // abort the host while compiling an image: ask it first, once per type.
+  Type *Ret = Signature->getReturnType();
+  if (Ret->isAggregateType() || Ret->isVectorTy() ||
+      Ret->getPrimitiveSizeInBits() > 64) {
+    static auto *Checked = new DenseMap<FunctionType *, std::string>();
+    auto [It, New] = Checked->try_emplace(Signature);
+    if (New) {
+      auto TM = ImageLinker::hostTargetMachine();
+      if (!TM)
+        return TM.takeError();
+      if (Error E = DispatchIRBuilder::checkLowerable(*TM, Signature))
+        It->second = toString(std::move(E));
+    }
+    if (!It->second.empty())
+      return makeError(It->second);
+  }
   if (Triple(sys::getProcessTriple()).getArch() != Triple::x86_64)
     return std::nullopt;
   return getX86SelectorRegister(Signature, Config.SelectorArg);

@@ -221,6 +221,25 @@ Expected<DataLayout> ImageLinker::hostDataLayout() {
   return *DL;
 }
 
+Expected<const TargetMachine &> ImageLinker::hostTargetMachine() {
+  static std::mutex M;
+  static TargetMachine *Host = nullptr;
+  std::lock_guard<std::mutex> Lock(M);
+  if (!Host) {
+    initializeNativeTargetOnce();
+    auto JTMB = JITTargetMachineBuilder::detectHost();
+    if (!JTMB)
+      return JTMB.takeError();
+    JTMB->setCodeModel(CodeModel::Small).setRelocationModel(Reloc::PIC_);
+    auto TM = JTMB->createTargetMachine();
+    if (!TM)
+      return TM.takeError();
+    // Never destroyed: dispatchers may be created until the process ends.
+    Host = TM->release();
+  }
+  return *Host;
+}
+
 Error ImageLinker::ensureORC() {
   if (ObjLayer)
     return Error::success();

@@ -78,6 +78,9 @@ public:
 
   /// The host's data layout, computed once per process.
   static llvm::Expected<llvm::DataLayout> hostDataLayout();
+  /// A TargetMachine for the host, made once per process, for questions
+  /// about the target (never for compiling: it is shared).
+  static llvm::Expected<const llvm::TargetMachine &> hostTargetMachine();
 
   /// The TargetMachine compiled images are made with (made on first use).
   llvm::Expected<const llvm::TargetMachine &> targetMachine();

@@ -20,6 +20,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/WithColor.h"
+#include "llvm/Target/TargetMachine.h"
 
 using namespace llvm;
 
@@ -292,6 +293,15 @@ int runEmit(const Invocation &Inv) {
   if (auto FOrErr = DispatchIRBuilder(M).build(Spec); !FOrErr)
     return fail(ToolName, FOrErr.takeError());
 
+  // A return value the target passes in memory: the backend would abort
+  // on the tail call; say why instead, before any code is made.
+  if (Opts.Kind != EmitKind::EK_LLVMIR) {
+    auto TM = createTargetMachine(Opts);
+    if (!TM)
+      return fail(ToolName, TM.takeError());
+    if (Error E = DispatchIRBuilder::checkLowerable(**TM, Spec.Signature))
+      return fail(ToolName, std::move(E));
+  }
   // All of it in memory first: a failure (or a crash) in code generation
   // leaves an existing output file as it was.
   SmallString<0> Buffer;

@@ -554,6 +554,25 @@ TEST_P(DispatcherTest, SelectorsOffTheRegistersAreCompiled) {
   EXPECT_EQ(D->status().LaidOutDirectly, GetParam() == ImageLowering::IL_Auto);
 }
 
+TEST_P(DispatcherTest, AReturnValueInMemoryIsRefusedNotAnAbort) {
+  // The backend cannot make the musttail call for a value returned in
+  // memory: compiling the image aborted the host. create() now asks the
+  // backend first and says why.
+  DispatcherConfig C = hostConfig();
+  C.Signature = "[4 x i64] (ptr)";
+  C.SelectorArg = 0;
+  std::string Msg = errorText(Dispatcher::create(std::move(C)).takeError());
+  EXPECT_NE(Msg.find("'[4 x i64]' is returned in memory"), std::string::npos)
+      << Msg;
+  // Three integer registers' worth is returned in registers: still works.
+  C = hostConfig();
+  C.Signature = "{ i64, i64, i64 } (ptr)";
+  C.SelectorArg = 0;
+  auto D = makeDispatcher(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+}
+
 TEST_P(DispatcherTest, BadConfigurationsAreClearErrors) {
   DispatcherConfig C = hostConfig();
   C.Signature = "i32 (i32";
