@@ -99,7 +99,7 @@ ASAN_BINARIES=(ProgramSetTests DispatchIRBuilderTests CodeEmitterTests
 # catch to be certain (one 5 s run missed it); the normal build runs it.
 ASAN_LABELS=("${ASAN_BINARIES[@]}")
 ASAN_EXCLUDED='TenThousandUpdatesKeepMemoryFlat'
-FUZZERS=(signature dispatcher frontend)
+FUZZERS=(signature dispatcher frontend options)
 # detect_container_overflow=0: libLLVM and libclang-cpp are uninstrumented,
 # so a std::vector grown in their inline code and read in ours (or the
 # reverse) trips container-overflow annotations that only half the code
