@@ -7,8 +7,12 @@
 #include "dispatch-gen/CodeEmitter.h"
 
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/Config/llvm-config.h"
+#include "llvm/IR/DiagnosticHandler.h"
+#include "llvm/IR/DiagnosticInfo.h"
+#include "llvm/IR/DiagnosticPrinter.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
@@ -118,6 +122,28 @@ Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
     return makeError(formatv("module '{0}' was prepared for '{1}', not '{2}'",
                              M.getModuleIdentifier(), M.getTargetTriple().str(),
                              TM.getTargetTriple().str()));
+  // The backend reports what it cannot do (say, a float return with SSE
+  // disabled) through the context's diagnostic handler, which by default
+  // prints it and lets code generation go on: collect the errors instead
+  // and return the first as this function's Error.
+  struct Collector : DiagnosticHandler {
+    std::string First;
+    unsigned Errors = 0;
+    bool handleDiagnostics(const DiagnosticInfo &DI) override {
+      if (DI.getSeverity() != DS_Error)
+        return true; // warnings and remarks: not failures
+      if (Errors++ == 0) {
+        raw_string_ostream OS(First);
+        DiagnosticPrinterRawOStream DP(OS);
+        DI.print(DP);
+      }
+      return true;
+    }
+  };
+  LLVMContext &Ctx = M.getContext();
+  std::unique_ptr<DiagnosticHandler> Saved = Ctx.getDiagnosticHandler();
+  Ctx.setDiagnosticHandler(std::make_unique<Collector>());
+  scope_exit Restore([&] { Ctx.setDiagnosticHandler(std::move(Saved)); });
   legacy::PassManager PM;
   CodeGenFileType FT = Opts.Kind == EmitKind::EK_Assembly
                            ? CodeGenFileType::AssemblyFile
@@ -126,6 +152,11 @@ Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
     return makeError(formatv("target '{0}' cannot emit this file type",
                              TM.getTargetTriple().str()));
   PM.run(M);
+  const auto *C = static_cast<const Collector *>(Ctx.getDiagHandlerPtr());
+  if (C->Errors)
+    return makeError(formatv("cannot generate code for '{0}': {1}",
+                             TM.getTargetTriple().str(),
+                             StringRef(C->First).trim()));
   return Error::success();
 }
 

@@ -23,6 +23,7 @@
 #include "llvm/IR/BasicBlock.h"
 #include "llvm/IR/DerivedTypes.h"
 #include "llvm/IR/Function.h"
+#include "llvm/IR/Instructions.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/MC/MCAsmInfo.h"
@@ -492,6 +493,27 @@ TEST_F(CodeEmitterTest, EmittingForAnotherTripleIsAnError) {
                 Failed(AllOf(HasSubstr(AArch64Triple), HasSubstr(X86Triple))));
     EXPECT_TRUE(Buffer.empty()) << "wrote output for the wrong target";
   }
+}
+
+TEST_F(CodeEmitterTest, ABackendDiagnosticIsTheReturnedError) {
+  // A float returned with SSE disabled: the backend reports it through
+  // the context's diagnostic handler, which printed it and went on.
+  const DiagnosticHandler *Before = Ctx.getDiagHandlerPtr();
+  EmitOptions Opts = makeOptions(X86Triple, EmitKind::EK_Assembly);
+  Opts.Features = "-sse,-sse2";
+  ASSERT_THAT(takeError(prepareModule(M, Opts)), Succeeded());
+  Type *Float = Type::getFloatTy(Ctx);
+  Function *F = Function::Create(FunctionType::get(Float, {Float}, false),
+                                 GlobalValue::ExternalLinkage, "f", M);
+  ReturnInst::Create(Ctx, F->getArg(0), BasicBlock::Create(Ctx, "entry", F));
+  SmallString<0> Buffer;
+  raw_svector_ostream OS(Buffer);
+  EXPECT_THAT(
+      takeError(emitModule(M, Opts, OS)),
+      Failed(AllOf(HasSubstr("cannot generate code for"),
+                   HasSubstr("SSE register return with SSE disabled"))));
+  // The context's own handler is back.
+  EXPECT_EQ(Ctx.getDiagHandlerPtr(), Before);
 }
 
 TEST_F(CodeEmitterTest, EmittingAnUnpreparedModuleIsAnError) {
