@@ -64,10 +64,11 @@ mutation "binary search splits with ja instead of jae" \
   lib/Lowering/X86ImageEmitter.cpp \
   '    A.jump(CondAE, Right);' \
   '    A.jump(uint8_t(0x7), Right);' 'DispatcherTest|torture'
-mutation "resident copy relocated one byte off" lib/Lowering/Dispatcher.cpp \
+mutation "image and resident copy relocated one byte off" \
+  lib/Lowering/X86ImageEmitter.cpp \
   '    int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 4));' \
   '    int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 5));' \
-  'DispatcherTest|torture'
+  'DispatcherTest|torture|X86ImageEmitterTest'
 mutation "synchronous reclamation without a grace period" \
   lib/Reclamation/Reclaimer.cpp \
   '    synchronize();' '    (void)0;' 'ReclaimerTest|torture|DispatcherTest'

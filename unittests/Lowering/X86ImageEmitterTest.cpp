@@ -81,24 +81,15 @@ public:
     return reinterpret_cast<uint64_t>(Base + ImageOffset);
   }
 
-  /// Copies Img in place, resolves its branches as JITLink would, and
-  /// makes the area executable.
+  /// Copies Img in place, relocated by relocateX86Image (as the
+  /// dispatcher places images and their resident copies), and makes the
+  /// area executable.
   void install(const X86Image &Img, ArrayRef<ImageCase> Cases) {
     ASSERT_EQ(mprotect(Base, Size, PROT_READ | PROT_WRITE), 0);
     ASSERT_LE(Img.Code.size(), Size - ImageOffset);
-    uint8_t *Dst = Base + ImageOffset;
-    memcpy(Dst, Img.Code.data(), Img.Code.size());
-    auto Patch = [&](uint32_t Offset, uint64_t Target) {
-      int64_t Disp = static_cast<int64_t>(Target) -
-                     static_cast<int64_t>(image() + Offset + 4);
-      ASSERT_TRUE(Disp >= INT32_MIN && Disp <= INT32_MAX);
-      int32_t D = static_cast<int32_t>(Disp);
-      memcpy(Dst + Offset, &D, 4);
-    };
-    for (const X86Image::CaseBranch &B : Img.Branches)
-      Patch(B.Offset, Cases[B.Case].Target);
-    if (Img.ThunkBranch)
-      Patch(*Img.ThunkBranch, stub(ThunkStub));
+    auto Bytes = relocateX86Image(Img, Cases, image(), stub(ThunkStub));
+    ASSERT_TRUE(!!Bytes) << toString(Bytes.takeError());
+    memcpy(Base + ImageOffset, Bytes->data(), Bytes->size());
     ASSERT_EQ(mprotect(Base, Size, PROT_READ | PROT_EXEC), 0);
   }
 
@@ -170,6 +161,29 @@ void checkRouting(CodeArea &Area, ArrayRef<ImageCase> Cases,
   EXPECT_TRUE(Check.UnknownTargets.empty());
   for (const ImageCase &C : Cases)
     EXPECT_TRUE(is_contained(Check.DirectTargets, C.Target));
+}
+
+TEST(RelocateX86ImageTest, EachFieldGetsItsTargetAndFarTargetsAreErrors) {
+  std::vector<ImageCase> Cases = {{0x1000, 0x1000, 0}, {0x2000, 0x2000, 0}};
+  auto Img = emitX86Image(Cases, /*SelectorReg=*/7, /*ThunkFallback=*/true);
+  ASSERT_TRUE(!!Img) << toString(Img.takeError());
+  uint64_t Base = 0x10000000, Thunk = 0x10100000;
+  auto Bytes = relocateX86Image(*Img, Cases, Base, Thunk);
+  ASSERT_TRUE(!!Bytes) << toString(Bytes.takeError());
+  auto Field = [&](uint32_t Offset) {
+    int32_t D;
+    memcpy(&D, Bytes->data() + Offset, 4);
+    return Base + Offset + 4 + static_cast<int64_t>(D);
+  };
+  for (const X86Image::CaseBranch &B : Img->Branches)
+    EXPECT_EQ(Field(B.Offset), Cases[B.Case].Target);
+  ASSERT_TRUE(Img->ThunkBranch.has_value());
+  EXPECT_EQ(Field(*Img->ThunkBranch), Thunk);
+  // More than 2 GiB away: an error naming the target, nothing patched.
+  auto Far = relocateX86Image(*Img, Cases, Base + (3ull << 30), Thunk);
+  ASSERT_FALSE(!!Far);
+  EXPECT_NE(toString(Far.takeError()).find("out of rel32 reach"),
+            std::string::npos);
 }
 
 TEST(X86ImageEmitterTest, EveryCaseHitsAndEveryOtherKeyFallsBack) {
