@@ -14,6 +14,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ProcessStats.h"
+
 #include "dispatch-gen/Benchmark.h"
 #include "dispatch-gen/Dispatcher.h"
 
@@ -22,10 +24,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <dirent.h>
-#include <fstream>
 #include <string>
-#include <unistd.h>
 
 using namespace llvm;
 
@@ -37,34 +36,6 @@ using Clock = std::chrono::steady_clock;
 
 Error makeError(const Twine &Msg) {
   return createStringError(inconvertibleErrorCode(), Msg);
-}
-
-int64_t residentBytesNow() {
-  std::ifstream Statm("/proc/self/statm");
-  int64_t Size = 0, Resident = 0;
-  if (!(Statm >> Size >> Resident))
-    return 0;
-  return Resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
-
-int64_t mappingsNow() {
-  std::ifstream Maps("/proc/self/maps");
-  int64_t Lines = 0;
-  for (std::string L; std::getline(Maps, L);)
-    ++Lines;
-  return Lines;
-}
-
-int64_t fileDescriptorsNow() {
-  DIR *D = opendir("/proc/self/fd");
-  if (!D)
-    return 0;
-  int64_t N = 0;
-  while (struct dirent *E = readdir(D))
-    if (E->d_name[0] != '.')
-      ++N;
-  closedir(D);
-  return N - 1; // the directory's own descriptor
 }
 
 double micros(Clock::duration D) {
@@ -128,8 +99,8 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
   std::vector<double> Create, Register;
   Create.reserve(Count);
   Register.reserve(Count);
-  int64_t RSSBefore = residentBytesNow();
-  int64_t MapsBefore = mappingsNow();
+  int64_t RSSBefore = residentBytes();
+  int64_t MapsBefore = mappingCount();
   for (unsigned I = 0; I < Count; ++I) {
     if (Progress && I && I % 2000 == 0)
       Progress(formatv("many dispatchers: {0} of {1} created", I, Count));
@@ -149,10 +120,10 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
     Register.push_back(micros(Registered - Created));
     All.push_back(std::move(*D));
   }
-  int64_t RSSAfter = residentBytesNow();
+  int64_t RSSAfter = residentBytes();
   R.ResidentBytesEach =
       static_cast<double>(RSSAfter - RSSBefore) / static_cast<double>(Count);
-  R.MappingsAdded = mappingsNow() - MapsBefore;
+  R.MappingsAdded = mappingCount() - MapsBefore;
 
   R.AllDirect = true;
   for (unsigned I = 0; I < Count; ++I) {
@@ -188,7 +159,7 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
   for (unsigned C = 0; C < Cycles; ++C) {
     if (C % Every == 0) {
       R.Churn.push_back(
-          {C, residentBytesNow(), mappingsNow(), fileDescriptorsNow()});
+          {C, residentBytes(), mappingCount(), fileDescriptorCount()});
       if (Progress && C)
         Progress(formatv("many dispatchers: {0} of {1} create/destroy cycles",
                          C, Cycles));
@@ -206,7 +177,7 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
       return std::move(E);
   }
   R.Churn.push_back(
-      {Cycles, residentBytesNow(), mappingsNow(), fileDescriptorsNow()});
+      {Cycles, residentBytes(), mappingCount(), fileDescriptorCount()});
   return R;
 }
 

@@ -12,6 +12,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ProcessStats.h"
+
 #include "dispatch-gen/Benchmark.h"
 #include "dispatch-gen/Dispatcher.h"
 
@@ -63,15 +65,6 @@ const uint8_t *stubBlock() {
     return Code;
   }();
   return Block;
-}
-
-/// Resident bytes of this process, from /proc/self/statm.
-int64_t residentBytes() {
-  std::ifstream Statm("/proc/self/statm");
-  int64_t Size = 0, Resident = 0;
-  if (!(Statm >> Size >> Resident))
-    return 0;
-  return Resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
 } // namespace

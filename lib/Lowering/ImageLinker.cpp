@@ -204,21 +204,16 @@ ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
   return std::move(L);
 }
 
-Expected<DataLayout> ImageLinker::hostDataLayout() {
-  static std::mutex M;
-  static std::optional<DataLayout> DL;
-  std::lock_guard<std::mutex> Lock(M);
-  if (!DL) {
-    initializeNativeTargetOnce();
-    auto JTMB = JITTargetMachineBuilder::detectHost();
-    if (!JTMB)
-      return JTMB.takeError();
-    auto Layout = JTMB->getDefaultDataLayoutForTarget();
-    if (!Layout)
-      return Layout.takeError();
-    DL = std::move(*Layout);
-  }
-  return *DL;
+/// The host's TargetMachine builder for images. The JIT default code model
+/// on x86-64 is Large, which calls through `movabs; jmp *%reg`; Small + PIC
+/// gives rel32 branches.
+static Expected<JITTargetMachineBuilder> hostBuilder() {
+  initializeNativeTargetOnce();
+  auto JTMB = JITTargetMachineBuilder::detectHost();
+  if (!JTMB)
+    return JTMB.takeError();
+  JTMB->setCodeModel(CodeModel::Small).setRelocationModel(Reloc::PIC_);
+  return JTMB;
 }
 
 Expected<const TargetMachine &> ImageLinker::hostTargetMachine() {
@@ -226,11 +221,9 @@ Expected<const TargetMachine &> ImageLinker::hostTargetMachine() {
   static TargetMachine *Host = nullptr;
   std::lock_guard<std::mutex> Lock(M);
   if (!Host) {
-    initializeNativeTargetOnce();
-    auto JTMB = JITTargetMachineBuilder::detectHost();
+    auto JTMB = hostBuilder();
     if (!JTMB)
       return JTMB.takeError();
-    JTMB->setCodeModel(CodeModel::Small).setRelocationModel(Reloc::PIC_);
     auto TM = JTMB->createTargetMachine();
     if (!TM)
       return TM.takeError();
@@ -240,18 +233,20 @@ Expected<const TargetMachine &> ImageLinker::hostTargetMachine() {
   return *Host;
 }
 
+Expected<DataLayout> ImageLinker::hostDataLayout() {
+  auto TM = hostTargetMachine();
+  if (!TM)
+    return TM.takeError();
+  return TM->createDataLayout();
+}
+
 Error ImageLinker::ensureORC() {
   if (ObjLayer)
     return Error::success();
-  initializeNativeTargetOnce();
-  auto JTMB = JITTargetMachineBuilder::detectHost();
+  auto JTMB = hostBuilder();
   if (!JTMB)
     return JTMB.takeError();
-  // The JIT default code model on x86-64 is Large, which calls through
-  // `movabs; jmp *%reg`. Small + PIC gives rel32 branches.
-  JTMB->setCodeModel(CodeModel::Small)
-      .setRelocationModel(Reloc::PIC_)
-      .setCodeGenOptLevel(OptLevel);
+  JTMB->setCodeGenOptLevel(OptLevel);
   auto NewTM = JTMB->createTargetMachine();
   if (!NewTM)
     return NewTM.takeError();
