@@ -1,6 +1,7 @@
 //===- CallCost.cpp - The cost of one call, dispatcher and peers ----------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

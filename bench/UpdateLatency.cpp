@@ -1,6 +1,7 @@
 //===- UpdateLatency.cpp - Update latency of a live dispatcher ------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

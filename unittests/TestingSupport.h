@@ -1,6 +1,7 @@
 //===- TestingSupport.h - llvm::Error matchers for unit tests ---*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 """Markdown tables of the benchmark runs kept in bench/results/.
 
 Reads every bench/results/run-K.json (`dispatch-gen bench --json=...`), in the

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 """Counts the tests of one run: every GoogleTest case from ctest's JUnit
 reports (the lit suite's single ctest entry excluded) plus every lit test from
 lit's xunit report, across any number of reports (the normal build's, the

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #===- utils/install-deps.sh - Install the Debian packages the project needs -===#
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 #
 # Installs, with apt-get, every Debian package dispatch-gen builds, tests and
 # benchmarks with. A no-op when all are present; runs `apt-get update` first

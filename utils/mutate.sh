@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #===- utils/mutate.sh - Do the tests catch these bugs? ---------------------===#
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 #
 # Applies a fixed list of single-line mutations, one at a time, to a scratch
 # copy of the committed tree, rebuilds only what each one touches, runs the

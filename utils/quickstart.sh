@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #===- utils/quickstart.sh - Install, build, demo or test -------------------===#
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 #
 # The README's two commands:
 #   utils/quickstart.sh demo   install what is missing, build, run the main job

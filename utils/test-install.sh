@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #===- utils/test-install.sh - Check the installed CMake package -----------===#
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 #
 # usage: test-install.sh BUILD_DIR SOURCE_DIR
 #

@@ -1,7 +1,9 @@
 /*===- filters.c - XDP-style packet filters, the dispatcher's targets ------===*
+ * SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
  *
  * Each program looks at one Ethernet frame and returns a verdict, in the
- * shape of an XDP program: unsigned int prog(const void *ctx, const void *insn).
+ * shape of an XDP program: unsigned int prog(const void *ctx, const void
+ **insn).
  *
  *===----------------------------------------------------------------------===*/
 #include "filters.h"

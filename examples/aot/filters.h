@@ -1,4 +1,5 @@
 /*===- filters.h - Packets and XDP-style programs -------------------------===*/
+/* SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception */
 #ifndef DISPATCH_GEN_EXAMPLES_AOT_FILTERS_H
 #define DISPATCH_GEN_EXAMPLES_AOT_FILTERS_H
 

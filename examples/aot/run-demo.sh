@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #===- examples/aot/run-demo.sh - The ahead-of-time dispatcher demo --------===#
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 #
 # usage: run-demo.sh PATH/TO/dispatch-gen [WORK_DIR]
 #

@@ -1,6 +1,7 @@
 //===- embed.cpp - Embedding a dispatcher in your own LLJIT ---------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,4 +1,5 @@
 /*===- filters.c - XDP programs and their traffic, for `dispatch-gen run` -===*
+ * SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
  *
  *   dispatch-gen run examples/xdp/filters.c
  *

@@ -1,4 +1,5 @@
 /*===- pkt.h - The frame XDP-style programs look at -----------------------===*
+ * SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
  *
  * The programs' ctx: one received Ethernet frame, like the kernel's
  * struct xdp_md reduced to its data and length. A program must not read

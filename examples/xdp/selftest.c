@@ -1,4 +1,5 @@
 /*===- selftest.c - Check filters.c without dispatch-gen ------------------===*
+ * SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
  *
  * Links with filters.c and stands in for the dispatcher: its xdp_dispatch
  * calls the program on an exact-size heap copy of the frame, so that under

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #===- examples/xdp/selftest.sh - Build and run the selftest twice ---------===#
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 #
 # usage: selftest.sh [WORK_DIR]
 #

@@ -1,6 +1,7 @@
 //===- Benchmark.h - Dispatch cost and update latency -----------*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- CodeEmitter.h - Lower a dispatcher module to a file ---*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- CodeInspector.h - Disassemble and classify machine code -*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

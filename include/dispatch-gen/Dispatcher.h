@@ -1,6 +1,7 @@
 //===- Dispatcher.h - A live dispatcher lowered through ORC -----*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- Frontend.h - Compile C programs and find them with Clang -*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

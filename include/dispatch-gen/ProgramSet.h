@@ -1,6 +1,7 @@
 //===- ProgramSet.h - Refcounted program registry ---------------*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- Reclamation.h - RCU readers and grace-period reclamation -*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- Trampoline.h - The patchable, stable dispatcher entry ----*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

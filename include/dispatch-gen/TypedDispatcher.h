@@ -1,6 +1,7 @@
 //===- TypedDispatcher.h - A dispatcher typed by its prototype --*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

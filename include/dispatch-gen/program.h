@@ -1,4 +1,5 @@
 /*===- program.h - Mark C functions as dispatcher programs --------*- C -*-===*\
+ * SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 |*                                                                            *|
 |* Part of dispatch-gen.                                                      *|
 |*                                                                            *|

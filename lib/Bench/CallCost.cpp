@@ -1,6 +1,7 @@
 //===- CallCost.cpp - The cost of one call, per variant -------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

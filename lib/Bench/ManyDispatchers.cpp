@@ -1,6 +1,7 @@
 //===- ManyDispatchers.cpp - Thousands of dispatchers in one process ------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- Patterns.cpp - Call patterns and statistics ------------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- ProcessStats.cpp - The process's memory, mappings and files --------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- Report.cpp - Tables, JSON and plots of benchmark results -----------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

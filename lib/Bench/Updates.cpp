@@ -1,6 +1,7 @@
 //===- Updates.cpp - Update latency, read-side scaling, memory ------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- CodeEmitter.cpp - Lower a dispatcher module to a file --------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- Frontend.cpp - Compile C programs and find them with Clang ---------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- ProgramFinder.cpp - Find the programs of a C file ------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- ProgramFinder.h - Find the programs of a C file ----------*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

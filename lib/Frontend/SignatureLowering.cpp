@@ -1,6 +1,7 @@
 //===- SignatureLowering.cpp - A C function type as Clang lowers it -------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- DispatchIRBuilder.cpp - Build a dispatcher function in LLVM IR -----===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- CodeInspector.cpp - Disassemble and classify machine code ----------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

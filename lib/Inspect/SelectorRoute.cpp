@@ -1,6 +1,7 @@
 //===- SelectorRoute.cpp - Follow a selector through x86-64 code ----------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

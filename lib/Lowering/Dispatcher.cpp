@@ -1,6 +1,7 @@
 //===- Dispatcher.cpp - A live dispatcher lowered through ORC -------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

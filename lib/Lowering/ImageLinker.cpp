@@ -1,6 +1,7 @@
 //===- ImageLinker.cpp - Compile and link dispatcher images ---------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- ImageLinker.h - Compile and link dispatcher images -------*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- NearMemoryManager.cpp - JIT memory within rel32 reach --------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

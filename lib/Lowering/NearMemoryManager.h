@@ -1,6 +1,7 @@
 //===- NearMemoryManager.h - JIT memory within rel32 reach ------*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- X86ImageEmitter.cpp - Dispatcher images without codegen ------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- X86ImageEmitter.h - Dispatcher images without codegen ----*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- ProgramSet.cpp - Refcounted program registry -----------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,6 +1,7 @@
 //===- Reclaimer.cpp - Grace-period reclamation with liburcu --------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

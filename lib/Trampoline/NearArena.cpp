@@ -1,6 +1,7 @@
 //===- NearArena.cpp - Process-wide executable memory near code -----------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

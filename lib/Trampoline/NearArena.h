@@ -1,6 +1,7 @@
 //===- NearArena.h - Process-wide executable memory near code ---*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- Trampoline.cpp - The patchable, stable dispatcher entry ------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

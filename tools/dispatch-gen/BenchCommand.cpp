@@ -1,6 +1,7 @@
 //===- BenchCommand.cpp - dispatch-gen bench ------------------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- Commands.h - dispatch-gen subcommands --------------------*- C++ -*-===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

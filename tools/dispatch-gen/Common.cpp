@@ -1,6 +1,7 @@
 //===- Common.cpp - What dispatch-gen's subcommands share -----------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

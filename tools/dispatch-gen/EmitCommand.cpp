@@ -1,6 +1,7 @@
 //===- EmitCommand.cpp - dispatch-gen emit --------------------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- RunCommand.cpp - dispatch-gen run ----------------------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

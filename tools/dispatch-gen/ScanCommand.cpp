@@ -1,6 +1,7 @@
 //===- ScanCommand.cpp - dispatch-gen scan --------------------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- dispatch-gen.cpp - The dispatch-gen command-line driver ------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

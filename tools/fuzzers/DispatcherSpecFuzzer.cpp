@@ -1,6 +1,7 @@
 //===- DispatcherSpecFuzzer.cpp - libFuzzer target for DispatchIRBuilder --===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

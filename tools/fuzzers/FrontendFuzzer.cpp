@@ -1,6 +1,7 @@
 //===- FrontendFuzzer.cpp - libFuzzer target for the C frontend -----------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

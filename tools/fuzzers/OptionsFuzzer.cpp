@@ -1,6 +1,7 @@
 //===- OptionsFuzzer.cpp - libFuzzer target for emit's target options -----===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- SignatureFuzzer.cpp - libFuzzer target for parseSignature ----------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

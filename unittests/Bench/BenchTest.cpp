@@ -1,6 +1,7 @@
 //===- BenchTest.cpp - Tests of the benchmarks' pure parts ----------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

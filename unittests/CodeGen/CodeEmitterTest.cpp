@@ -1,6 +1,7 @@
 //===- CodeEmitterTest.cpp - Tests for CodeEmitter ------------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- FrontendTest.cpp - Tests for the Clang frontend --------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

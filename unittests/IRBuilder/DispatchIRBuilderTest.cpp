@@ -1,6 +1,7 @@
 //===- DispatchIRBuilderTest.cpp - Tests for DispatchIRBuilder ------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

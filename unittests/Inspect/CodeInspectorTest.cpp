@@ -1,6 +1,7 @@
 //===- CodeInspectorTest.cpp - Tests for CodeInspector --------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- DispatcherTest.cpp - Tests of the live dispatcher ------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //===- SharedPrograms.cpp - Programs living in a shared library -----------===//
 #include "SharedPrograms.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //===- SharedPrograms.h - Programs living in a shared library ---*- C++ -*-===//
 #ifndef DISPATCH_GEN_UNITTESTS_LOWERING_SHAREDPROGRAMS_H
 #define DISPATCH_GEN_UNITTESTS_LOWERING_SHAREDPROGRAMS_H

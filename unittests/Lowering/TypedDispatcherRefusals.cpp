@@ -1,6 +1,7 @@
 //===- TypedDispatcherRefusals.cpp - Prototypes that must not compile -----===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,6 +1,7 @@
 //===- TypedDispatcherTest.cpp - Dispatchers typed by C++ prototypes ------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

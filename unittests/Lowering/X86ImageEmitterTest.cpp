@@ -1,6 +1,7 @@
 //===- X86ImageEmitterTest.cpp - Tests of directly laid-out images --------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

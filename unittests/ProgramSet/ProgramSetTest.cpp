@@ -1,6 +1,7 @@
 //===- ProgramSetTest.cpp - Tests of the refcounted program registry ------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

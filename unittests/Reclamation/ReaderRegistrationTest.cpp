@@ -1,6 +1,7 @@
 //===- ReaderRegistrationTest.cpp - Guards need registered threads --------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

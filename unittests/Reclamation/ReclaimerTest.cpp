@@ -1,6 +1,7 @@
 //===- ReclaimerTest.cpp - Tests of grace-period reclamation --------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

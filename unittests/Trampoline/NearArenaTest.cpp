@@ -1,6 +1,7 @@
 //===- NearArenaTest.cpp - The process-wide code arena --------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

@@ -1,4 +1,5 @@
 /*===- NoSharedMemoryShim.c - Sandboxes without executable memfds ---------===*
+ * SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
  *
  * Part of dispatch-gen.
  *

@@ -1,6 +1,7 @@
 //===- TrampolineTest.cpp - Tests of the patchable entry ------------------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 

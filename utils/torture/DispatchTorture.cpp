@@ -1,6 +1,7 @@
 //===- DispatchTorture.cpp - RCU torture test of a live dispatcher --------===//
 //
 // Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 //
 //===----------------------------------------------------------------------===//
 //

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 #===- utils/torture/expect-caught.sh - The torture must catch a bug --------===#
+# SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
 #
 # Runs dispatch-gen-torture --broken-reclamation=MODE, which skips one grace
 # period, and passes only if the torture fails and reports a non-zero count
