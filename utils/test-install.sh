@@ -7,7 +7,8 @@
 # Installs the build into a scratch prefix, builds examples/embedding out of
 # tree against it with find_package(DispatchGen) and DispatchGen::Runtime,
 # checks (readelf -d, ldd) that libclang-cpp is not in its link closure,
-# and runs the example.
+# and runs the example; then builds examples/embedding-c (C11, the C API,
+# pkg-config) against the installed shared library and runs it.
 #
 #===------------------------------------------------------------------------===#
 set -euo pipefail
@@ -33,3 +34,11 @@ if ldd "$WORK/embed/dispatch-gen-embed-example" | grep -q 'clang-cpp'; then
 fi
 echo "no libclang-cpp in the example's link closure"
 "$WORK/embed/dispatch-gen-embed-example" | tail -1
+
+# The C API: examples/embedding-c, C11 with -Wall -Werror, through
+# pkg-config against the installed libdispatch-gen.so.
+PKG_CONFIG_PATH="$WORK/prefix/lib/pkgconfig" cmake -G Ninja \
+  -S "$SRC/examples/embedding-c" -B "$WORK/embed-c" \
+  -DCMAKE_C_COMPILER=clang-22 >/dev/null
+ninja -C "$WORK/embed-c" >/dev/null
+LD_LIBRARY_PATH="$WORK/prefix/lib" "$WORK/embed-c/dispatch-gen-embed-c-example"

@@ -5,8 +5,9 @@
 # usage: test-package.sh BUILD_DIR SOURCE_DIR
 #
 # Builds the Debian package (cpack -G DEB), unpacks it into a scratch root
-# (dpkg-deb -x), checks what it holds, then builds examples/embedding
-# against that root only and runs it, and runs the packaged CLI.
+# (dpkg-deb -x), checks what it holds, then builds examples/embedding and
+# examples/embedding-c against that root only and runs them, and runs the
+# packaged CLI.
 #
 #===------------------------------------------------------------------------===#
 set -euo pipefail
@@ -23,6 +24,9 @@ for f in usr/bin/dispatch-gen \
          usr/include/dispatch-gen/Dispatcher.h \
          usr/include/dispatch-gen/TypedDispatcher.h \
          usr/lib/cmake/DispatchGen/DispatchGenConfig.cmake \
+         usr/include/dispatch-gen-c/Dispatcher.h \
+         usr/lib/libdispatch-gen.so.0.1 \
+         usr/lib/pkgconfig/dispatch-gen.pc \
          usr/share/doc/dispatch-gen/LICENSE.TXT; do
   [ -e "$WORK/root/$f" ] || { echo "test-package: no $f in the package" >&2; exit 1; }
 done
@@ -38,3 +42,9 @@ grep -q "$WORK/root/usr/lib/cmake/DispatchGen" "$WORK/embed/CMakeCache.txt" || {
 }
 ninja -C "$WORK/embed" >/dev/null
 "$WORK/embed/dispatch-gen-embed-example" | tail -1
+# And the C API, through the packaged pkg-config file.
+PKG_CONFIG_PATH="$WORK/root/usr/lib/pkgconfig" cmake -G Ninja \
+  -S "$SRC/examples/embedding-c" -B "$WORK/embed-c" \
+  -DCMAKE_C_COMPILER=clang-22 >/dev/null
+ninja -C "$WORK/embed-c" >/dev/null
+LD_LIBRARY_PATH="$WORK/root/usr/lib" "$WORK/embed-c/dispatch-gen-embed-c-example"
