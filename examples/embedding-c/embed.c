@@ -11,6 +11,7 @@
  *===----------------------------------------------------------------------===*/
 
 #include "dispatch-gen-c/Dispatcher.h"
+#include "dispatch-gen/Trampoline.h" /* DISPATCHGEN_DEFINE_DISPATCHER */
 
 #include "llvm-c/Core.h"
 #include "llvm-c/IRReader.h"
@@ -25,6 +26,12 @@
 
 typedef int (*Program)(int);
 typedef int (*Entry)(int, Program);
+
+/* A compiled-in entry in this program's own text, as the kernel's
+ * DEFINE_BPF_DISPATCHER: the plain indirect call until a dispatcher adopts
+ * it, and again after. */
+DISPATCHGEN_DEFINE_DISPATCHER(compiled_dispatch, int, (int x, Program prog),
+                              prog(x));
 
 static const char Programs[] =
     "define i32 @add_one(i32 %x) { %r = add i32 %x, 1\n ret i32 %r }\n"
@@ -142,6 +149,26 @@ int main(void) {
   int Ok = atomic_load(&Wrong) == 0 && S.Programs == 2 &&
            S.DirectTargets == 2 && S.Generation == 202;
   DispatchGenDisposeDispatcher(D);
+
+  /* The compiled-in entry, adopted by a standalone dispatcher. */
+  int Before = compiled_dispatch(20, Progs[1]);
+  DispatchGenConfigRef AC = DispatchGenCreateConfig("compiled", "i32 (i32)");
+  DispatchGenConfigSetCompiledEntry(AC, (void *)&compiled_dispatch);
+  DispatchGenDispatcherRef A;
+  check(DispatchGenCreateDispatcher(AC, &A), "cannot adopt the entry");
+  DispatchGenDisposeConfig(AC);
+  check(DispatchGenAdd(A, (uint64_t)(uintptr_t)Progs[2], "negate"), "adopt");
+  DispatchGenRegisterReaderThread(DispatchGenRCUMemb);
+  DispatchGenReadLock();
+  int Adopted = compiled_dispatch(7, Progs[2]) + compiled_dispatch(7, Progs[0]);
+  DispatchGenReadUnlock();
+  DispatchGenUnregisterReaderThread(DispatchGenRCUMemb);
+  DispatchGenDisposeDispatcher(A);
+  int After = compiled_dispatch(3, Progs[0]);
+  printf("compiled-in entry: %d before adoption, %d adopted, %d after\n",
+         Before, Adopted, After);
+  Ok = Ok && Before == 40 && Adopted == -7 + 8 && After == 4;
+
   check(LLVMOrcDisposeLLJIT(J), "cannot dispose of the LLJIT");
   return Ok ? 0 : 1;
 }

@@ -63,11 +63,12 @@
 ///
 ///   DISPATCHGEN_DEFINE_DISPATCHER(xdp_dispatch, unsigned int,
 ///       (const void *ctx, const void *insn, xdp_prog prog),
-///       prog(ctx, insn))
+///       prog(ctx, insn));
 ///
 /// Call is the plain indirect call the entry makes while no dispatcher is
-/// attached. Use at namespace scope, once per entry, in C or C++; pass Name
-/// to Trampoline::adopt().
+/// attached. Use at namespace scope, followed by a semicolon, once per
+/// entry, in C or C++; pass Name to Trampoline::adopt() (or, from C, to
+/// DispatchGenConfigSetCompiledEntry).
 #if defined(__x86_64__) && defined(__ELF__)
 #define DISPATCHGEN_DEFINE_DISPATCHER(Name, Ret, Params, Call)                 \
   DISPATCHGEN_EXTERN_C Ret Name Params;                                        \
