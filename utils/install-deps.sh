@@ -14,6 +14,7 @@ PACKAGES=(
   llvm-22-dev llvm-22-tools clang-22 libclang-22-dev
   libclang-rt-22-dev
   liburcu-dev
+  libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox
 )

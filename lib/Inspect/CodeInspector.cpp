@@ -64,6 +64,18 @@ CodeInspector::create(StringRef TripleName, AsmSyntax Syntax) {
     return makeError(
         formatv("cannot inspect code for '{0}': {1}", TT.str(), LookupErr));
   auto Missing = [&](StringRef What) {
+    // This library registered every disassembler LLVM has. A host that
+    // links LLVM statically and exports its symbols takes those
+    // registrations (the calls bind to its copy), and this copy's registry
+    // stays without them: say so rather than blame the target.
+    if (What == "disassembler")
+      return makeError(formatv(
+          "cannot inspect code for '{0}': dispatch-gen's copy of LLVM has no "
+          "disassembler for it although it registered one, so the process "
+          "seems to hold two copies of LLVM (a host linking LLVM statically, "
+          "and libLLVM.so): build dispatch-gen with "
+          "-DDISPATCHGEN_LINK_LLVM_DYLIB=OFF so that the host links one",
+          TT.str()));
     return makeError(formatv("cannot inspect code for '{0}': LLVM has no {1} "
                              "for it",
                              TT.str(), What));
