@@ -65,7 +65,9 @@ createTargetMachine(const EmitOptions &Opts) {
   if (CPU.empty() && IsHost)
     CPU = sys::getHostCPUName().str();
   // LLVM warns about an unknown CPU or feature (once per subtarget made)
-  // and goes on with defaults: refuse them instead, naming the target.
+  // and goes on with defaults: refuse them instead, naming the target. The
+  // features LLVM gets are the checked ones, trimmed.
+  std::string FeatureString;
   if (!Opts.CPU.empty() || !Opts.Features.empty()) {
     std::unique_ptr<MCSubtargetInfo> STI(T->createMCSubtargetInfo(TT, "", ""));
     if (STI && !Opts.CPU.empty() && !STI->isCPUStringValid(Opts.CPU))
@@ -84,11 +86,24 @@ createTargetMachine(const EmitOptions &Opts) {
                                }))
         return makeError(
             formatv("unknown feature '{0}' for target '{1}'", Name, TT.str()));
+      if (!FeatureString.empty())
+        FeatureString += ',';
+      FeatureString += F.trim().str();
     }
+  }
+  // x86-64 code on a CPU without 64-bit mode (--mcpu=geode, or
+  // --mattr=-64bit) is a fatal error deep in the backend: refuse it here.
+  if (TT.getArch() == Triple::x86_64) {
+    std::unique_ptr<MCSubtargetInfo> STI(
+        T->createMCSubtargetInfo(TT, CPU, FeatureString));
+    if (STI && !STI->checkFeatures("+64bit"))
+      return makeError(formatv("CPU '{0}' with features '{1}' cannot run "
+                               "64-bit code for '{2}'",
+                               CPU, FeatureString, TT.str()));
   }
   TargetOptions TO;
   std::unique_ptr<TargetMachine> TM(
-      T->createTargetMachine(TT, CPU, Opts.Features, TO, Opts.RelocModel,
+      T->createTargetMachine(TT, CPU, FeatureString, TO, Opts.RelocModel,
                              std::nullopt, Opts.OptLevel));
   if (!TM)
     return makeError(
