@@ -48,6 +48,7 @@
 #define DISPATCH_GEN_DISPATCHER_H
 
 #include "dispatch-gen/DispatchIRBuilder.h"
+#include "dispatch-gen/FaultPoint.h"
 #include "dispatch-gen/ProgramSet.h"
 #include "dispatch-gen/Reclamation.h"
 
@@ -73,9 +74,6 @@ class LLJIT;
 } // namespace llvm
 
 namespace dispatchgen {
-
-/// Steps of an update where a test can inject a failure.
-enum class FaultPoint { FP_Compile, FP_Allocate, FP_Link, FP_Patch };
 
 /// Which grace period a deliberately broken dispatcher skips (testing
 /// only: DispatcherConfig::SkipGracePeriodForTesting).

@@ -208,7 +208,15 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   Entry = std::move(*T);
   Entry->setPoisonForTesting(Config.PoisonForTesting);
 
-  auto L = ImageLinker::create(ES, Config, Entry->address());
+  ImageLinkerOptions LinkerOptions;
+  LinkerOptions.Name = Config.Name;
+  LinkerOptions.OptLevel = Config.OptLevel;
+  LinkerOptions.RegisterWithDebugger = Config.RegisterWithDebugger;
+  LinkerOptions.RetpolineFallback = Config.RetpolineFallback;
+  LinkerOptions.PerfMap = Config.PerfMap;
+  LinkerOptions.FallbackHook = Config.FallbackHookForTesting;
+  LinkerOptions.Faults = &Config.InjectFault;
+  auto L = ImageLinker::create(ES, LinkerOptions, Entry->address());
   if (!L)
     return L.takeError();
   Linker = std::move(*L);

@@ -184,19 +184,19 @@ static Expected<int> openPerfMap() {
 }
 
 Expected<std::unique_ptr<ImageLinker>>
-ImageLinker::create(ExecutionSession *ES, DispatcherConfig &Config,
+ImageLinker::create(ExecutionSession *ES, const ImageLinkerOptions &Options,
                     uint64_t Near) {
   std::unique_ptr<ImageLinker> L(new ImageLinker());
   L->Near = Near;
-  L->Name = Config.Name;
-  L->OptLevel = Config.OptLevel;
-  L->RegisterWithDebugger = Config.RegisterWithDebugger;
-  L->Faults = &Config.InjectFault;
-  L->Retpoline = Config.RetpolineFallback;
-  L->FallbackHook = Config.FallbackHookForTesting;
+  L->Name = Options.Name;
+  L->OptLevel = Options.OptLevel;
+  L->RegisterWithDebugger = Options.RegisterWithDebugger;
+  L->Faults = Options.Faults;
+  L->Retpoline = Options.RetpolineFallback;
+  L->FallbackHook = Options.FallbackHook;
   L->ES = ES;
   L->ThePlugin = std::make_shared<Plugin>(L->Faults);
-  if (Config.PerfMap) {
+  if (Options.PerfMap) {
     auto FD = openPerfMap();
     if (!FD)
       return FD.takeError();

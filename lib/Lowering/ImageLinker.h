@@ -33,7 +33,10 @@
 #include "NearMemoryManager.h"
 #include "X86ImageEmitter.h"
 
-#include "dispatch-gen/Dispatcher.h"
+#include "dispatch-gen/FaultPoint.h"
+
+#include "llvm/ADT/FunctionExtras.h"
+#include "llvm/Support/CodeGen.h"
 
 #include "llvm/ExecutionEngine/Orc/Core.h"
 #include "llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h"
@@ -64,15 +67,30 @@ struct ImageTarget {
   uint64_t Address;
 };
 
+using FaultHook = llvm::unique_function<llvm::Error(FaultPoint)>;
+
+/// What an ImageLinker needs of its dispatcher's settings.
+struct ImageLinkerOptions {
+  /// Base name of the JITDylibs.
+  std::string Name;
+  llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Less;
+  bool RegisterWithDebugger = false;
+  /// The fallback thunk is a retpoline.
+  bool RetpolineFallback = false;
+  /// Open /tmp/perf-<pid>.map.
+  bool PerfMap = false;
+  /// Testing only: called by the fallback thunk with the selector.
+  void (*FallbackHook)(uint64_t) = nullptr;
+  /// Testing only: called at each FaultPoint; must outlive the linker.
+  FaultHook *Faults = nullptr;
+};
+
 class ImageLinker {
 public:
-  using FaultHook = llvm::unique_function<llvm::Error(FaultPoint)>;
-
-  /// Places images near Near, as Config says. ES null: the linker creates
-  /// and owns a session when it first needs one. Config must outlive the
-  /// linker (its fault hook is called from link passes).
+  /// Places images near Near, as Options say. ES null: the linker creates
+  /// and owns a session when it first needs one.
   static llvm::Expected<std::unique_ptr<ImageLinker>>
-  create(llvm::orc::ExecutionSession *ES, DispatcherConfig &Config,
+  create(llvm::orc::ExecutionSession *ES, const ImageLinkerOptions &Options,
          uint64_t Near);
 
   ~ImageLinker();
@@ -126,12 +144,12 @@ public:
   /// JITDylib of its own that both image JITDylibs search, and returns its
   /// address. Images jump to it with the selector in %r11 instead of each
   /// carrying a weak copy that a later image could bind to and outlive. It
-  /// is a retpoline (Config.RetpolineFallback) or `jmp *%r11`, after
-  /// calling Config.FallbackHookForTesting if that is set.
+  /// is a retpoline (Options.RetpolineFallback) or `jmp *%r11`, after
+  /// calling Options.FallbackHook if that is set.
   llvm::Expected<uint64_t> fallbackThunk();
 
   /// Appends an image to /tmp/perf-<pid>.map (opened by create() when
-  /// Config.PerfMap is set; a no-op otherwise).
+  /// Options.PerfMap is set; a no-op otherwise).
   void writePerfMap(uint64_t Address, uint64_t Size, llvm::StringRef Name);
 
   class Plugin;
