@@ -42,6 +42,22 @@ static bool waitsForItself(const DispatcherConfig &Config) {
   return Config.Flavor == RCUFlavor::RF_Memb && rcuReadOngoing(Config.Flavor);
 }
 
+/// An image as built for one program set: where it runs, how it was made
+/// and what it reaches. The live image and the empty set's are two of these.
+struct BuiltImage {
+  LinkedImage Linked;
+  /// The layout, while laid out directly: what a resident copy is
+  /// relocated from.
+  std::optional<X86Image> Code;
+  /// The programs it reaches directly, as laid out.
+  std::vector<ImageCase> Cases;
+  /// Programs reached directly, and left to the fallback (out of reach).
+  size_t Direct = 0, Fallback = 0;
+  /// Laid out without codegen.
+  bool Laid = false;
+  explicit operator bool() const { return bool(Linked); }
+};
+
 class Dispatcher::Impl {
 public:
   explicit Impl(DispatcherConfig C)
@@ -73,20 +89,14 @@ public:
   /// Where compiled images are built (made by the first one).
   std::unique_ptr<LLVMContext> Ctx;
   FunctionType *Signature = nullptr;
-  /// The image the entry jumps to; an empty RT when a compiled-in entry
-  /// does its own indirect call.
-  LinkedImage Live;
+  /// The image the entry jumps to; none while the set is empty (then a JIT
+  /// entry leads to Empty, and a compiled-in one does its own indirect
+  /// call).
+  BuiltImage Live;
   /// A JIT entry's image for the empty set (the indirect call), made once.
-  LinkedImage Empty;
+  BuiltImage Empty;
   uint64_t Generation = 0;
   size_t DirectTargets = 0, FallbackTargets = 0;
-  /// Whether the live image was laid out without codegen.
-  bool LiveLaid = false;
-  /// The layout of the image the entry leads to (Live, else Empty) and of
-  /// the last image built, while they were laid out directly: what a
-  /// resident copy is relocated from.
-  std::optional<X86Image> LiveCode, EmptyCode, BuiltCode;
-  std::vector<ImageCase> LiveCases, BuiltCases;
   /// Size of the code in the resident area while the gate is open.
   uint64_t ResidentSize = 0;
   Clock::duration LastUpdate{}, LastGrace{};
@@ -115,8 +125,7 @@ private:
                      uint64_t Thunk) const;
   /// Makes the image for the current set; Laid tells whether it was laid
   /// out directly (X86ImageEmitter) rather than compiled.
-  Expected<LinkedImage> build(uint64_t Gen, size_t &Direct, size_t &Fallback,
-                              bool &Laid);
+  Expected<BuiltImage> build(uint64_t Gen);
   Expected<LinkedImage> buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
                                          ArrayRef<ImageCase> Cases);
   /// Whether calls may run the image in place behind the entry.
@@ -232,13 +241,11 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (Config.CompiledEntry)
     return Error::success();
   // A JIT entry starts on the image of the empty set: the indirect call.
-  size_t Direct = 0, Fallback = 0;
-  auto Image = build(Generation, Direct, Fallback, LiveLaid);
+  auto Image = build(Generation);
   if (!Image)
     return Image.takeError();
   Empty = std::move(*Image);
-  EmptyCode = std::move(BuiltCode);
-  if (Error E = Entry->retarget(Empty.Address))
+  if (Error E = Entry->retarget(Empty.Linked.Address))
     return E;
   // No caller knows the entry yet.
   settleResident();
@@ -279,11 +286,11 @@ void Dispatcher::Impl::settleResident() {
   ResidentSize = 0;
   if (!Entry || !Entry->residentCapacity())
     return;
-  const std::optional<X86Image> &Code = Live ? LiveCode : EmptyCode;
+  const BuiltImage &Current = Live ? Live : Empty;
+  const std::optional<X86Image> &Code = Current.Code;
   // A compiled image keeps the jump: its relocations are JITLink's.
   if (!Code || Code->Code.size() > Entry->residentCapacity())
     return;
-  std::vector<ImageCase> NoCases;
   uint64_t Thunk = 0;
   if (Code->ThunkBranch) {
     auto T = Linker->fallbackThunk();
@@ -293,8 +300,8 @@ void Dispatcher::Impl::settleResident() {
     }
     Thunk = *T;
   }
-  auto Bytes = relocateX86Image(*Code, Live ? LiveCases : NoCases,
-                                Entry->residentAddress(), Thunk);
+  auto Bytes =
+      relocateX86Image(*Code, Current.Cases, Entry->residentAddress(), Thunk);
   if (!Bytes) {
     consumeError(Bytes.takeError());
     return;
@@ -309,7 +316,7 @@ void Dispatcher::Impl::settleResident() {
     Copy.Size = Bytes->size();
     std::vector<uint64_t> Programs;
     if (Live)
-      for (const ImageCase &C : LiveCases)
+      for (const ImageCase &C : Live.Cases)
         Programs.push_back(C.Target);
     if (Error E = verifyImage(Copy, Programs)) {
       consumeError(std::move(E));
@@ -336,8 +343,8 @@ Dispatcher::Impl::~Impl() {
     if (Entry && Config.CompiledEntry)
       consumeError(Entry->reset());
     if (Linker) {
-      consumeError(Linker->remove(Live));
-      consumeError(Linker->remove(Empty));
+      consumeError(Linker->remove(Live.Linked));
+      consumeError(Linker->remove(Empty.Linked));
     }
     return;
   }
@@ -356,8 +363,8 @@ Dispatcher::Impl::~Impl() {
     consumeError(Entry->reset());
   Reclaim.synchronize();
   if (Linker) {
-    consumeError(Linker->remove(Live));
-    consumeError(Linker->remove(Empty));
+    consumeError(Linker->remove(Live.Linked));
+    consumeError(Linker->remove(Empty.Linked));
   }
   if (Config.OnRelease)
     for (const ProgramEntry &P : Set.entries())
@@ -375,61 +382,56 @@ void Dispatcher::Impl::resetContextIfOld() {
                        "parsed successfully in init()");
 }
 
-Expected<LinkedImage> Dispatcher::Impl::build(uint64_t Gen, size_t &Direct,
-                                              size_t &Fallback, bool &Laid) {
+Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
   std::string ImageSymbol = formatv("{0}.image.g{1}", Config.Name, Gen).str();
-  std::vector<ImageCase> Cases;
-  Direct = Fallback = 0;
+  BuiltImage Built;
   for (const ProgramEntry &P : Set.entries()) {
     // A program out of rel32 reach would need a stub, an indirect jump:
     // leave it to the fallback and say so in the status.
     if (!Linker->reaches(P.Address)) {
-      ++Fallback;
+      ++Built.Fallback;
       continue;
     }
-    ++Direct;
-    Cases.push_back({P.Address, P.Address,
-                     Weights.empty() ? 0 : Weights.lookup(P.Address)});
+    ++Built.Direct;
+    Built.Cases.push_back({P.Address, P.Address,
+                           Weights.empty() ? 0 : Weights.lookup(P.Address)});
   }
 
   Expected<LinkedImage> Image = makeError("no image");
-  Laid = false;
-  BuiltCode.reset();
-  BuiltCases.clear();
   if (SelectorReg) {
     // Programs spread over more than 2 GiB are left to codegen's 64-bit
     // compares.
-    if (auto Code = emitX86Image(Cases, *SelectorReg, ThunkFallback,
+    if (auto Code = emitX86Image(Built.Cases, *SelectorReg, ThunkFallback,
                                  Config.ImageDelayForTesting)) {
       consumeError(Image.takeError());
-      Image = Linker->place(*Code, Cases);
-      Laid = true;
-      BuiltCode = std::move(*Code);
-      BuiltCases = Cases;
+      Image = Linker->place(*Code, Built.Cases);
+      Built.Laid = true;
+      Built.Code = std::move(*Code);
     } else {
       consumeError(Code.takeError());
     }
   }
-  if (!Laid) {
+  if (!Built.Laid) {
     consumeError(Image.takeError());
-    Image = buildWithCodegen(Gen, ImageSymbol, Cases);
+    Image = buildWithCodegen(Gen, ImageSymbol, Built.Cases);
   }
   if (!Image)
     return Image.takeError();
+  Built.Linked = std::move(*Image);
   if (Config.VerifyImages) {
     std::vector<uint64_t> Programs;
-    for (const ImageCase &C : Cases)
+    for (const ImageCase &C : Built.Cases)
       Programs.push_back(C.Target);
-    if (Error E = verifyImage(*Image, Programs)) {
-      consumeError(Linker->remove(*Image));
+    if (Error E = verifyImage(Built.Linked, Programs)) {
+      consumeError(Linker->remove(Built.Linked));
       return makeError(formatv("image of generation {0} failed verification: "
                                "{1}",
                                Gen, toString(std::move(E))));
     }
   }
   if (Config.PerfMap)
-    Linker->writePerfMap(Image->Address, Image->Size, ImageSymbol);
-  return Image;
+    Linker->writePerfMap(Built.Linked.Address, Built.Linked.Size, ImageSymbol);
+  return std::move(Built);
 }
 
 Expected<LinkedImage>
@@ -473,7 +475,8 @@ Error Dispatcher::Impl::switchTo(LinkedImage &Image) {
       return makeError("cannot patch the entry: " + toString(std::move(E)));
   if (Image)
     return Entry->retarget(Image.Address);
-  return Config.CompiledEntry ? Entry->reset() : Entry->retarget(Empty.Address);
+  return Config.CompiledEntry ? Entry->reset()
+                              : Entry->retarget(Empty.Linked.Address);
 }
 
 Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
@@ -502,11 +505,12 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
 
   auto Start = Clock::now();
   uint64_t Gen = Generation + 1;
-  LinkedImage Next;
-  size_t Direct = 0, Fallback = Set.size();
-  bool Laid = false;
+  BuiltImage Next;
+  // Without an image (unsupported, or the empty set) every program takes
+  // the entry's own indirect call.
+  Next.Fallback = Set.size();
   if (Supported && !Set.empty()) {
-    auto Image = build(Gen, Direct, Fallback, Laid);
+    auto Image = build(Gen);
     if (!Image) {
       Set = std::move(Before);
       return Image.takeError();
@@ -514,21 +518,18 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
     Next = std::move(*Image);
   }
   if (Supported) {
-    if (Error E = switchTo(Next)) {
-      consumeError(Linker->remove(Next));
+    if (Error E = switchTo(Next.Linked)) {
+      consumeError(Linker->remove(Next.Linked));
       Set = std::move(Before);
       return E;
     }
   }
   LastUpdate = Clock::now() - Start;
   Generation = Gen;
-  DirectTargets = Direct;
-  FallbackTargets = Fallback;
-  LiveLaid = Laid;
-  LiveCode = std::move(BuiltCode);
-  LiveCases = std::move(BuiltCases);
+  DirectTargets = Next.Direct;
+  FallbackTargets = Next.Fallback;
   ResidentSize = 0;
-  LinkedImage Old = std::exchange(Live, std::move(Next));
+  LinkedImage Old = std::exchange(Live, std::move(Next)).Linked;
   std::vector<ProgramEntry> Removed = std::move(Delta->Removed);
   auto RemoveImage = [this](LinkedImage &Image) {
     if (Linker)
@@ -697,7 +698,7 @@ Error Dispatcher::Impl::verify() const {
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   if (!Supported)
     return Trampoline::checkSupported();
-  const LinkedImage &Image = Live ? Live : Empty;
+  const LinkedImage &Image = Live ? Live.Linked : Empty.Linked;
   if (!Image)
     return Error::success(); // A compiled-in entry's own indirect call.
   std::vector<uint64_t> Programs;
@@ -721,7 +722,7 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   if (!Supported)
     return Trampoline::checkSupported();
-  const LinkedImage &Image = Live ? Live : Empty;
+  const LinkedImage &Image = Live ? Live.Linked : Empty.Linked;
   OS << formatv("dispatcher '{0}': generation {1}, {2} programs ({3} direct, "
                 "{4} through the fallback)\n",
                 Config.Name, Generation, Set.size(), DirectTargets,
@@ -768,7 +769,7 @@ DispatcherStatus Dispatcher::Impl::status() const {
   S.FallbackTargets = FallbackTargets;
   S.EntryAddress = Entry ? Entry->address()
                          : reinterpret_cast<uint64_t>(Config.CompiledEntry);
-  const LinkedImage &Image = Live ? Live : Empty;
+  const LinkedImage &Image = Live ? Live.Linked : Empty.Linked;
   S.ImageAddress = Image.Address;
   S.ImageSize = Image.Size;
   if (Entry && Entry->isResident()) {
@@ -776,7 +777,7 @@ DispatcherStatus Dispatcher::Impl::status() const {
     S.ImageAddress = Entry->residentAddress();
     S.ImageSize = ResidentSize;
   }
-  S.LaidOutDirectly = Live ? LiveLaid : SelectorReg.has_value();
+  S.LaidOutDirectly = Live ? Live.Laid : SelectorReg.has_value();
   S.LastUpdateLatency =
       std::chrono::duration_cast<std::chrono::nanoseconds>(LastUpdate);
   S.LastGracePeriod =
