@@ -47,6 +47,13 @@ struct ProgramEntry {
   unsigned Users = 0;
 };
 
+/// The prior state of one address an update touched (ProgramSet::revert).
+struct ProgramSetUndo {
+  uint64_t Address = 0;
+  bool Existed = false;
+  ProgramEntry Before;
+};
+
 /// What an update did to the set's membership. Reference counts that went
 /// up or down without a program entering or leaving do not show here.
 struct ProgramSetDelta {
@@ -57,6 +64,9 @@ struct ProgramSetDelta {
 
   /// Whether the membership changed, i.e. the dispatcher must regenerate.
   bool changed() const { return !Added.empty() || !Removed.empty(); }
+  /// What ProgramSet::revert() needs to undo the update, reference counts
+  /// included.
+  std::vector<ProgramSetUndo> Undo;
 };
 
 class ProgramSet {
@@ -108,6 +118,12 @@ public:
   /// operation. The delta compares the membership before and after.
   llvm::Expected<ProgramSetDelta> apply(const Batch &B);
 
+  /// Undoes the update that returned D (its membership and reference
+  /// counts), which must be the last change made to the set: what a caller
+  /// does when a later step of its own update fails, without copying the
+  /// set beforehand.
+  void revert(const ProgramSetDelta &D);
+
   /// Number of distinct programs.
   size_t size() const { return Entries.size(); }
   bool empty() const { return Entries.empty(); }
@@ -119,12 +135,7 @@ public:
   std::vector<ProgramEntry> entries() const;
 
 private:
-  /// Prior state of one touched address, for rollback and the delta.
-  struct Undo {
-    uint64_t Address;
-    bool Existed;
-    ProgramEntry Before;
-  };
+  using Undo = ProgramSetUndo;
 
   /// apply(); IsUserBatch says whether errors name the failing operation.
   llvm::Expected<ProgramSetDelta> applyOps(const Batch &B, bool IsUserBatch);

@@ -486,7 +486,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
                              "forever for its own grace period",
                              Config.Name));
   std::lock_guard<std::mutex> Lock(UpdateMutex);
-  ProgramSet Before = Set;
+  // On a failure below, Set.revert(*Delta) puts the set back as it was.
   auto Delta = Set.apply(B);
   if (!Delta)
     return Delta.takeError();
@@ -495,7 +495,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
     for (const ProgramEntry &P : Delta->Added)
       if (P.Address >= Entry->address() &&
           P.Address < Entry->address() + Entry->span()) {
-        Set = std::move(Before);
+        Set.revert(*Delta);
         return makeError(formatv("program {0:x} is dispatcher '{1}''s own "
                                  "entry: a call would loop forever",
                                  P.Address, Config.Name));
@@ -512,7 +512,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   if (Supported && !Set.empty()) {
     auto Image = build(Gen);
     if (!Image) {
-      Set = std::move(Before);
+      Set.revert(*Delta);
       return Image.takeError();
     }
     Next = std::move(*Image);
@@ -520,7 +520,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   if (Supported) {
     if (Error E = switchTo(Next.Linked)) {
       consumeError(Linker->remove(Next.Linked));
-      Set = std::move(Before);
+      Set.revert(*Delta);
       return E;
     }
   }

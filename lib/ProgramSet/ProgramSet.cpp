@@ -102,6 +102,11 @@ void ProgramSet::rollback(std::vector<Undo> &Log) {
   Log.clear();
 }
 
+void ProgramSet::revert(const ProgramSetDelta &D) {
+  std::vector<Undo> Log = D.Undo;
+  rollback(Log);
+}
+
 ProgramSetDelta ProgramSet::deltaOf(const std::vector<Undo> &Log) const {
   // The first record of an address holds its state before the update.
   SmallSet<uint64_t, 8> Seen;
@@ -121,6 +126,7 @@ ProgramSetDelta ProgramSet::deltaOf(const std::vector<Undo> &Log) const {
   };
   std::sort(D.Added.begin(), D.Added.end(), ByAddress);
   std::sort(D.Removed.begin(), D.Removed.end(), ByAddress);
+  D.Undo = Log;
   return D;
 }
 

@@ -267,3 +267,38 @@ TEST(ProgramSetTest, ThousandsOfProgramsFit) {
 }
 
 } // namespace
+
+TEST(ProgramSetRevertTest, RevertPutsMembershipAndCountsBack) {
+  ProgramSet S(4);
+  ASSERT_FALSE(!!S.add(0x1000, "a").takeError());
+  ASSERT_FALSE(!!S.add(0x1000).takeError()); // two users
+  ASSERT_FALSE(!!S.add(0x2000, "b").takeError());
+  std::vector<ProgramEntry> Before = S.entries();
+  // One batch that drops a user, removes a program, adds two and renames
+  // nothing: revert must restore all of it, counts and names included.
+  auto D = S.apply(ProgramSet::Batch()
+                       .remove(0x1000)
+                       .remove(0x2000)
+                       .add(0x3000, "c")
+                       .change(0x3000, 0x4000, "d"));
+  ASSERT_TRUE(!!D) << llvm::toString(D.takeError());
+  EXPECT_TRUE(D->changed());
+  EXPECT_FALSE(S.contains(0x2000));
+  EXPECT_TRUE(S.contains(0x4000));
+  EXPECT_EQ(S.users(0x1000), 1u);
+  S.revert(*D);
+  std::vector<ProgramEntry> After = S.entries();
+  ASSERT_EQ(After.size(), Before.size());
+  for (size_t I = 0; I < Before.size(); ++I) {
+    EXPECT_EQ(After[I].Address, Before[I].Address);
+    EXPECT_EQ(After[I].Name, Before[I].Name);
+    EXPECT_EQ(After[I].Users, Before[I].Users);
+  }
+  EXPECT_FALSE(S.contains(0x3000));
+  EXPECT_FALSE(S.contains(0x4000));
+  // A delta that changed nothing reverts to the same set.
+  auto Same = S.change(0x1000, 0x1000);
+  ASSERT_TRUE(!!Same);
+  S.revert(*Same);
+  EXPECT_EQ(S.users(0x1000), 2u);
+}
