@@ -50,6 +50,31 @@ static bool holdsNamedStruct(Type *Ty) {
 /// value), or nothing when it can: types that only intrinsics take, types
 /// that only a GPU target lowers, and integers wider than two registers
 /// (the backend splits a huge one into millions of pieces).
+/// How many scalars Ty holds, saturating at Limit + 1.
+static uint64_t scalarCount(Type *Ty, uint64_t Limit) {
+  uint64_t N = 0;
+  if (auto *AT = dyn_cast<ArrayType>(Ty)) {
+    uint64_t Each = scalarCount(AT->getElementType(), Limit);
+    if (Each == 0)
+      return 0;
+    return AT->getNumElements() > Limit / Each + 1
+               ? Limit + 1
+               : std::min<uint64_t>(AT->getNumElements() * Each, Limit + 1);
+  }
+  if (auto *VT = dyn_cast<VectorType>(Ty))
+    return std::min<uint64_t>(VT->getElementCount().getKnownMinValue(),
+                              Limit + 1);
+  if (auto *ST = dyn_cast<StructType>(Ty)) {
+    for (Type *E : ST->elements()) {
+      N += scalarCount(E, Limit);
+      if (N > Limit)
+        return Limit + 1;
+    }
+    return N;
+  }
+  return 1;
+}
+
 static std::optional<std::string> unsupportedType(Type *Ty) {
   if (isa<TargetExtType>(Ty))
     return std::string("target extension types cannot be passed through a "
@@ -59,6 +84,16 @@ static std::optional<std::string> unsupportedType(Type *Ty) {
   if (auto *IT = dyn_cast<IntegerType>(Ty); IT && IT->getBitWidth() > 128)
     return formatv("i{0} is wider than the 128 bits a dispatcher passes",
                    IT->getBitWidth())
+        .str();
+  // A dispatcher forwards values in registers; a huge aggregate by value
+  // only makes the backend split it into as many pieces (an array of 10^12
+  // elements exhausts memory before anything is refused).
+  constexpr uint64_t MaxScalars = 64;
+  if ((Ty->isAggregateType() || Ty->isVectorTy()) &&
+      scalarCount(Ty, MaxScalars) > MaxScalars)
+    return formatv("aggregates of more than {0} values cannot be passed "
+                   "through a dispatcher; pass them by pointer",
+                   MaxScalars)
         .str();
   for (Type *Sub : Ty->subtypes())
     if (auto Why = unsupportedType(Sub))

@@ -309,6 +309,15 @@ TEST(ParseSignatureTest, TypesNoDispatcherCanPassAreErrors) {
               Failed(HasSubstr("i1000000 is wider than the 128 bits")));
   // The widest allowed still parses.
   EXPECT_THAT(takeError(parseSignature("i128 (i128, ptr)", Ctx)), Succeeded());
+  // Aggregates of more than 64 values, however deep, are refused before
+  // anything sizes them (an array of 10^12 exhausted memory).
+  EXPECT_THAT(takeError(parseSignature("[4555555555555 x i6] ()", Ctx)),
+              Failed(HasSubstr("aggregates of more than 64 values")));
+  EXPECT_THAT(takeError(parseSignature("i32 ({ [8 x [9 x i8]] }, ptr)", Ctx)),
+              Failed(HasSubstr("aggregates of more than 64 values")));
+  EXPECT_THAT(
+      takeError(parseSignature("{ [4 x i64], <16 x float> } (ptr)", Ctx)),
+      Succeeded());
 }
 
 TEST(ParseSignatureTest, ASelectorOutsideAddressSpaceZeroIsAnError) {
