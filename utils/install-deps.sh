@@ -10,7 +10,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  cmake ninja-build g++ python3
+  cmake ninja-build g++ python3 pkgconf
   llvm-22-dev llvm-22-tools clang-22 libclang-22-dev
   libclang-rt-22-dev
   liburcu-dev

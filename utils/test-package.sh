@@ -32,19 +32,5 @@ for f in usr/bin/dispatch-gen \
 done
 dpkg-deb -f "$DEB" Package Version Depends
 "$WORK/root/usr/bin/dispatch-gen" --version
-# Only the unpacked root: CMAKE_PREFIX_PATH names it, nothing else.
-cmake -G Ninja -S "$SRC/examples/embedding" -B "$WORK/embed" \
-  -DCMAKE_PREFIX_PATH="$WORK/root/usr" -DCMAKE_CXX_COMPILER=clang++-22 \
-  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF >/dev/null
-grep -q "$WORK/root/usr/lib/cmake/DispatchGen" "$WORK/embed/CMakeCache.txt" || {
-  echo "test-package: the example did not find the packaged DispatchGen" >&2
-  exit 1
-}
-ninja -C "$WORK/embed" >/dev/null
-"$WORK/embed/dispatch-gen-embed-example" | tail -1
-# And the C API, through the packaged pkg-config file.
-PKG_CONFIG_PATH="$WORK/root/usr/lib/pkgconfig" cmake -G Ninja \
-  -S "$SRC/examples/embedding-c" -B "$WORK/embed-c" \
-  -DCMAKE_C_COMPILER=clang-22 >/dev/null
-ninja -C "$WORK/embed-c" >/dev/null
-LD_LIBRARY_PATH="$WORK/root/usr/lib" "$WORK/embed-c/dispatch-gen-embed-c-example"
+# Only the unpacked root: the examples see nothing else.
+"$SRC/utils/embed-examples.sh" "$WORK/root/usr" "$SRC" "$WORK"
