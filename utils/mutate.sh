@@ -73,11 +73,11 @@ mutation "image and resident copy relocated one byte off" \
 mutation "synchronous reclamation without a grace period" \
   lib/Reclamation/Reclaimer.cpp \
   '    synchronize();' '    (void)0;' 'ReclaimerTest|torture|DispatcherTest'
-mutation "weighted leaves not sorted hottest first (layout, not routing)" \
-  lib/Lowering/X86ImageEmitter.cpp \
-  '             J > 0 && Cases[Order[J]].Weight > Cases[Order[J - 1]].Weight; --J)' \
-  '             J > 0 && Cases[Order[J]].Weight < Cases[Order[J - 1]].Weight; --J)' \
-  'X86ImageEmitterTest|DispatcherTest'
+mutation "weighted chains not sorted hottest first (layout, not routing)" \
+  lib/DispatchLayout/DispatchLayout.cpp \
+  '    return Cases[L].Weight > Cases[R].Weight;' \
+  '    return Cases[L].Weight < Cases[R].Weight;' \
+  'DispatchLayoutTest|X86ImageEmitterTest|DispatcherTest'
 
 say() { printf '%s\n' "$*"; }
 

@@ -91,7 +91,7 @@ tsan_run() {
 # fourth). Every case runs but TenThousandUpdatesKeepMemoryFlat, as under
 # TSan: single-threaded, about memory ASan's quarantine distorts, and
 # minutes long when instrumented.
-ASAN_BINARIES=(ProgramSetTests DispatchIRBuilderTests CodeEmitterTests
+ASAN_BINARIES=(ProgramSetTests DispatchLayoutTests DispatchIRBuilderTests CodeEmitterTests
   CodeInspectorTests ReclaimerTests ReaderRegistrationTests TrampolineTests
   NearArenaTests DispatcherTests X86ImageEmitterTests FrontendTests
   dispatch-gen-torture dispatch-gen-embed-example)

@@ -14,12 +14,21 @@
 // Two shapes of target set are supported:
 //
 //  * Absolute addresses (a JIT knows them before codegen): the dispatcher is
-//    one `switch` on the pointer with the addresses as case constants, so
-//    LLVM's switch lowering builds a balanced tree of direct compares, weighted
-//    by the optional `!prof` branch weights.
+//    the DispatchLayout of the addresses (a bisection, or with weights a hot
+//    prefix and a scan), as branches on the pointer's integer value, so
+//    that code generation makes the same compares in the same order as the
+//    direct x86-64 lowering (X86ImageEmitter.h) does. Not a `switch`: LLVM's
+//    switch lowering balances a weighted tree by weight, the branch
+//    predictor's worst case.
 //  * Symbols (ahead-of-time output): addresses are only known at link time,
 //    so the dispatcher is a chain of `icmp eq ptr %sel, @target` compares,
 //    hottest target first when weights are given.
+//
+// Branches carry `!prof` weights when the targets do. The layout holds
+// through code generation (which is all `emit` and a live dispatcher run);
+// a host that runs an optimisation pipeline over the dispatcher lets
+// SimplifyCFG fold the tests back into a `switch`: the calls stay direct,
+// the layout does not.
 //
 // Every dispatcher carries `"no-jump-tables"="true"`: a jump table is an
 // indirect jump again.
@@ -28,6 +37,8 @@
 
 #ifndef DISPATCH_GEN_DISPATCHIRBUILDER_H
 #define DISPATCH_GEN_DISPATCHIRBUILDER_H
+
+#include "dispatch-gen/DispatchLayout.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
@@ -121,6 +132,15 @@ public:
   /// abort the process instead of reporting it. Check before compiling.
   static llvm::Error checkLowerable(const llvm::TargetMachine &TM,
                                     llvm::FunctionType *Signature);
+
+  /// Spec's targets as DispatchLayout takes them, in Spec's order: the key
+  /// is the address (0 for a symbol), the weight the target's (1 for one
+  /// without when any has one; all 0 when none has).
+  static std::vector<LayoutCase> getLayoutCases(const DispatcherSpec &Spec);
+
+  /// The layout build() lowers for Spec: DispatchLayout::choose for
+  /// address targets, DispatchLayout::chain for symbols.
+  static DispatchLayout getLayout(const DispatcherSpec &Spec);
 
   /// Builds the dispatcher described by Spec, declaring every target symbol
   /// that the module does not define yet, and verifies the result. Fails,

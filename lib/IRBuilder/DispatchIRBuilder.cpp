@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/DispatchIRBuilder.h"
+#include "dispatch-gen/DispatchLayout.h"
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/STLExtras.h"
@@ -20,6 +21,7 @@
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/MDBuilder.h"
 #include "llvm/IR/Module.h"
+#include "llvm/IR/ProfDataUtils.h"
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SourceMgr.h"
@@ -36,142 +38,6 @@ namespace dispatchgen {
 
 static Error makeError(const Twine &Msg) {
   return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
-/// Whether Ty is or holds a named struct, which exists only in the scratch
-/// module of parseSignature (an opaque one cannot even be passed).
-static bool holdsNamedStruct(Type *Ty) {
-  if (auto *ST = dyn_cast<StructType>(Ty); ST && !ST->isLiteral())
-    return true;
-  return any_of(Ty->subtypes(), holdsNamedStruct);
-}
-
-/// Why a dispatcher cannot pass Ty through (as a parameter or the return
-/// value), or nothing when it can: types that only intrinsics take, types
-/// that only a GPU target lowers, and integers wider than two registers
-/// (the backend splits a huge one into millions of pieces).
-/// How many scalars Ty holds, saturating at Limit + 1.
-static uint64_t scalarCount(Type *Ty, uint64_t Limit) {
-  uint64_t N = 0;
-  if (auto *AT = dyn_cast<ArrayType>(Ty)) {
-    uint64_t Each = scalarCount(AT->getElementType(), Limit);
-    if (Each == 0)
-      return 0;
-    return AT->getNumElements() > Limit / Each + 1
-               ? Limit + 1
-               : std::min<uint64_t>(AT->getNumElements() * Each, Limit + 1);
-  }
-  if (auto *VT = dyn_cast<VectorType>(Ty))
-    return std::min<uint64_t>(VT->getElementCount().getKnownMinValue(),
-                              Limit + 1);
-  if (auto *ST = dyn_cast<StructType>(Ty)) {
-    for (Type *E : ST->elements()) {
-      N += scalarCount(E, Limit);
-      if (N > Limit)
-        return Limit + 1;
-    }
-    return N;
-  }
-  return 1;
-}
-
-static std::optional<std::string> unsupportedType(Type *Ty) {
-  if (isa<TargetExtType>(Ty))
-    return std::string("target extension types cannot be passed through a "
-                       "dispatcher");
-  if (Ty->isTokenTy() || Ty->isX86_AMXTy())
-    return std::string("token and x86_amx values exist only for intrinsics");
-  if (auto *IT = dyn_cast<IntegerType>(Ty); IT && IT->getBitWidth() > 128)
-    return formatv("i{0} is wider than the 128 bits a dispatcher passes",
-                   IT->getBitWidth())
-        .str();
-  // A dispatcher forwards values in registers; a huge aggregate by value
-  // only makes the backend split it into as many pieces (an array of 10^12
-  // elements exhausts memory before anything is refused).
-  constexpr uint64_t MaxScalars = 64;
-  if ((Ty->isAggregateType() || Ty->isVectorTy()) &&
-      scalarCount(Ty, MaxScalars) > MaxScalars)
-    return formatv("aggregates of more than {0} values cannot be passed "
-                   "through a dispatcher; pass them by pointer",
-                   MaxScalars)
-        .str();
-  for (Type *Sub : Ty->subtypes())
-    if (auto Why = unsupportedType(Sub))
-      return Why;
-  return std::nullopt;
-}
-
-Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
-  StringRef Trimmed = Text.trim();
-  if (Trimmed.empty())
-    return makeError("empty signature: expected an LLVM function type such "
-                     "as 'i32 (ptr, ptr)'");
-  // parseType wants a module for named types; a scratch one keeps the
-  // caller's module free of anything the parse might add.
-  Module Scratch("signature", Ctx);
-  SMDiagnostic Diag;
-  // LLVM's lexer reads up to a NUL: give it a terminated copy, not a slice
-  // of the caller's buffer.
-  std::string Terminated = Trimmed.str();
-  Type *Ty = parseType(Terminated, Diag, Scratch);
-  if (!Ty)
-    return makeError(
-        formatv("invalid signature '{0}': {1}", Text, Diag.getMessage()));
-  auto *FT = dyn_cast<FunctionType>(Ty);
-  if (!FT) {
-    std::string Printed;
-    raw_string_ostream(Printed) << *Ty;
-    return makeError(formatv("invalid signature '{0}': '{1}' is not a "
-                             "function type",
-                             Text, Printed));
-  }
-  if (FT->isVarArg())
-    return makeError(formatv("invalid signature '{0}': a dispatcher cannot "
-                             "forward variadic arguments",
-                             Text));
-  if (holdsNamedStruct(FT))
-    return makeError(formatv("invalid signature '{0}': named types are not "
-                             "supported; write structs out, e.g. '{{ i64, "
-                             "i64 } (ptr)'",
-                             Text));
-  if (auto Why = unsupportedType(FT))
-    return makeError(formatv("invalid signature '{0}': {1}", Text, *Why));
-  return FT;
-}
-
-Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
-  DispatchTarget T;
-  StringRef Rest = Text;
-  // A symbol never holds ':' or '@' here; the last of each starts a field.
-  if (size_t Colon = Rest.rfind(':'); Colon != StringRef::npos) {
-    StringRef W = Rest.substr(Colon + 1);
-    uint64_t Weight;
-    if (W.empty() || W.getAsInteger(0, Weight))
-      return makeError(formatv("invalid weight '{0}' in target '{1}': "
-                               "expected an unsigned integer",
-                               W, Text));
-    T.Weight = Weight;
-    Rest = Rest.take_front(Colon);
-  }
-  if (size_t At = Rest.rfind('@'); At != StringRef::npos) {
-    StringRef A = Rest.substr(At + 1);
-    uint64_t Address;
-    if (A.empty() || A.getAsInteger(0, Address))
-      return makeError(formatv("invalid address '{0}' in target '{1}': "
-                               "expected an unsigned integer",
-                               A, Text));
-    T.Address = Address;
-    Rest = Rest.take_front(At);
-  }
-  if (Rest.empty())
-    return makeError(formatv("target '{0}' has an empty symbol name", Text));
-  // A second '@' or ':' would silently become part of the symbol.
-  if (Rest.find_first_of("@:") != StringRef::npos)
-    return makeError(formatv("invalid symbol '{0}' in target '{1}': expected "
-                             "SYMBOL[@ADDRESS][:WEIGHT]",
-                             Rest, Text));
-  T.Symbol = Rest.str();
-  return T;
 }
 
 Error DispatchIRBuilder::checkLowerable(const TargetMachine &TM,
@@ -302,24 +168,8 @@ Error DispatchIRBuilder::check(const DispatcherSpec &Spec) {
 
 namespace {
 
-/// Scales 64-bit counts into the 32-bit branch weights `!prof` holds,
-/// keeping their ratios. The limit is INT32_MAX rather than UINT32_MAX only
-/// so that the weights print as positive numbers in textual IR.
-/// Sums of weights can pass 64 bits, so it works in 128.
-class WeightScaler {
-public:
-  using Wide = unsigned __int128;
-  explicit WeightScaler(Wide Max)
-      : Divisor(Max > INT32_MAX ? Max / INT32_MAX + 1 : 1) {}
-  uint32_t operator()(Wide W) const {
-    return static_cast<uint32_t>(W / Divisor);
-  }
-
-private:
-  Wide Divisor;
-};
-
-/// Emits the blocks of one dispatcher.
+/// Emits the blocks of one dispatcher: its DispatchLayout, lowered to IR
+/// branches that the code generator keeps in the layout's order.
 class DispatcherEmitter {
 public:
   DispatcherEmitter(Module &M, const DispatcherSpec &Spec, Function &F)
@@ -339,6 +189,7 @@ public:
     HasWeights = any_of(Spec.Targets, [](const DispatchTarget &T) {
       return T.Weight.has_value();
     });
+    Cases = DispatchIRBuilder::getLayoutCases(Spec);
   }
 
   void emit() {
@@ -352,109 +203,156 @@ public:
         F.addParamAttr(I, A);
 
     BasicBlock *Entry = BasicBlock::Create(Ctx, "entry", &F);
-    BasicBlock *Fallback = BasicBlock::Create(Ctx, "fallback", &F);
+    Fallback = BasicBlock::Create(Ctx, "fallback", &F);
     B.SetInsertPoint(Fallback);
     emitTailCall(Spec.Signature, Selector);
 
-    if (!Spec.Targets.empty() && Spec.Targets.front().Address)
-      emitSwitch(Entry, Fallback);
-    else
-      emitCompareChain(Entry, Fallback);
+    B.SetInsertPoint(Entry);
+    bool Addresses = !Spec.Targets.empty() && Spec.Targets.front().Address;
+    if (Addresses)
+      prepareAddress();
+    DispatchLayout L = DispatchIRBuilder::getLayout(Spec);
+    if (L.prefix().empty()) {
+      emitNode(L, 0, Entry);
+      return;
+    }
+    // Placed after the prefix's blocks.
+    BasicBlock *Tree = BasicBlock::Create(Ctx, "tree");
+    emitTests(L.prefix(), Entry, Tree, massAfterPrefix(L));
+    Tree->insertInto(&F, Fallback);
+    emitNode(L, 0, Tree);
   }
 
 private:
-  uint64_t weightOf(const DispatchTarget &T) const {
-    return T.Weight.value_or(1);
-  }
-
-  /// Absolute addresses: one switch; LLVM's switch lowering builds the
-  /// compare tree (weight-balanced when `!prof` is present).
-  void emitSwitch(BasicBlock *Entry, BasicBlock *Fallback) {
-    std::vector<const DispatchTarget *> Sorted;
-    for (const DispatchTarget &T : Spec.Targets)
-      Sorted.push_back(&T);
-    llvm::sort(Sorted, [](const DispatchTarget *L, const DispatchTarget *R) {
-      return *L->Address < *R->Address;
-    });
-
-    B.SetInsertPoint(Entry);
+  /// Absolute addresses are compared as integers. Addresses of one JIT
+  /// region are 64-bit but close together: comparing the offset from the
+  /// lowest makes every case a 32-bit immediate (`cmp $imm32` instead of
+  /// `movabs` + `cmp` per case on x86-64). Any pointer outside the window
+  /// still matches no case.
+  void prepareAddress() {
     IntegerType *IntPtrTy = M.getDataLayout().getIntPtrType(Ctx);
-    Value *Addr = B.CreatePtrToInt(Selector, IntPtrTy, "target.addr");
-    // Addresses of one JIT region are 64-bit but close together: switching
-    // on the offset from the lowest makes every case a 32-bit immediate
-    // (`cmp $imm32` instead of `movabs` + `cmp` per case on x86-64). Any
-    // pointer outside the window still matches no case.
-    uint64_t Base = *Sorted.front()->Address;
-    bool Rebase = IntPtrTy->getBitWidth() == 64 && Base > INT32_MAX &&
-                  *Sorted.back()->Address - Base <= INT32_MAX;
-    if (Rebase)
+    Addr = B.CreatePtrToInt(Selector, IntPtrTy, "target.addr");
+    uint64_t Lo = UINT64_MAX, Hi = 0;
+    for (const LayoutCase &C : Cases) {
+      Lo = std::min(Lo, C.Key);
+      Hi = std::max(Hi, C.Key);
+    }
+    if (IntPtrTy->getBitWidth() == 64 && Lo > INT32_MAX &&
+        Hi - Lo <= INT32_MAX) {
+      Base = Lo;
       Addr =
           B.CreateSub(Addr, ConstantInt::get(IntPtrTy, Base), "target.offset");
-    else
-      Base = 0;
-    SwitchInst *SI = B.CreateSwitch(Addr, Fallback, Sorted.size());
-    SmallVector<uint64_t, 64> Weights{Spec.FallbackWeight};
-    for (const DispatchTarget *T : Sorted) {
-      SI->addCase(ConstantInt::get(IntPtrTy, *T->Address - Base),
-                  emitCaseBlock(*T, Fallback));
-      Weights.push_back(weightOf(*T));
-    }
-    if (HasWeights) {
-      WeightScaler Scale(*llvm::max_element(Weights));
-      SmallVector<uint32_t, 64> Scaled;
-      for (uint64_t W : Weights)
-        Scaled.push_back(Scale(W));
-      SI->setMetadata(LLVMContext::MD_prof,
-                      MDBuilder(Ctx).createBranchWeights(Scaled));
     }
   }
 
-  /// Symbols: their addresses are link-time constants that a switch cannot
-  /// take, and their order is unknown, so compare one after another, hottest
-  /// first.
-  void emitCompareChain(BasicBlock *Entry, BasicBlock *Fallback) {
-    std::vector<const DispatchTarget *> Ordered;
-    for (const DispatchTarget &T : Spec.Targets)
-      Ordered.push_back(&T);
-    // Heaviest first; equal weights keep the order given (Ordered points
-    // into Spec.Targets, so pointer order is that order).
-    if (HasWeights)
-      llvm::sort(Ordered,
-                 [&](const DispatchTarget *L, const DispatchTarget *R) {
-                   if (weightOf(*L) != weightOf(*R))
-                     return weightOf(*L) > weightOf(*R);
-                   return L < R;
-                 });
+  /// The fallback's weight and that of every case the prefix does not
+  /// test: what goes on to the tree.
+  uint64_t massAfterPrefix(const DispatchLayout &L) const {
+    std::vector<bool> InPrefix(Cases.size());
+    for (uint32_t C : L.prefix())
+      InPrefix[C] = true;
+    uint64_t Mass = Spec.FallbackWeight;
+    for (size_t C = 0; C < Cases.size(); ++C)
+      if (!InPrefix[C])
+        Mass = SaturatingAdd(Mass, Cases[C].Weight);
+    return Mass;
+  }
 
-    // Remaining[I] = weight of everything after compare I, fallback included.
-    SmallVector<WeightScaler::Wide, 64> Remaining(Ordered.size() + 1,
-                                                  Spec.FallbackWeight);
-    for (size_t I = Ordered.size(); I-- > 0;)
-      Remaining[I] = Remaining[I + 1] + weightOf(*Ordered[I]);
-    WeightScaler Scale(Remaining.front());
-
-    BasicBlock *Check = Entry;
-    for (size_t I = 0; I < Ordered.size(); ++I) {
-      const DispatchTarget &T = *Ordered[I];
+  /// `sel == key` for each of Order in turn, the first in At; a miss of the
+  /// last goes to Miss. Rest: the weight of what follows the last test.
+  void emitTests(ArrayRef<uint32_t> Order, BasicBlock *At, BasicBlock *Miss,
+                 uint64_t Rest) {
+    SmallVector<uint64_t, 16> After(Order.size() + 1, Rest);
+    for (size_t I = Order.size(); I-- > 0;)
+      After[I] = SaturatingAdd(After[I + 1], Cases[Order[I]].Weight);
+    BasicBlock *Check = At;
+    for (size_t I = 0; I < Order.size(); ++I) {
+      const DispatchTarget &T = Spec.Targets[Order[I]];
       BasicBlock *Next =
-          I + 1 < Ordered.size()
-              ? BasicBlock::Create(Ctx, "check." + Ordered[I + 1]->Symbol, &F,
-                                   Fallback)
-              : Fallback;
-      BasicBlock *Case = emitCaseBlock(T, Next);
+          I + 1 < Order.size()
+              ? BasicBlock::Create(Ctx,
+                                   "check." + Spec.Targets[Order[I + 1]].Symbol,
+                                   &F, Fallback)
+              : Miss;
+      // Each case's block just before the next test, as the code
+      // generator then lays them out: the last `je` falls through to the
+      // fallback.
+      BasicBlock *Case = emitCaseBlock(T, Next->getParent() ? Next : Fallback);
       B.SetInsertPoint(Check);
-      Value *Is = B.CreateICmpEQ(Selector, getTarget(T), "is." + T.Symbol);
-      BranchInst *Br = B.CreateCondBr(Is, Case, Next);
-      if (HasWeights)
-        Br->setMetadata(LLVMContext::MD_prof,
-                        MDBuilder(Ctx).createBranchWeights(
-                            Scale(weightOf(T)), Scale(Remaining[I + 1])));
+      Value *Is =
+          Addr ? B.CreateICmpEQ(Addr, key(Order[I]), "is." + T.Symbol)
+               : B.CreateICmpEQ(Selector, getTarget(T), "is." + T.Symbol);
+      branch(Is, Case, Next, Cases[Order[I]].Weight, After[I + 1]);
       Check = Next;
     }
-    if (Ordered.empty()) {
-      B.SetInsertPoint(Entry);
-      B.CreateBr(Fallback);
+    if (Order.empty() && At != Miss) {
+      B.SetInsertPoint(At);
+      B.CreateBr(Miss);
     }
+  }
+
+  /// The weight of the cases below node Index, for branch weights.
+  uint64_t nodeMass(const DispatchLayout &L, uint32_t Index) const {
+    const DispatchLayout::Node &N = L.node(Index);
+    uint64_t Mass = 0;
+    if (N.Kind == DispatchLayout::NodeKind::Chain)
+      for (uint32_t C : N.Cases)
+        Mass = SaturatingAdd(Mass, Cases[C].Weight);
+    else
+      for (uint32_t Child : N.Children)
+        Mass = SaturatingAdd(Mass, nodeMass(L, Child));
+    return Mass;
+  }
+
+  void emitNode(const DispatchLayout &L, uint32_t Index, BasicBlock *At) {
+    const DispatchLayout::Node &N = L.node(Index);
+    if (N.Kind == DispatchLayout::NodeKind::Chain) {
+      emitTests(N.Cases, At, Fallback, Spec.FallbackWeight);
+      return;
+    }
+    // Bisect and Scan alike: `sel < key(Cases[J])` leads to Children[J],
+    // tested in order; the last child takes what passes every test.
+    SmallVector<uint64_t, 16> Mass;
+    uint64_t Rest = 0;
+    for (uint32_t Child : N.Children) {
+      Mass.push_back(nodeMass(L, Child));
+      Rest = SaturatingAdd(Rest, Mass.back());
+    }
+    BasicBlock *Check = At;
+    for (size_t J = 0; J < N.Cases.size(); ++J) {
+      const std::string &Sym = Spec.Targets[N.Cases[J]].Symbol;
+      BasicBlock *Below = BasicBlock::Create(Ctx, "below." + Sym, &F, Fallback);
+      BasicBlock *From = BasicBlock::Create(Ctx, "from." + Sym, &F, Fallback);
+      Rest -= std::min(Rest, Mass[J]);
+      B.SetInsertPoint(Check);
+      branch(B.CreateICmpULT(Addr, key(N.Cases[J]), "lt." + Sym), Below, From,
+             Mass[J], Rest);
+      emitNode(L, N.Children[J], Below);
+      // The blocks read in the layout's order: the upper side after the
+      // lower one's.
+      From->moveBefore(Fallback);
+      Check = From;
+    }
+    emitNode(L, N.Children.back(), Check);
+  }
+
+  Constant *key(uint32_t C) const {
+    return ConstantInt::get(Addr->getType(), Cases[C].Key - Base);
+  }
+
+  /// `br Cond, True, False`, with branch weights when the targets have any.
+  void branch(Value *Cond, BasicBlock *True, BasicBlock *False,
+              uint64_t TrueWeight, uint64_t FalseWeight) {
+    BranchInst *Br = B.CreateCondBr(Cond, True, False);
+    if (!HasWeights)
+      return;
+    // Scaled for twice the larger count, so that they stay below 2^31 and
+    // read as positive numbers in textual IR.
+    uint64_t Max = std::max(TrueWeight, FalseWeight);
+    Br->setMetadata(
+        LLVMContext::MD_prof,
+        MDBuilder(Ctx).createBranchWeights(downscaleWeights(
+            {TrueWeight, FalseWeight}, SaturatingMultiply(Max, uint64_t(2)))));
   }
 
   BasicBlock *emitCaseBlock(const DispatchTarget &T, BasicBlock *Before) {
@@ -512,9 +410,36 @@ private:
   Argument *Selector = nullptr;
   SmallVector<Value *, 8> Forwarded;
   bool HasWeights = false;
+  /// The targets in Spec's order, with their weights as the layout takes
+  /// them (keys are 0 for symbols).
+  std::vector<LayoutCase> Cases;
+  BasicBlock *Fallback = nullptr;
+  /// The selector as an integer (rebased by Base), for address targets.
+  Value *Addr = nullptr;
+  uint64_t Base = 0;
 };
 
 } // namespace
+
+std::vector<LayoutCase>
+DispatchIRBuilder::getLayoutCases(const DispatcherSpec &Spec) {
+  bool HasWeights = any_of(Spec.Targets, [](const DispatchTarget &T) {
+    return T.Weight.has_value();
+  });
+  std::vector<LayoutCase> Cases;
+  for (const DispatchTarget &T : Spec.Targets)
+    Cases.push_back(
+        {T.Address.value_or(0), HasWeights ? T.Weight.value_or(1) : 0});
+  return Cases;
+}
+
+DispatchLayout DispatchIRBuilder::getLayout(const DispatcherSpec &Spec) {
+  std::vector<LayoutCase> Cases = getLayoutCases(Spec);
+  // Symbols are link-time constants in no known order: a chain.
+  if (Spec.Targets.empty() || !Spec.Targets.front().Address)
+    return DispatchLayout::chain(Cases);
+  return DispatchLayout::choose(Cases);
+}
 
 Expected<Function *> DispatchIRBuilder::build(const DispatcherSpec &Spec) {
   if (Error E = check(Spec))

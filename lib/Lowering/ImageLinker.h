@@ -31,7 +31,7 @@
 
 #include "NearArena.h"
 #include "NearMemoryManager.h"
-#include "X86ImageEmitter.h"
+#include "dispatch-gen/X86ImageEmitter.h"
 
 #include "dispatch-gen/FaultPoint.h"
 

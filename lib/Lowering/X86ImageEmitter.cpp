@@ -5,7 +5,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "X86ImageEmitter.h"
+#include "dispatch-gen/X86ImageEmitter.h"
+
+#include "dispatch-gen/DispatchLayout.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVector.h"
@@ -36,33 +38,6 @@ constexpr unsigned ArgRegs[] = {7 /*rdi*/, 6 /*rsi*/, 2 /*rdx*/,
                                 1 /*rcx*/, 8 /*r8*/,  9 /*r9*/};
 // Condition codes (the low nibble of Jcc's opcode).
 constexpr uint8_t CondB = 0x2, CondAE = 0x3, CondE = 0x4, CondNE = 0x5;
-// A leaf of the binary tree compares its cases one after another; LLVM's
-// switch lowering stops splitting at the same size.
-constexpr size_t MaxLeafCases = 3;
-// The scan (weighted images): up to this many groups per level, and leaves
-// of up to this many cases (see scanCost).
-constexpr size_t ScanFanout = 16, ScanLeafCases = 16;
-// The cost model of weighted layouts, in cycles of about a Zen or Skylake
-// core: a compare and branch that is predicted, and a misprediction.
-constexpr double CompareCost = 1, MispredictCost = 16;
-
-/// The model's cost of a scan over N equally likely cases. A level tests
-/// up to ScanFanout pivots in key order (`cmp; jb`): the one taken is
-/// mispredicted, the others are cheap, so a level resolves 4 bits for one
-/// misprediction where a binary tree resolves 1 bit for half of one. A
-/// leaf is a chain of `cmp; je`, hottest first.
-double scanCost(size_t N) {
-  if (N == 0)
-    return 0;
-  if (N <= ScanLeafCases)
-    return CompareCost * static_cast<double>(N + 1) / 2 +
-           MispredictCost * (1 - 1 / static_cast<double>(N));
-  size_t Groups = std::min(ScanFanout, divideCeil(N, ScanLeafCases));
-  return CompareCost * static_cast<double>(Groups) / 2 +
-         MispredictCost * (1 - 1 / static_cast<double>(Groups)) +
-         scanCost(divideCeil(N, Groups));
-}
-
 /// Whether the SysV convention passes Ty in one general-purpose register
 /// (true), in vector registers or on the stack without touching the GPRs
 /// (false), or in some way only the full ABI lowering knows (nothing).
@@ -227,138 +202,68 @@ private:
   std::vector<uint64_t> LabelOffsets;
 };
 
-/// How many of the hottest cases (ByWeight, hottest first) to test one by
-/// one before the scan of the rest, under a cost model of calls drawn at
-/// random with the observed frequencies: a branch taken with probability q
-/// is mispredicted min(q, 1-q) of the time (with independent draws,
-/// history does not help the predictor), and the rest costs scanCost.
-/// Under a skewed distribution the prefix wins: each of its compares is
-/// mispredicted only as often as its case is called.
-size_t choosePrefix(ArrayRef<ImageCase> Cases, ArrayRef<uint32_t> ByWeight) {
-  constexpr size_t MaxPrefix = 64;
-  double Total = 0;
-  for (uint32_t C : ByWeight)
-    Total += static_cast<double>(Cases[C].Weight);
-  if (Total == 0)
-    return 0;
-  size_t Best = 0;
-  double BestCost = scanCost(ByWeight.size());
-  double Remaining = 1, PrefixCost = 0;
-  for (size_t K = 1; K <= std::min(MaxPrefix, ByWeight.size()); ++K) {
-    double P = static_cast<double>(Cases[ByWeight[K - 1]].Weight) / Total;
-    PrefixCost += CompareCost * Remaining +
-                  MispredictCost * std::min(P, std::max(Remaining - P, 0.0));
-    Remaining = std::max(Remaining - P, 0.0);
-    double Cost = PrefixCost + Remaining * scanCost(ByWeight.size() - K);
-    if (Cost < BestCost) {
-      BestCost = Cost;
-      Best = K;
-    }
-  }
-  return Best;
-}
-
-/// Emits the compare tree over the cases, each an index into Cases.
-class TreeEmitter {
+/// Turns a DispatchLayout into instructions: the layout decides the
+/// compares and where they lead, this only picks encodings and the order
+/// of the blocks (a node's first child falls through from its tests).
+class LayoutLowering {
 public:
-  TreeEmitter(ArrayRef<ImageCase> Cases, uint64_t Base, unsigned CmpReg,
-              bool Weighted, Assembler &A, unsigned FallbackLabel)
-      : Cases(Cases), Base(Base), CmpReg(CmpReg), Weighted(Weighted), A(A),
+  LayoutLowering(const DispatchLayout &L, ArrayRef<ImageCase> Cases,
+                 uint64_t Base, unsigned CmpReg, Assembler &A,
+                 unsigned FallbackLabel)
+      : L(L), Cases(Cases), Base(Base), CmpReg(CmpReg), A(A),
         FallbackLabel(FallbackLabel) {}
 
-  /// `cmp; je` for each of Hot, in order, before the tree.
-  void emitPrefix(ArrayRef<uint32_t> Hot) {
-    for (uint32_t C : Hot) {
+  void lower() {
+    for (uint32_t C : L.prefix()) {
       compare(C);
       A.jumpToCase(CondE, C);
     }
-  }
-
-  /// Sorted holds case indices by ascending key. Last: the fallback
-  /// follows, so a leaf that misses may fall through to it. Flags: the
-  /// case whose compare set the flags on every way in, if any.
-  void emit(ArrayRef<uint32_t> Sorted, bool Last,
-            std::optional<uint32_t> Flags = std::nullopt) {
-    if (Sorted.empty()) {
-      if (!Last)
-        A.jump(std::nullopt, FallbackLabel);
-      return;
-    }
-    if (Sorted.size() <= MaxLeafCases) {
-      emitLeaf(Sorted, Last, Flags);
-      return;
-    }
-    size_t Split = splitPoint(Sorted);
-    unsigned Right = A.newLabel();
-    compare(Sorted[Split]);
-    A.jump(CondAE, Right);
-    emit(Sorted.take_front(Split), /*Last=*/false);
-    // The right half is entered only by that `jae`, which leaves the flags
-    // of comparing with its lowest case.
-    A.bind(Right);
-    emit(Sorted.drop_front(Split), Last, Sorted[Split]);
-  }
-
-  /// The weighted layout of Sorted (ascending keys): up to ScanFanout
-  /// groups of about equal count, found by comparing with each group's
-  /// lowest key in turn (`cmp; jb` to the group before it; the last group
-  /// follows), down to leaves of ScanLeafCases, hottest first.
-  void emitScan(ArrayRef<uint32_t> Sorted, bool Last) {
-    if (Sorted.size() <= ScanLeafCases) {
-      if (Sorted.empty()) {
-        if (!Last)
-          A.jump(std::nullopt, FallbackLabel);
-        return;
-      }
-      emitLeaf(Sorted, Last, std::nullopt);
-      return;
-    }
-    size_t N = Sorted.size();
-    size_t Groups = std::min(ScanFanout, divideCeil(N, ScanLeafCases));
-    auto Group = [&](size_t J) {
-      size_t Begin = J * N / Groups, End = (J + 1) * N / Groups;
-      return Sorted.slice(Begin, End - Begin);
-    };
-    SmallVector<unsigned, ScanFanout> Labels;
-    for (size_t J = 0; J + 1 < Groups; ++J) {
-      Labels.push_back(A.newLabel());
-      compare(Group(J + 1).front());
-      A.jump(CondB, Labels.back());
-    }
-    emitScan(Group(Groups - 1), /*Last=*/false);
-    for (size_t J = 0; J + 1 < Groups; ++J) {
-      A.bind(Labels[J]);
-      emitScan(Group(J), Last && J + 2 == Groups);
-    }
+    lowerNode(0, /*Last=*/true, std::nullopt);
   }
 
 private:
-  void emitLeaf(ArrayRef<uint32_t> Sorted, bool Last,
-                std::optional<uint32_t> Flags) {
-    SmallVector<uint32_t, ScanLeafCases> Order(Sorted.begin(), Sorted.end());
-    // Hottest first: the common case then takes the first `je`. Equal
-    // weights keep address order (an insertion sort of a few).
-    if (Weighted)
-      for (size_t I = 1; I < Order.size(); ++I)
-        for (size_t J = I;
-             J > 0 && Cases[Order[J]].Weight > Cases[Order[J - 1]].Weight; --J)
-          std::swap(Order[J], Order[J - 1]);
-    for (uint32_t C : Order) {
-      if (C != Flags)
-        compare(C);
-      Flags.reset();
-      A.jumpToCase(CondE, C);
+  /// Last: the fallback follows, so a chain that misses may fall through
+  /// to it. Flags: the case whose compare set the flags on every way in.
+  void lowerNode(uint32_t Index, bool Last, std::optional<uint32_t> Flags) {
+    const DispatchLayout::Node &N = L.node(Index);
+    switch (N.Kind) {
+    case DispatchLayout::NodeKind::Chain:
+      for (uint32_t C : N.Cases) {
+        if (C != Flags)
+          compare(C);
+        Flags.reset();
+        A.jumpToCase(CondE, C);
+      }
+      if (!Last)
+        A.jump(std::nullopt, FallbackLabel);
+      return;
+    case DispatchLayout::NodeKind::Bisect: {
+      unsigned Right = A.newLabel();
+      compare(N.Cases.front());
+      A.jump(CondAE, Right);
+      lowerNode(N.Children[0], /*Last=*/false, std::nullopt);
+      // The upper half is entered only by that `jae`, which leaves the
+      // flags of comparing with its lowest case.
+      A.bind(Right);
+      lowerNode(N.Children[1], Last, N.Cases.front());
+      return;
     }
-    if (!Last)
-      A.jump(std::nullopt, FallbackLabel);
-  }
-
-  /// Where to split Sorted (the first index of the right half): the
-  /// middle. Splitting by weight instead makes every branch a coin toss,
-  /// the worst case for the branch predictor; weighted images use the hot
-  /// prefix and the scan instead.
-  static size_t splitPoint(ArrayRef<uint32_t> Sorted) {
-    return Sorted.size() / 2;
+    case DispatchLayout::NodeKind::Scan: {
+      // `cmp; jb` to each child but the last, which follows.
+      SmallVector<unsigned, 16> Labels;
+      for (uint32_t C : N.Cases) {
+        Labels.push_back(A.newLabel());
+        compare(C);
+        A.jump(CondB, Labels.back());
+      }
+      lowerNode(N.Children.back(), /*Last=*/false, std::nullopt);
+      for (size_t J = 0; J < Labels.size(); ++J) {
+        A.bind(Labels[J]);
+        lowerNode(N.Children[J], Last && J + 1 == Labels.size(), std::nullopt);
+      }
+      return;
+    }
+    }
   }
 
   /// `cmp $(key - Base), %CmpReg`, with an 8-bit immediate when it fits.
@@ -375,10 +280,10 @@ private:
     A.bytes32(static_cast<uint32_t>(Imm));
   }
 
+  const DispatchLayout &L;
   ArrayRef<ImageCase> Cases;
   uint64_t Base;
   unsigned CmpReg;
-  bool Weighted;
   Assembler &A;
   unsigned FallbackLabel;
 };
@@ -460,29 +365,13 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     CmpReg = RegR11;
   }
 
-  bool Weighted =
-      any_of(Cases, [](const ImageCase &C) { return C.Weight != 0; });
+  std::vector<LayoutCase> ForLayout;
+  for (const ImageCase &C : Cases)
+    ForLayout.push_back({C.Key, C.Weight});
   unsigned Fallback = A.newLabel();
-  TreeEmitter Tree(Cases, Base, CmpReg, Weighted, A, Fallback);
-  if (Weighted) {
-    std::vector<uint32_t> ByWeight = Sorted;
-    llvm::sort(ByWeight, [&](uint32_t L, uint32_t R) {
-      if (Cases[L].Weight != Cases[R].Weight)
-        return Cases[L].Weight > Cases[R].Weight;
-      return Cases[L].Key < Cases[R].Key;
-    });
-    size_t Prefix = choosePrefix(Cases, ByWeight);
-    Tree.emitPrefix(ArrayRef(ByWeight).take_front(Prefix));
-    // The rest, still in key order.
-    std::vector<bool> InPrefix(Cases.size());
-    for (uint32_t C : ArrayRef(ByWeight).take_front(Prefix))
-      InPrefix[C] = true;
-    llvm::erase_if(Sorted, [&](uint32_t C) { return InPrefix[C]; });
-  }
-  if (Weighted)
-    Tree.emitScan(Sorted, /*Last=*/true);
-  else
-    Tree.emit(Sorted, /*Last=*/true);
+  LayoutLowering(DispatchLayout::choose(ForLayout), Cases, Base, CmpReg, A,
+                 Fallback)
+      .lower();
 
   A.bind(Fallback);
   if (ThunkFallback) {

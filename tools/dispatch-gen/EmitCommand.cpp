@@ -13,7 +13,9 @@
 #include "Commands.h"
 
 #include "dispatch-gen/CodeEmitter.h"
+#include "dispatch-gen/CodeInspector.h"
 #include "dispatch-gen/DispatchIRBuilder.h"
+#include "dispatch-gen/X86ImageEmitter.h"
 
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
@@ -69,12 +71,41 @@ static cl::opt<uint64_t> FallbackWeight(
     cl::init(1), cl::value_desc("count"),
     cl::desc("Branch weight of the fallback when targets carry weights"));
 
-static cl::opt<EmitKind> Emit(
+namespace {
+/// What `--emit` writes.
+enum class Output { LLVM, Asm, Obj, Bin, Layout };
+/// How the layout becomes code.
+enum class Lowering { IR, Direct };
+} // namespace
+
+static cl::opt<Output> Emit(
     "emit", cl::sub(emitCommand()), cl::cat(EmitCategory),
-    cl::init(EmitKind::EK_Assembly), cl::desc("What to write"),
-    cl::values(clEnumValN(EmitKind::EK_LLVMIR, "llvm", "Textual LLVM IR"),
-               clEnumValN(EmitKind::EK_Assembly, "asm", "Assembly (default)"),
-               clEnumValN(EmitKind::EK_Object, "obj", "Object file")));
+    cl::init(Output::Asm), cl::desc("What to write"),
+    cl::values(clEnumValN(Output::LLVM, "llvm",
+                          "Textual LLVM IR (--lowering=ir)"),
+               clEnumValN(Output::Asm, "asm",
+                          "Assembly, or the image disassembled (default)"),
+               clEnumValN(Output::Obj, "obj", "Object file (--lowering=ir)"),
+               clEnumValN(Output::Bin, "bin",
+                          "The image's raw bytes (--lowering=direct)"),
+               clEnumValN(Output::Layout, "layout",
+                          "The compare tree both lowerings make, as text")));
+
+static cl::opt<Lowering> LoweringKind(
+    "lowering", cl::sub(emitCommand()), cl::cat(EmitCategory),
+    cl::init(Lowering::IR), cl::desc("How the layout becomes code"),
+    cl::values(clEnumValN(Lowering::IR, "ir",
+                          "LLVM IR through the code generator (default)"),
+               clEnumValN(Lowering::Direct, "direct",
+                          "x86-64 machine code laid out directly, as a "
+                          "live dispatcher does (address targets only)")));
+
+static cl::opt<uint64_t> ImageAddress(
+    "image-address", cl::sub(emitCommand()), cl::cat(EmitCategory),
+    cl::value_desc("address"),
+    cl::desc("--lowering=direct: where the image is placed (default: 64 "
+             "KiB below the lowest target, aligned to 64 KiB); the "
+             "retpoline thunk is taken to follow the image"));
 
 static cl::opt<std::string> OutputPath("o", cl::sub(emitCommand()),
                                        cl::cat(EmitCategory), cl::init("-"),
@@ -205,6 +236,69 @@ static Error writeOutput(StringRef Path, StringRef Bytes) {
   return Error::success();
 }
 
+/// The direct lowering of Spec for Triple: the laid-out x86-64 image,
+/// relocated for --image-address, as raw bytes (Bin) or disassembled.
+static Error emitDirect(const DispatcherSpec &Spec, const Triple &TT,
+                        raw_ostream &OS) {
+  auto Failed = [](const Twine &Why) {
+    return createStringError(inconvertibleErrorCode(),
+                             "--lowering=direct: " + Why);
+  };
+  if (TT.getArch() != Triple::x86_64)
+    return Failed("it makes x86-64 code, and the target is '" + TT.str() +
+                  "'; use --lowering=ir");
+  for (const DispatchTarget &T : Spec.Targets)
+    if (!T.Address)
+      return Failed("target '" + T.Symbol +
+                    "' has no address; the image jumps to addresses "
+                    "(SYMBOL@ADDRESS)");
+  std::optional<unsigned> Reg =
+      getX86SelectorRegister(Spec.Signature, Spec.SelectorArg);
+  if (!Reg)
+    return Failed("the selector of this signature does not arrive in a "
+                  "general-purpose register by counting; use --lowering=ir");
+  std::vector<LayoutCase> Layout = DispatchIRBuilder::getLayoutCases(Spec);
+  std::vector<ImageCase> Cases;
+  uint64_t Lowest = UINT64_MAX;
+  for (size_t I = 0; I < Layout.size(); ++I) {
+    Cases.push_back({Layout[I].Key, Layout[I].Key, Layout[I].Weight});
+    Lowest = std::min(Lowest, Layout[I].Key);
+  }
+  auto Image = emitX86Image(Cases, *Reg, Spec.RetpolineFallback);
+  if (!Image)
+    return Failed(toString(Image.takeError()));
+  constexpr uint64_t Align = 64 * 1024;
+  uint64_t Base = ImageAddress.getNumOccurrences() ? ImageAddress.getValue()
+                  : Lowest != UINT64_MAX && Lowest >= 2 * Align
+                      ? alignDown(Lowest, Align) - Align
+                      : 0;
+  uint64_t Thunk = Base + Image->Code.size();
+  auto Bytes = relocateX86Image(*Image, Cases, Base, Thunk);
+  if (!Bytes)
+    return Failed(toString(Bytes.takeError()));
+  if (Emit == Output::Bin) {
+    OS.write(reinterpret_cast<const char *>(Bytes->data()), Bytes->size());
+    return Error::success();
+  }
+  auto Inspector = CodeInspector::create(TT.str());
+  if (!Inspector)
+    return Inspector.takeError();
+  auto Insts = (*Inspector)->disassemble(*Bytes, Base);
+  if (!Insts)
+    return Insts.takeError();
+  DenseMap<uint64_t, StringRef> Names;
+  for (const DispatchTarget &T : Spec.Targets)
+    Names[*T.Address] = T.Symbol;
+  OS << formatv("{0}: direct lowering, {1} bytes at {2:x}\n", Spec.Name,
+                Bytes->size(), Base);
+  (*Inspector)->print(*Insts, OS, [&](uint64_t Address) -> std::string {
+    if (Image->ThunkBranch && Address == Thunk)
+      return "__x86_indirect_thunk_r11";
+    return Names.lookup(Address).str();
+  });
+  return Error::success();
+}
+
 int runEmit(const Invocation &Inv) {
   StringRef ToolName = Inv.ToolName;
   std::optional<CodeGenOptLevel> Level = CodeGenOpt::parseLevel(OptLevel);
@@ -217,11 +311,20 @@ int runEmit(const Invocation &Inv) {
   Opts.CPU = MCPU;
   Opts.Features = MAttr;
   Opts.OptLevel = *Level;
-  Opts.Kind = Emit;
+  Opts.Kind = Emit == Output::LLVM  ? EmitKind::EK_LLVMIR
+              : Emit == Output::Obj ? EmitKind::EK_Object
+                                    : EmitKind::EK_Assembly;
+  bool Direct = LoweringKind == Lowering::Direct;
+  if (Direct && (Emit == Output::LLVM || Emit == Output::Obj))
+    return fail(ToolName, "--lowering=direct writes no LLVM IR or object "
+                          "file: use --emit=asm, --emit=bin or "
+                          "--emit=layout");
+  if (!Direct && Emit == Output::Bin)
+    return fail(ToolName, "--emit=bin writes the image of --lowering=direct");
 
-  if (Opts.Kind == EmitKind::EK_Object && OutputPath == "-" &&
+  if ((Emit == Output::Obj || Emit == Output::Bin) && OutputPath == "-" &&
       sys::Process::StandardOutIsDisplayed())
-    return fail(ToolName, "refusing to write an object file to a terminal; "
+    return fail(ToolName, "refusing to write binary output to a terminal; "
                           "use -o FILE");
 
   LLVMContext Ctx;
@@ -291,6 +394,25 @@ int runEmit(const Invocation &Inv) {
     warn(ToolName, "no targets given: the dispatcher only does the indirect "
                    "call");
 
+  // All of it in memory first: a failure (or a crash) in code generation
+  // leaves an existing output file as it was.
+  SmallString<0> Buffer;
+  raw_svector_ostream BufferOS(Buffer);
+  if (Emit == Output::Layout || Direct) {
+    // Check the spec as build() does before laying anything out.
+    if (auto FOrErr = DispatchIRBuilder(M).build(Spec); !FOrErr)
+      return fail(ToolName, FOrErr.takeError());
+    if (Emit == Output::Layout)
+      DispatchIRBuilder::getLayout(Spec).print(
+          BufferOS, DispatchIRBuilder::getLayoutCases(Spec),
+          [&](uint32_t C) { return Spec.Targets[C].Symbol; });
+    else if (Error E = emitDirect(Spec, M.getTargetTriple(), BufferOS))
+      return fail(ToolName, std::move(E));
+    if (Error E = writeOutput(OutputPath, Buffer))
+      return fail(ToolName, std::move(E));
+    return 0;
+  }
+
   if (auto FOrErr = DispatchIRBuilder(M).build(Spec); !FOrErr)
     return fail(ToolName, FOrErr.takeError());
 
@@ -303,10 +425,6 @@ int runEmit(const Invocation &Inv) {
     if (Error E = DispatchIRBuilder::checkLowerable(**TM, Spec.Signature))
       return fail(ToolName, std::move(E));
   }
-  // All of it in memory first: a failure (or a crash) in code generation
-  // leaves an existing output file as it was.
-  SmallString<0> Buffer;
-  raw_svector_ostream BufferOS(Buffer);
   if (Error E = emitModule(M, Opts, BufferOS))
     return fail(ToolName, std::move(E));
   if (Error E = writeOutput(OutputPath, Buffer))

@@ -19,6 +19,7 @@
 #include "TestingSupport.h"
 #include "dispatch-gen/CodeEmitter.h"
 
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
@@ -222,6 +223,60 @@ void expectSameRatios(ArrayRef<uint64_t> Original, ArrayRef<uint32_t> Scaled) {
 double takenProbability(uint64_t True, uint64_t False) {
   return static_cast<double>(True) /
          (static_cast<double>(True) + static_cast<double>(False));
+}
+
+/// Where an address dispatcher sends the selector value Key: the block
+/// reached (whose tail call runs) and the tests made on the way, each
+/// `icmp eq` or `icmp ult` with the value compared against. Evaluates the
+/// ptrtoint, sub and icmp of the selector that the builder emits; records a
+/// failure on anything else.
+struct AddressRoute {
+  BasicBlock *Block = nullptr;
+  std::vector<std::pair<ICmpInst::Predicate, uint64_t>> Tests;
+};
+
+AddressRoute routeOf(Function &F, Value *Selector, uint64_t Key) {
+  AddressRoute R;
+  DenseMap<Value *, uint64_t> Known;
+  BasicBlock *BB = &F.getEntryBlock();
+  for (size_t Step = 0; Step <= F.size(); ++Step) {
+    for (Instruction &I : *BB) {
+      if (auto *P = dyn_cast<PtrToIntInst>(&I)) {
+        EXPECT_EQ(P->getPointerOperand(), Selector) << printValue(I);
+        Known[P] = Key;
+      } else if (auto *Sub = dyn_cast<BinaryOperator>(&I);
+                 Sub && Sub->getOpcode() == Instruction::Sub) {
+        auto *C = dyn_cast<ConstantInt>(Sub->getOperand(1));
+        EXPECT_TRUE(C && Known.count(Sub->getOperand(0))) << printValue(I);
+        if (C)
+          Known[Sub] = Known.lookup(Sub->getOperand(0)) - C->getZExtValue();
+      } else if (auto *Cmp = dyn_cast<ICmpInst>(&I)) {
+        auto *C = dyn_cast<ConstantInt>(Cmp->getOperand(1));
+        EXPECT_TRUE(C && Known.count(Cmp->getOperand(0))) << printValue(I);
+        if (!C)
+          return R;
+        uint64_t V = Known.lookup(Cmp->getOperand(0)), K = C->getZExtValue();
+        EXPECT_TRUE(Cmp->getPredicate() == ICmpInst::ICMP_EQ ||
+                    Cmp->getPredicate() == ICmpInst::ICMP_ULT)
+            << printValue(I);
+        Known[Cmp] = Cmp->getPredicate() == ICmpInst::ICMP_EQ ? V == K : V < K;
+        R.Tests.push_back({Cmp->getPredicate(), K});
+      }
+    }
+    auto *Br = dyn_cast<BranchInst>(BB->getTerminator());
+    if (!Br) {
+      R.Block = BB;
+      return R;
+    }
+    if (!Br->isConditional()) {
+      BB = Br->getSuccessor(0);
+      continue;
+    }
+    EXPECT_TRUE(Known.count(Br->getCondition())) << printValue(*Br);
+    BB = Br->getSuccessor(Known.lookup(Br->getCondition()) ? 0 : 1);
+  }
+  ADD_FAILURE() << "the route of " << Key << " does not end";
+  return R;
 }
 
 //===----------------------------------------------------------------------===//
@@ -506,25 +561,34 @@ protected:
 
 // Address form ---------------------------------------------------------------
 
-TEST_F(DispatchIRBuilderTest, AddressTargetsBecomeSwitchCases) {
+TEST_F(DispatchIRBuilderTest, AddressTargetsAreTestedAsTheLayoutOrdersThem) {
+  // Three targets, given out of order: one chain, in address order, on the
+  // selector's address; no switch, whose lowering would pick its own tree.
   DispatcherSpec Spec = makeSpec(
       "i32 (ptr, ptr)", {addressTarget("b", 0x2000), addressTarget("c", 0x3000),
                          addressTarget("a", 0x1000)});
   Function *F = buildAndVerify(Spec);
   ASSERT_TRUE(F);
+  EXPECT_TRUE(collectInsts<SwitchInst>(*F).empty());
+  AddressRoute Miss = routeOf(*F, F->getArg(2), 0x4000);
+  using P = ICmpInst::Predicate;
+  EXPECT_THAT(Miss.Tests, ElementsAre(std::pair(P::ICMP_EQ, uint64_t(0x1000)),
+                                      std::pair(P::ICMP_EQ, uint64_t(0x2000)),
+                                      std::pair(P::ICMP_EQ, uint64_t(0x3000))));
 
-  auto Switches = collectInsts<SwitchInst>(*F);
-  ASSERT_EQ(Switches.size(), 1u) << printModule(*M);
-  SwitchInst *SI = Switches.front();
-  auto *Addr = dyn_cast<PtrToIntInst>(SI->getCondition());
-  ASSERT_TRUE(Addr) << "the switch is not on the selector's address";
-  EXPECT_EQ(Addr->getPointerOperand(), F->getArg(2));
-
-  std::vector<uint64_t> CaseValues;
-  for (const auto &Case : SI->cases())
-    CaseValues.push_back(Case.getCaseValue()->getZExtValue());
-  EXPECT_THAT(CaseValues, ElementsAre(0x1000u, 0x2000u, 0x3000u));
-  EXPECT_TRUE(collectInsts<ICmpInst>(*F).empty());
+  // Six: a bisection below the fourth, then a chain of three.
+  parseModule("");
+  std::vector<DispatchTarget> Six;
+  for (uint64_t I = 6; I >= 1; --I)
+    Six.push_back(addressTarget("p" + std::to_string(I), 0x1000 * I));
+  Spec = makeSpec("i32 (ptr, ptr)", Six);
+  F = buildAndVerify(Spec);
+  ASSERT_TRUE(F);
+  EXPECT_THAT(routeOf(*F, F->getArg(2), 0x6001).Tests,
+              ElementsAre(std::pair(P::ICMP_ULT, uint64_t(0x4000)),
+                          std::pair(P::ICMP_EQ, uint64_t(0x4000)),
+                          std::pair(P::ICMP_EQ, uint64_t(0x5000)),
+                          std::pair(P::ICMP_EQ, uint64_t(0x6000))));
 }
 
 TEST_F(DispatchIRBuilderTest, AddressCasesTailCallTheirTargetWithoutSelector) {
@@ -533,15 +597,12 @@ TEST_F(DispatchIRBuilderTest, AddressCasesTailCallTheirTargetWithoutSelector) {
                          addressTarget("a", 0x1000)});
   Function *F = buildAndVerify(Spec);
   ASSERT_TRUE(F);
-  std::map<uint64_t, std::string> SymbolAt = {
-      {0x1000, "a"}, {0x2000, "b"}, {0x3000, "c"}};
-
-  auto Switches = collectInsts<SwitchInst>(*F);
-  ASSERT_EQ(Switches.size(), 1u);
-  for (const auto &Case : Switches.front()->cases())
-    expectDirectTailCall(
-        *Case.getCaseSuccessor(), SymbolAt[Case.getCaseValue()->getZExtValue()],
-        Spec.Signature, leadingArgs(*F, 2), CallInst::TCK_Tail);
+  for (const DispatchTarget &T : Spec.Targets) {
+    AddressRoute R = routeOf(*F, F->getArg(2), *T.Address);
+    ASSERT_TRUE(R.Block);
+    expectDirectTailCall(*R.Block, T.Symbol, Spec.Signature, leadingArgs(*F, 2),
+                         CallInst::TCK_Tail);
+  }
 }
 
 TEST_F(DispatchIRBuilderTest, AddressDefaultCallsThroughTheSelector) {
@@ -551,15 +612,18 @@ TEST_F(DispatchIRBuilderTest, AddressDefaultCallsThroughTheSelector) {
   Function *F = buildAndVerify(Spec);
   ASSERT_TRUE(F);
 
-  auto Switches = collectInsts<SwitchInst>(*F);
-  ASSERT_EQ(Switches.size(), 1u);
-  CallInst *CI = getTailCallOf(*Switches.front()->getDefaultDest());
-  ASSERT_TRUE(CI);
-  EXPECT_EQ(CI->getCalledFunction(), nullptr);
-  EXPECT_EQ(CI->getCalledOperand(), F->getArg(2));
-  EXPECT_EQ(CI->getFunctionType(), Spec.Signature);
-  EXPECT_EQ(CI->getTailCallKind(), CallInst::TCK_Tail);
-  EXPECT_THAT(callArgs(*CI), ElementsAreArray(leadingArgs(*F, 2)));
+  for (uint64_t Other : {uint64_t(0), uint64_t(0x1001), uint64_t(0x1fff),
+                         uint64_t(0x3000), UINT64_MAX}) {
+    AddressRoute R = routeOf(*F, F->getArg(2), Other);
+    ASSERT_TRUE(R.Block);
+    CallInst *CI = getTailCallOf(*R.Block);
+    ASSERT_TRUE(CI);
+    EXPECT_EQ(CI->getCalledFunction(), nullptr);
+    EXPECT_EQ(CI->getCalledOperand(), F->getArg(2));
+    EXPECT_EQ(CI->getFunctionType(), Spec.Signature);
+    EXPECT_EQ(CI->getTailCallKind(), CallInst::TCK_Tail);
+    EXPECT_THAT(callArgs(*CI), ElementsAreArray(leadingArgs(*F, 2)));
+  }
 }
 
 TEST_F(DispatchIRBuilderTest, FallbackIsTheOnlyIndirectCall) {
@@ -594,27 +658,33 @@ TEST_F(DispatchIRBuilderTest, DispatcherDisablesJumpTables) {
   }
 }
 
-TEST_F(DispatchIRBuilderTest, SwitchWeightsAreFallbackThenCasesByAddress) {
+TEST_F(DispatchIRBuilderTest, AddressWeightsTestTheHottestFirst) {
+  // b is hot: the layout tests it first, weighed against everything else,
+  // the fallback included; c has no weight of its own and counts as 1.
   DispatcherSpec Spec =
       makeSpec("i32 (ptr, ptr)",
-               {addressTarget("b", 0x2000, 20), addressTarget("c", 0x3000),
+               {addressTarget("b", 0x2000, 900), addressTarget("c", 0x3000),
                 addressTarget("a", 0x1000, 10)});
   Spec.FallbackWeight = 5;
   Function *F = buildAndVerify(Spec);
   ASSERT_TRUE(F);
-
-  auto Switches = collectInsts<SwitchInst>(*F);
-  ASSERT_EQ(Switches.size(), 1u);
-  SmallVector<uint32_t, 4> Weights;
-  ASSERT_TRUE(extractBranchWeights(*Switches.front(), Weights))
-      << printModule(*M);
-  // Fallback, then a (0x1000), b (0x2000), and c, which has no weight of its
-  // own and so counts as 1.
-  EXPECT_THAT(Weights, ElementsAre(5u, 10u, 20u, 1u));
+  auto *Br = dyn_cast<BranchInst>(F->getEntryBlock().getTerminator());
+  ASSERT_TRUE(Br && Br->isConditional());
+  auto *Cmp = dyn_cast<ICmpInst>(Br->getCondition());
+  ASSERT_TRUE(Cmp);
+  EXPECT_EQ(Cmp->getPredicate(), ICmpInst::ICMP_EQ);
+  EXPECT_EQ(cast<ConstantInt>(Cmp->getOperand(1))->getZExtValue(), 0x2000u);
+  SmallVector<uint32_t, 2> Weights;
+  ASSERT_TRUE(extractBranchWeights(*Br, Weights)) << printModule(*M);
+  EXPECT_THAT(Weights, ElementsAre(900u, 10u + 1u + 5u));
+  // Every branch has weights.
+  for (BranchInst *B : collectInsts<BranchInst>(*F))
+    if (B->isConditional())
+      EXPECT_TRUE(extractBranchWeights(*B, Weights)) << printValue(*B);
 }
 
-TEST_F(DispatchIRBuilderTest, SwitchWeightsAbove32BitsAreScaledKeepingRatios) {
-  const uint64_t Heavy = UINT64_MAX;
+TEST_F(DispatchIRBuilderTest, AddressWeightsAbove32BitsAreScaledKeepingRatios) {
+  const uint64_t Heavy = UINT64_MAX / 2;
   const uint64_t Medium = uint64_t(3) << 60;
   const uint64_t Light = uint64_t(1) << 40;
   const uint64_t Fallback = uint64_t(1) << 33;
@@ -626,14 +696,17 @@ TEST_F(DispatchIRBuilderTest, SwitchWeightsAbove32BitsAreScaledKeepingRatios) {
   Function *F = buildAndVerify(Spec);
   ASSERT_TRUE(F);
 
-  auto Switches = collectInsts<SwitchInst>(*F);
-  ASSERT_EQ(Switches.size(), 1u);
-  SmallVector<uint32_t, 4> Weights;
-  ASSERT_TRUE(extractBranchWeights(*Switches.front(), Weights));
-  expectSameRatios({Fallback, Heavy, Medium, Light}, Weights);
+  auto *Br = dyn_cast<BranchInst>(F->getEntryBlock().getTerminator());
+  ASSERT_TRUE(Br && Br->isConditional());
+  SmallVector<uint32_t, 2> Weights;
+  ASSERT_TRUE(extractBranchWeights(*Br, Weights));
+  expectSameRatios({Heavy, Medium + Light + Fallback}, Weights);
+  // Below 2^31, so they print as positive numbers.
+  for (uint32_t W : Weights)
+    EXPECT_LE(W, uint32_t(INT32_MAX));
 }
 
-TEST_F(DispatchIRBuilderTest, SwitchHasNoProfileWithoutWeights) {
+TEST_F(DispatchIRBuilderTest, AddressBranchesHaveNoProfileWithoutWeights) {
   DispatcherSpec Spec = makeSpec(
       "void ()", {addressTarget("a", 0x1000), addressTarget("b", 0x2000)});
   Spec.FallbackWeight = 7;
@@ -1012,7 +1085,7 @@ protected:
   static uint64_t programAddress(unsigned I) { return 0x10000000 + I * 0x40; }
 };
 
-TEST_P(DispatchIRBuilderScaleTest, EveryAddressTargetBecomesACase) {
+TEST_P(DispatchIRBuilderScaleTest, EveryAddressTargetGetsItsDirectCall) {
   const unsigned N = GetParam();
   std::vector<DispatchTarget> Targets;
   // Given in descending address order, so the builder has to sort.
@@ -1022,18 +1095,23 @@ TEST_P(DispatchIRBuilderScaleTest, EveryAddressTargetBecomesACase) {
   Function *F = buildAndVerify(Spec);
   ASSERT_TRUE(F);
 
-  auto Switches = collectInsts<SwitchInst>(*F);
-  ASSERT_EQ(Switches.size(), 1u);
-  ASSERT_EQ(Switches.front()->getNumCases(), N);
-  unsigned I = 0;
-  for (const auto &Case : Switches.front()->cases()) {
-    EXPECT_EQ(Case.getCaseValue()->getZExtValue(), programAddress(I));
-    CallInst *CI = getTailCallOf(*Case.getCaseSuccessor());
-    ASSERT_TRUE(CI);
-    ASSERT_TRUE(CI->getCalledFunction());
+  size_t Deepest = 0;
+  for (unsigned I = 0; I < N; ++I) {
+    AddressRoute R = routeOf(*F, F->getArg(2), programAddress(I));
+    ASSERT_TRUE(R.Block);
+    CallInst *CI = getTailCallOf(*R.Block);
+    ASSERT_TRUE(CI && CI->getCalledFunction());
     EXPECT_EQ(CI->getCalledFunction()->getName(), programName(I));
-    ++I;
+    Deepest = std::max(Deepest, R.Tests.size());
+    // Between two programs: the fallback.
+    AddressRoute Miss = routeOf(*F, F->getArg(2), programAddress(I) + 8);
+    ASSERT_TRUE(Miss.Block);
+    CallInst *FB = getTailCallOf(*Miss.Block);
+    ASSERT_TRUE(FB);
+    EXPECT_EQ(FB->getCalledOperand(), F->getArg(2));
   }
+  // A balanced search: about log2(N) bisections and a chain of three.
+  EXPECT_LE(Deepest, Log2_32_Ceil(N) + 3);
   EXPECT_EQ(collectIndirectCalls(*F).size(), 1u);
 }
 

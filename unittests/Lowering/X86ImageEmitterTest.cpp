@@ -13,7 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "Lowering/X86ImageEmitter.h"
+#include "dispatch-gen/X86ImageEmitter.h"
 
 #include "dispatch-gen/CodeInspector.h"
 
@@ -281,39 +281,6 @@ TEST(X86ImageEmitterTest, WeightedLeavesTestTheHottestFirst) {
       checkRouting(Area, Cases, Keys, Targets, RDI);
     }
   }
-}
-
-/// The mnemonics of Img's instructions, disassembled at Address.
-std::vector<std::string> mnemonics(const X86Image &Img, uint64_t Address) {
-  auto Inspector = cantFail(CodeInspector::create());
-  auto Insts = cantFail(Inspector->disassemble(Img.Code, Address));
-  std::vector<std::string> Out;
-  for (const DecodedInstruction &I : Insts)
-    Out.push_back(StringRef(I.Text).ltrim().split(' ').first.str());
-  return Out;
-}
-
-TEST(X86ImageEmitterTest, WeightedImagesScanPivotsAndPlainOnesBisect) {
-  // 256 cases: unweighted, a binary tree (`jae` to the upper half, never
-  // `jb`); with equal weights, the scan: `cmp; jb` to each of 15 lower
-  // groups on the first level, 16 leaves of 16.
-  CodeArea Area;
-  ASSERT_TRUE(Area.valid());
-  std::mt19937_64 Rng(17);
-  std::vector<size_t> Keys, Targets;
-  auto Cases = randomCases(Area, 256, false, Rng, Keys, Targets);
-  auto Plain = cantFail(emitX86Image(Cases, RDI, false));
-  auto PlainOps = mnemonics(Plain, Area.image());
-  EXPECT_EQ(llvm::count(PlainOps, "jb"), 0);
-  EXPECT_GT(llvm::count(PlainOps, "jae"), 60);
-  for (ImageCase &C : Cases)
-    C.Weight = 1000;
-  auto Scan = cantFail(emitX86Image(Cases, RDI, false));
-  auto ScanOps = mnemonics(Scan, Area.image());
-  EXPECT_EQ(llvm::count(ScanOps, "jae"), 0);
-  EXPECT_EQ(llvm::count(ScanOps, "jb"), 15);
-  EXPECT_EQ(llvm::count(ScanOps, "je"), 256);
-  checkRouting(Area, Cases, Keys, Targets, RDI);
 }
 
 TEST(X86ImageEmitterTest, LowAddressesNeedNoRebase) {

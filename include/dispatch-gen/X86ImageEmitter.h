@@ -5,46 +5,37 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// Lays out an x86-64 dispatcher image directly as machine code: the same
-// compare tree that LLVM's switch lowering builds from DispatchIRBuilder's
-// IR, for a fraction of the cost. Regenerating an image through the codegen
-// pipeline costs about 1.5 ms plus 55 us per program (SelectionDAG builds
-// and selects each tail-call block on its own); with this emitter a whole
-// update (layout, relocation and copy into the code arena, patch) costs
-// about 7 us at 48 programs and 0.55 ms at 4096 (`dispatch-gen bench`).
+// The direct lowering: turns a dispatcher's DispatchLayout into x86-64
+// machine code itself, without the code generator. Regenerating an image
+// through the codegen pipeline costs about 1.5 ms plus 55 us per program
+// (SelectionDAG builds and selects each tail-call block on its own); with
+// this emitter a whole update (layout, relocation and copy into the code
+// arena, patch) costs about 7 us at 48 programs and 0.55 ms at 4096
+// (`dispatch-gen bench`). `dispatch-gen emit --lowering=direct` writes the
+// image, disassembled or as raw bytes.
 //
 // The image only compares and jumps, so it needs nothing of the signature
 // but where the selector arrives: which general-purpose register the SysV
 // x86-64 convention puts it in. Signatures where that takes more than
 // counting (aggregates, i128, selectors passed on the stack) keep the
-// codegen path.
+// codegen path (DispatchIRBuilder, the same layout in IR).
 //
 //   movabs $Base, %rax         ; only when the programs lie above 2 GiB
 //   mov    %sel, %r11
 //   sub    %rax, %r11          ; r11 = selector - lowest program
-//   cmp    $pivot, %r11        ; binary search over 32-bit offsets,
-//   jae    .Lright             ; balanced by count
-//   cmp    $off_k, %r11        ; leaves of at most three cases,
-//   je     program_k           ; each a direct rel32 jump to its program
-//   ...
+//   cmp    $key, %r11          ; the layout's tests: `cmp; je program`
+//   je     program_k           ; (a direct rel32 jump), `cmp; jae` for a
+//   ...                        ; bisection, `cmp; jb` for a scan
 //   jmp    *%sel               ; the fallback, or mov %sel,%r11 and a jump
 //                              ; to the retpoline thunk
-//
-// With profile weights the layout is chosen for the branch predictor
-// rather than for depth: with calls drawn at random, a balanced tree's
-// branches are coin tosses (half a misprediction per level). Instead, the
-// hottest programs are tested one by one first (as many as a cost model
-// favours), and the rest is a scan: up to 16 pivots tested in key order
-// per level (`cmp; jb`, one misprediction per level, 4 bits resolved),
-// down to chains of up to 16 cases, hottest first.
 //
 // %rax and %r11 carry no argument in a non-variadic SysV call, so clobbering
 // them before the tail jump is invisible to the program.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef DISPATCH_GEN_LIB_LOWERING_X86IMAGEEMITTER_H
-#define DISPATCH_GEN_LIB_LOWERING_X86IMAGEEMITTER_H
+#ifndef DISPATCH_GEN_X86IMAGEEMITTER_H
+#define DISPATCH_GEN_X86IMAGEEMITTER_H
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
@@ -91,7 +82,8 @@ std::optional<unsigned>
 getX86SelectorRegister(llvm::FunctionType *Signature,
                        std::optional<unsigned> SelectorArg);
 
-/// Lays out the image for Cases (any order; keys distinct and non-zero).
+/// Lays out the image for Cases (any order; keys distinct and non-zero) as
+/// DispatchLayout::choose lays them out.
 /// ThunkFallback: the fallback moves the selector to %r11 and jumps to a
 /// thunk (a retpoline, or a counting one in tests) instead of `jmp *%sel`.
 /// DelayPauses > 0 (testing only) starts the image with a loop of that
@@ -111,4 +103,4 @@ relocateX86Image(const X86Image &Code, llvm::ArrayRef<ImageCase> Cases,
 
 } // namespace dispatchgen
 
-#endif // DISPATCH_GEN_LIB_LOWERING_X86IMAGEEMITTER_H
+#endif // DISPATCH_GEN_X86IMAGEEMITTER_H

@@ -1,0 +1,141 @@
+//===- DispatchLayout.h - The compare tree of a dispatcher ------*- C++ -*-===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// The layout of a dispatcher, independent of the instruction set: which
+// selector values it compares with, in which order, and where each compare
+// leads. It is chosen once, by one cost model, and both lowerings turn the
+// same value into code: the x86-64 image emitter (X86ImageEmitter.h) into
+// machine code directly, DispatchIRBuilder into LLVM IR branches for the
+// code generator. LLVM's SwitchCG::SwitchLowering, shared by SelectionDAG
+// and GlobalISel, is the model: the clustering and the tree are decided
+// once, then each instruction selector emits them.
+//
+// Three shapes:
+//
+//   Chain     keys unknown (symbols resolved at link time): one equality
+//             test per case, hottest first.
+//   Bisect    unweighted: a binary search, balanced by count, down to
+//             chains of at most three cases (where LLVM's switch lowering
+//             stops splitting too).
+//   HotScan   weighted: the hottest cases tested one by one (a prefix as
+//             long as the cost model favours), then a scan of the rest: up
+//             to 16 bounds tested in key order per level (`sel < bound`, one
+//             misprediction per level, 4 bits resolved), down to chains of
+//             up to 16 cases, hottest first. A weight-balanced binary tree
+//             is the branch predictor's worst case: with calls drawn at
+//             random, each of its branches is a coin toss.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_DISPATCHLAYOUT_H
+#define DISPATCH_GEN_DISPATCHLAYOUT_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/SmallVector.h"
+
+#include <string>
+
+#include <cstdint>
+#include <vector>
+
+namespace llvm {
+class raw_ostream;
+} // namespace llvm
+
+namespace dispatchgen {
+
+/// One case to lay out: the selector value that picks it and how often it
+/// was called. All weights 0 means unweighted.
+struct LayoutCase {
+  uint64_t Key = 0;
+  uint64_t Weight = 0;
+};
+
+/// The cost model layouts are chosen and predicted by, in cycles of about a
+/// Zen or Skylake core. Calls are taken as drawn at random with the observed
+/// frequencies, so a branch taken with probability q is mispredicted
+/// min(q, 1 - q) of the time (with independent draws history does not help
+/// the predictor).
+struct LayoutCostModel {
+  /// A compare and a branch that is predicted.
+  double Compare = 1;
+  /// A mispredicted branch.
+  double Mispredict = 16;
+};
+
+/// A dispatcher's compare tree. Cases are named by their index in the
+/// ArrayRef<LayoutCase> the layout was made for.
+class DispatchLayout {
+public:
+  enum class Shape : uint8_t { Chain, Bisect, HotScan };
+
+  enum class NodeKind : uint8_t {
+    /// `sel == key` for each of Cases in turn, each leading to its case; a
+    /// miss goes to the fallback. No cases: straight to the fallback.
+    Chain,
+    /// `sel < key(Cases[0])` leads to Children[0], else Children[1].
+    Bisect,
+    /// `sel < key(Cases[J])` tested for J = 0, 1, ... in order: the first
+    /// that holds leads to Children[J]; none leads to the last child.
+    /// Cases[J] is the lowest case of Children[J + 1].
+    Scan,
+  };
+
+  struct Node {
+    NodeKind Kind = NodeKind::Chain;
+    llvm::SmallVector<uint32_t, 4> Cases;
+    /// Indices of nodes, in key order (Bisect and Scan only).
+    llvm::SmallVector<uint32_t, 4> Children;
+  };
+
+  /// The layout the cost model picks for Cases, whose keys must be distinct
+  /// (callers check): Bisect without weights, HotScan with them.
+  static DispatchLayout choose(llvm::ArrayRef<LayoutCase> Cases,
+                               const LayoutCostModel &Model = {});
+
+  /// A Chain for cases whose keys are not known: hottest first when
+  /// weighted, the order given otherwise (and among equal weights).
+  static DispatchLayout chain(llvm::ArrayRef<LayoutCase> Cases,
+                              const LayoutCostModel &Model = {});
+
+  Shape shape() const { return TheShape; }
+  /// The cases tested one by one before the tree, in order.
+  llvm::ArrayRef<uint32_t> prefix() const { return Prefix; }
+  /// The tree's root; its nodes are made before their children.
+  const Node &root() const { return Nodes.front(); }
+  const Node &node(uint32_t Index) const { return Nodes[Index]; }
+  size_t numNodes() const { return Nodes.size(); }
+  /// The model's cost of an average call to a case (not the fallback), in
+  /// its cycles; unweighted layouts count every case equally.
+  double predictedCost() const { return Cost; }
+
+  /// Writes the layout one node per line: the shape and predicted cost,
+  /// the prefix, then each node, indented under its parent. Cases are
+  /// shown as NameOf names them, or by their keys in hex.
+  void print(llvm::raw_ostream &OS, llvm::ArrayRef<LayoutCase> Cases,
+             llvm::function_ref<std::string(uint32_t)> NameOf = nullptr) const;
+
+private:
+  DispatchLayout() = default;
+  uint32_t addChain(llvm::ArrayRef<uint32_t> Ordered);
+  uint32_t addBisect(llvm::ArrayRef<LayoutCase> Cases,
+                     llvm::ArrayRef<uint32_t> Sorted);
+  uint32_t addScan(llvm::ArrayRef<LayoutCase> Cases,
+                   llvm::ArrayRef<uint32_t> Sorted);
+  double predict(llvm::ArrayRef<LayoutCase> Cases,
+                 const LayoutCostModel &Model) const;
+
+  Shape TheShape = Shape::Chain;
+  std::vector<uint32_t> Prefix;
+  std::vector<Node> Nodes;
+  double Cost = 0;
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_DISPATCHLAYOUT_H

@@ -1,0 +1,263 @@
+//===- DispatchLayout.cpp - The compare tree of a dispatcher --------------===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/DispatchLayout.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+
+using namespace llvm;
+
+namespace dispatchgen {
+
+namespace {
+
+// A bisection stops at chains of this many cases; LLVM's switch lowering
+// stops splitting at the same size.
+constexpr size_t MaxBisectChain = 3;
+// The scan: up to this many children per level, and chains of up to this
+// many cases.
+constexpr size_t ScanFanout = 16, ScanChain = 16;
+// The longest hot prefix considered.
+constexpr size_t MaxPrefix = 64;
+
+/// The model's cost of a scan over N equally likely cases. A level tests
+/// up to ScanFanout bounds in key order: the one taken is mispredicted, the
+/// others are cheap, so a level resolves 4 bits for one misprediction where
+/// a binary tree resolves 1 bit for half of one. A chain costs (N + 1) / 2
+/// compares and misses the prediction 1 - 1/N of the time.
+double scanCost(size_t N, const LayoutCostModel &M) {
+  if (N == 0)
+    return 0;
+  if (N <= ScanChain)
+    return M.Compare * static_cast<double>(N + 1) / 2 +
+           M.Mispredict * (1 - 1 / static_cast<double>(N));
+  size_t Groups = std::min(ScanFanout, divideCeil(N, ScanChain));
+  return M.Compare * static_cast<double>(Groups) / 2 +
+         M.Mispredict * (1 - 1 / static_cast<double>(Groups)) +
+         scanCost(divideCeil(N, Groups), M);
+}
+
+/// How many of the hottest cases (ByWeight, hottest first) to test one by
+/// one before the scan of the rest. Under a skewed distribution the prefix
+/// wins: each of its compares is mispredicted only as often as its case is
+/// called.
+size_t choosePrefix(ArrayRef<LayoutCase> Cases, ArrayRef<uint32_t> ByWeight,
+                    const LayoutCostModel &M) {
+  double Total = 0;
+  for (uint32_t C : ByWeight)
+    Total += static_cast<double>(Cases[C].Weight);
+  if (Total == 0)
+    return 0;
+  size_t Best = 0;
+  double BestCost = scanCost(ByWeight.size(), M);
+  double Remaining = 1, PrefixCost = 0;
+  for (size_t K = 1; K <= std::min(MaxPrefix, ByWeight.size()); ++K) {
+    double P = static_cast<double>(Cases[ByWeight[K - 1]].Weight) / Total;
+    PrefixCost += M.Compare * Remaining +
+                  M.Mispredict * std::min(P, std::max(Remaining - P, 0.0));
+    Remaining = std::max(Remaining - P, 0.0);
+    double Cost = PrefixCost + Remaining * scanCost(ByWeight.size() - K, M);
+    if (Cost < BestCost) {
+      BestCost = Cost;
+      Best = K;
+    }
+  }
+  return Best;
+}
+
+/// Indices of Cases, hottest first; equal weights keep the order of Order.
+std::vector<uint32_t> byWeight(ArrayRef<LayoutCase> Cases,
+                               std::vector<uint32_t> Order) {
+  llvm::stable_sort(Order, [&](uint32_t L, uint32_t R) {
+    return Cases[L].Weight > Cases[R].Weight;
+  });
+  return Order;
+}
+
+} // namespace
+
+uint32_t DispatchLayout::addChain(ArrayRef<uint32_t> Ordered) {
+  Nodes.push_back({NodeKind::Chain, {Ordered.begin(), Ordered.end()}, {}});
+  return Nodes.size() - 1;
+}
+
+uint32_t DispatchLayout::addBisect(ArrayRef<LayoutCase> Cases,
+                                   ArrayRef<uint32_t> Sorted) {
+  if (Sorted.size() <= MaxBisectChain)
+    return addChain(Sorted);
+  uint32_t Index = Nodes.size();
+  size_t Split = Sorted.size() / 2;
+  Nodes.push_back({NodeKind::Bisect, {Sorted[Split]}, {}});
+  uint32_t Left = addBisect(Cases, Sorted.take_front(Split));
+  uint32_t Right = addBisect(Cases, Sorted.drop_front(Split));
+  Nodes[Index].Children = {Left, Right};
+  return Index;
+}
+
+uint32_t DispatchLayout::addScan(ArrayRef<LayoutCase> Cases,
+                                 ArrayRef<uint32_t> Sorted) {
+  if (Sorted.size() <= ScanChain)
+    return addChain(byWeight(Cases, {Sorted.begin(), Sorted.end()}));
+  size_t N = Sorted.size();
+  size_t Groups = std::min(ScanFanout, divideCeil(N, ScanChain));
+  auto Group = [&](size_t J) {
+    size_t Begin = J * N / Groups, End = (J + 1) * N / Groups;
+    return Sorted.slice(Begin, End - Begin);
+  };
+  uint32_t Index = Nodes.size();
+  Nodes.push_back({NodeKind::Scan, {}, {}});
+  for (size_t J = 0; J + 1 < Groups; ++J)
+    Nodes[Index].Cases.push_back(Group(J + 1).front());
+  SmallVector<uint32_t, ScanFanout> Children;
+  for (size_t J = 0; J < Groups; ++J)
+    Children.push_back(addScan(Cases, Group(J)));
+  Nodes[Index].Children = std::move(Children);
+  return Index;
+}
+
+DispatchLayout DispatchLayout::choose(ArrayRef<LayoutCase> Cases,
+                                      const LayoutCostModel &Model) {
+  DispatchLayout L;
+  std::vector<uint32_t> Sorted(Cases.size());
+  for (uint32_t I = 0; I < Sorted.size(); ++I)
+    Sorted[I] = I;
+  llvm::sort(Sorted, [&](uint32_t A, uint32_t B) {
+    return Cases[A].Key < Cases[B].Key;
+  });
+  bool Weighted =
+      any_of(Cases, [](const LayoutCase &C) { return C.Weight != 0; });
+  if (!Weighted) {
+    L.TheShape = Shape::Bisect;
+    L.addBisect(Cases, Sorted);
+  } else {
+    L.TheShape = Shape::HotScan;
+    std::vector<uint32_t> Hot = byWeight(Cases, Sorted);
+    Hot.resize(choosePrefix(Cases, Hot, Model));
+    L.Prefix = Hot;
+    // The rest, still in key order.
+    std::vector<bool> InPrefix(Cases.size());
+    for (uint32_t C : Hot)
+      InPrefix[C] = true;
+    llvm::erase_if(Sorted, [&](uint32_t C) { return InPrefix[C]; });
+    L.addScan(Cases, Sorted);
+  }
+  L.Cost = L.predict(Cases, Model);
+  return L;
+}
+
+DispatchLayout DispatchLayout::chain(ArrayRef<LayoutCase> Cases,
+                                     const LayoutCostModel &Model) {
+  DispatchLayout L;
+  std::vector<uint32_t> Order(Cases.size());
+  for (uint32_t I = 0; I < Order.size(); ++I)
+    Order[I] = I;
+  L.addChain(byWeight(Cases, std::move(Order)));
+  L.Cost = L.predict(Cases, Model);
+  return L;
+}
+
+double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
+                               const LayoutCostModel &Model) const {
+  bool Weighted =
+      any_of(Cases, [](const LayoutCase &C) { return C.Weight != 0; });
+  auto Weight = [&](uint32_t C) {
+    return Weighted ? static_cast<double>(Cases[C].Weight) : 1.0;
+  };
+  double Total = 0;
+  for (uint32_t C = 0; C < Cases.size(); ++C)
+    Total += Weight(C);
+  if (Total == 0)
+    return 0;
+  // Each test reached with mass Reach (the share of calls that get there)
+  // whose taken side holds Taken of it costs a compare for each and a
+  // misprediction for the smaller side.
+  auto Test = [&](double Reach, double Taken) {
+    return Model.Compare * Reach +
+           Model.Mispredict * std::min(Taken, std::max(Reach - Taken, 0.0));
+  };
+  std::vector<double> Mass(Nodes.size());
+  for (size_t I = Nodes.size(); I-- > 0;) {
+    const Node &N = Nodes[I];
+    if (N.Kind == NodeKind::Chain)
+      for (uint32_t C : N.Cases)
+        Mass[I] += Weight(C) / Total;
+    else
+      for (uint32_t Child : N.Children)
+        Mass[I] += Mass[Child];
+  }
+  auto Chain = [&](ArrayRef<uint32_t> Order, double Reach) {
+    double Cost = 0;
+    for (uint32_t C : Order) {
+      Cost += Test(Reach, Weight(C) / Total);
+      Reach -= Weight(C) / Total;
+    }
+    return Cost;
+  };
+  double Cost = Chain(Prefix, 1);
+  for (const Node &N : Nodes) {
+    if (N.Kind == NodeKind::Chain) {
+      Cost += Chain(N.Cases, Mass[&N - Nodes.data()]);
+      continue;
+    }
+    double Reach = Mass[&N - Nodes.data()];
+    for (size_t J = 0; J + 1 < N.Children.size(); ++J) {
+      Cost += Test(Reach, Mass[N.Children[J]]);
+      Reach -= Mass[N.Children[J]];
+    }
+  }
+  return Cost;
+}
+
+void DispatchLayout::print(raw_ostream &OS, ArrayRef<LayoutCase> Cases,
+                           function_ref<std::string(uint32_t)> NameOf) const {
+  static const char *ShapeNames[] = {"chain", "bisect", "hot-scan"};
+  OS << "layout " << ShapeNames[static_cast<int>(TheShape)] << ", predicted "
+     << format("%.1f", Cost) << " cycles per call\n";
+  auto Key = [&](uint32_t C) {
+    return NameOf ? NameOf(C) : formatv("{0:x}", Cases[C].Key).str();
+  };
+  if (!Prefix.empty()) {
+    OS << "  prefix:";
+    for (uint32_t C : Prefix)
+      OS << ' ' << Key(C);
+    OS << '\n';
+  }
+  auto Print = [&](auto &Self, uint32_t I, unsigned Depth) -> void {
+    const Node &N = Nodes[I];
+    OS.indent(2 + 2 * Depth);
+    switch (N.Kind) {
+    case NodeKind::Chain:
+      OS << "chain:";
+      for (uint32_t C : N.Cases)
+        OS << ' ' << Key(C);
+      if (N.Cases.empty())
+        OS << " (fallback)";
+      OS << '\n';
+      return;
+    case NodeKind::Bisect:
+      OS << "bisect below " << Key(N.Cases.front()) << '\n';
+      break;
+    case NodeKind::Scan:
+      OS << "scan below";
+      for (uint32_t C : N.Cases)
+        OS << ' ' << Key(C);
+      OS << '\n';
+      break;
+    }
+    for (uint32_t Child : N.Children)
+      Self(Self, Child, Depth + 1);
+  };
+  Print(Print, 0, 0);
+}
+
+} // namespace dispatchgen
