@@ -55,11 +55,6 @@ compileFiles(llvm::ArrayRef<std::string> Files, const Invocation &Inv,
              bool ExposePrograms, llvm::LLVMContext &Ctx,
              bool FindOnly = false);
 
-/// The signature all units agree on; an error names the file that differs.
-llvm::Expected<DerivedSignature>
-commonSignature(llvm::ArrayRef<CompiledUnit> Units,
-                llvm::ArrayRef<std::string> Files);
-
 /// Whether a positional argument names a C file rather than a target.
 bool isCFile(llvm::StringRef Arg);
 
