@@ -48,6 +48,13 @@ int fail(llvm::StringRef ToolName, const llvm::Twine &Msg);
 int fail(llvm::StringRef ToolName, llvm::Error E);
 void warn(llvm::StringRef ToolName, const llvm::Twine &Msg);
 
+/// The frontend options of the command line (--prototype, --no-annotated,
+/// the Clang arguments after `--`, and the directory of
+/// dispatch-gen/program.h); fails on a contradiction or C++ input.
+llvm::Expected<FrontendOptions> getFrontendOptions(const Invocation &Inv,
+                                                   bool ExposePrograms,
+                                                   bool FindOnly = false);
+
 /// Compiles C files with the frontend options of the command line; fails
 /// on the first file that does not compile or has no program.
 llvm::Expected<std::vector<CompiledUnit>>

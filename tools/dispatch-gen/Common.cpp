@@ -94,11 +94,8 @@ bool isCFile(StringRef Arg) {
   return Arg.ends_with(".c") || Arg.ends_with(".h") || Arg.ends_with(".i");
 }
 
-Expected<std::vector<CompiledUnit>>
-compileFiles(ArrayRef<std::string> Files, const Invocation &Inv,
-             bool ExposePrograms, LLVMContext &Ctx, bool FindOnly) {
-  if (Files.empty())
-    return createStringError(inconvertibleErrorCode(), "no C file given");
+Expected<FrontendOptions>
+getFrontendOptions(const Invocation &Inv, bool ExposePrograms, bool FindOnly) {
   if (NoAnnotated && Prototype.empty())
     return createStringError(inconvertibleErrorCode(),
                              "--no-annotated needs --prototype: there would "
@@ -133,9 +130,20 @@ compileFiles(ArrayRef<std::string> Files, const Invocation &Inv,
   Opts.FindAnnotated = !NoAnnotated;
   Opts.ExposePrograms = ExposePrograms;
   Opts.FindOnly = FindOnly;
+  return std::move(Opts);
+}
+
+Expected<std::vector<CompiledUnit>>
+compileFiles(ArrayRef<std::string> Files, const Invocation &Inv,
+             bool ExposePrograms, LLVMContext &Ctx, bool FindOnly) {
+  if (Files.empty())
+    return createStringError(inconvertibleErrorCode(), "no C file given");
+  auto Opts = getFrontendOptions(Inv, ExposePrograms, FindOnly);
+  if (!Opts)
+    return Opts.takeError();
   std::vector<CompiledUnit> Units;
   for (const std::string &File : Files) {
-    auto Unit = compileC(File, Opts, Ctx);
+    auto Unit = compileC(File, *Opts, Ctx);
     if (!Unit)
       return Unit.takeError();
     Units.push_back(std::move(*Unit));
