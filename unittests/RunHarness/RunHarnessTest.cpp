@@ -156,12 +156,13 @@ TEST_F(RunHarnessTest, XdpFiltersAreRoutedWhileSwapped) {
   EXPECT_EQ(Live.Status.Generation, 1 + Live.swaps());
   // One program is out after each swap.
   EXPECT_EQ(Live.Status.Programs, 13u);
+  // Every call is counted once, by its caller and by the program it asked
+  // for (a program may get none, if it was out while the callers ran).
   ASSERT_EQ(Live.Counts.size(), 14u);
   uint64_t Asked = 0;
   for (size_t I = 0; I < Live.Counts.size(); ++I) {
     EXPECT_EQ(Live.Counts[I].Asked, Live.Counts[I].Ran)
         << Report->Programs[I].Name;
-    EXPECT_GT(Live.Counts[I].Asked, 0u) << Report->Programs[I].Name;
     Asked += Live.Counts[I].Asked;
   }
   EXPECT_EQ(Asked, Live.Calls.Calls);
