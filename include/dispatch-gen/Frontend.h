@@ -34,6 +34,7 @@
 
 #include "dispatch-gen/DispatchIRBuilder.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/IR/Attributes.h"
 #include "llvm/Support/Error.h"
@@ -156,6 +157,13 @@ struct CompiledUnit {
 llvm::Expected<CompiledUnit> compileC(llvm::StringRef File,
                                       const FrontendOptions &Opts,
                                       llvm::LLVMContext &Ctx);
+
+/// The signature all Units agree on (Files[I] names Units[I] in messages).
+/// Fails when two units' programs have different types, naming a program
+/// of each by file:line, or when no unit has a signature.
+llvm::Expected<DerivedSignature>
+commonSignature(llvm::ArrayRef<CompiledUnit> Units,
+                llvm::ArrayRef<std::string> Files);
 
 } // namespace dispatchgen
 

@@ -389,4 +389,39 @@ llvm::Expected<CompiledUnit> compileC(llvm::StringRef File,
   return Action.takeResult();
 }
 
+llvm::Expected<DerivedSignature>
+commonSignature(llvm::ArrayRef<CompiledUnit> Units,
+                llvm::ArrayRef<std::string> Files) {
+  const DerivedSignature *First = nullptr;
+  std::string FirstFile;
+  // Where a unit's type comes from: its first program, else the file.
+  auto Where = [&](size_t I) {
+    if (Units[I].Programs.empty())
+      return Files[I];
+    const FoundProgram &P = Units[I].Programs.front();
+    return llvm::formatv("{0}:{1}", P.File, P.Line).str();
+  };
+  for (size_t I = 0; I < Units.size(); ++I) {
+    if (!Units[I].Signature)
+      continue;
+    if (!First) {
+      First = &*Units[I].Signature;
+      FirstFile = Where(I);
+      continue;
+    }
+    const DerivedSignature &S = *Units[I].Signature;
+    if (S.Text != First->Text || S.ParamExtensions != First->ParamExtensions ||
+        S.ReturnExtension != First->ReturnExtension)
+      return makeError(llvm::formatv(
+          "the programs of '{0}' have type '{1}' ({2}), those "
+          "of '{3}' '{4}' ({5})",
+          Where(I), S.CType, S.Text, FirstFile, First->CType, First->Text));
+  }
+  if (!First)
+    return makeError("no program found: mark programs with "
+                     "DISPATCHGEN_PROGRAM (dispatch-gen/program.h) or name "
+                     "their type with --prototype");
+  return *First;
+}
+
 } // namespace dispatchgen

@@ -48,17 +48,19 @@ int fail(llvm::StringRef ToolName, const llvm::Twine &Msg);
 int fail(llvm::StringRef ToolName, llvm::Error E);
 void warn(llvm::StringRef ToolName, const llvm::Twine &Msg);
 
+/// The frontend options of the command line (--prototype, --no-annotated,
+/// the Clang arguments after `--`, and the directory of
+/// dispatch-gen/program.h); fails on a contradiction or C++ input.
+llvm::Expected<FrontendOptions> getFrontendOptions(const Invocation &Inv,
+                                                   bool ExposePrograms,
+                                                   bool FindOnly = false);
+
 /// Compiles C files with the frontend options of the command line; fails
 /// on the first file that does not compile or has no program.
 llvm::Expected<std::vector<CompiledUnit>>
 compileFiles(llvm::ArrayRef<std::string> Files, const Invocation &Inv,
              bool ExposePrograms, llvm::LLVMContext &Ctx,
              bool FindOnly = false);
-
-/// The signature all units agree on; an error names the file that differs.
-llvm::Expected<DerivedSignature>
-commonSignature(llvm::ArrayRef<CompiledUnit> Units,
-                llvm::ArrayRef<std::string> Files);
 
 /// Whether a positional argument names a C file rather than a target.
 bool isCFile(llvm::StringRef Arg);

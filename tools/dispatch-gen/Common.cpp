@@ -94,11 +94,8 @@ bool isCFile(StringRef Arg) {
   return Arg.ends_with(".c") || Arg.ends_with(".h") || Arg.ends_with(".i");
 }
 
-Expected<std::vector<CompiledUnit>>
-compileFiles(ArrayRef<std::string> Files, const Invocation &Inv,
-             bool ExposePrograms, LLVMContext &Ctx, bool FindOnly) {
-  if (Files.empty())
-    return createStringError(inconvertibleErrorCode(), "no C file given");
+Expected<FrontendOptions>
+getFrontendOptions(const Invocation &Inv, bool ExposePrograms, bool FindOnly) {
   if (NoAnnotated && Prototype.empty())
     return createStringError(inconvertibleErrorCode(),
                              "--no-annotated needs --prototype: there would "
@@ -133,51 +130,25 @@ compileFiles(ArrayRef<std::string> Files, const Invocation &Inv,
   Opts.FindAnnotated = !NoAnnotated;
   Opts.ExposePrograms = ExposePrograms;
   Opts.FindOnly = FindOnly;
+  return std::move(Opts);
+}
+
+Expected<std::vector<CompiledUnit>>
+compileFiles(ArrayRef<std::string> Files, const Invocation &Inv,
+             bool ExposePrograms, LLVMContext &Ctx, bool FindOnly) {
+  if (Files.empty())
+    return createStringError(inconvertibleErrorCode(), "no C file given");
+  auto Opts = getFrontendOptions(Inv, ExposePrograms, FindOnly);
+  if (!Opts)
+    return Opts.takeError();
   std::vector<CompiledUnit> Units;
   for (const std::string &File : Files) {
-    auto Unit = compileC(File, Opts, Ctx);
+    auto Unit = compileC(File, *Opts, Ctx);
     if (!Unit)
       return Unit.takeError();
     Units.push_back(std::move(*Unit));
   }
   return std::move(Units);
-}
-
-Expected<DerivedSignature> commonSignature(ArrayRef<CompiledUnit> Units,
-                                           ArrayRef<std::string> Files) {
-  const DerivedSignature *First = nullptr;
-  std::string FirstFile;
-  // Where a unit's type comes from: its first program, else the file.
-  auto Where = [&](size_t I) {
-    if (Units[I].Programs.empty())
-      return Files[I];
-    const FoundProgram &P = Units[I].Programs.front();
-    return formatv("{0}:{1}", P.File, P.Line).str();
-  };
-  for (size_t I = 0; I < Units.size(); ++I) {
-    if (!Units[I].Signature)
-      continue;
-    if (!First) {
-      First = &*Units[I].Signature;
-      FirstFile = Where(I);
-      continue;
-    }
-    const DerivedSignature &S = *Units[I].Signature;
-    if (S.Text != First->Text || S.ParamExtensions != First->ParamExtensions ||
-        S.ReturnExtension != First->ReturnExtension)
-      return createStringError(
-          inconvertibleErrorCode(),
-          formatv("the programs of '{0}' have type '{1}' ({2}), those of "
-                  "'{3}' '{4}' ({5})",
-                  Where(I), S.CType, S.Text, FirstFile, First->CType,
-                  First->Text));
-  }
-  if (!First)
-    return createStringError(inconvertibleErrorCode(),
-                             "no program found: mark programs with "
-                             "DISPATCHGEN_PROGRAM (dispatch-gen/program.h) "
-                             "or name their type with --prototype");
-  return *First;
 }
 
 } // namespace dispatchgen::tool
