@@ -66,10 +66,6 @@ std::string loopName(CallVariant V) {
   return formatv("loop_{0}", static_cast<unsigned>(V)).str();
 }
 
-Error makeError(const Twine &Msg) {
-  return createStringError(inconvertibleErrorCode(), Msg);
-}
-
 /// `i32 prog_K(i32 x) { return x + K; }` for K < N.
 std::unique_ptr<Module> buildPrograms(LLVMContext &Ctx, unsigned N) {
   auto M = std::make_unique<Module>("bench-programs", Ctx);
@@ -204,9 +200,9 @@ CallLoopSet::Impl::makeDispatcher(const char *Name) {
     return std::move(E);
   DispatcherStatus S = (*D)->status();
   if (S.DirectTargets != N)
-    return makeError(formatv("dispatcher '{0}' reaches only {1} of {2} "
-                             "programs directly",
-                             Name, S.DirectTargets, N));
+    return createStringError(formatv("dispatcher '{0}' reaches only {1} of {2} "
+                                     "programs directly",
+                                     Name, S.DirectTargets, N));
   return D;
 }
 
@@ -269,7 +265,8 @@ Error CallLoopSet::Impl::buildLoops() {
   std::string VerifyErrors;
   raw_string_ostream VOS(VerifyErrors);
   if (verifyModule(*M, &VOS))
-    return makeError("the benchmark loops do not verify: " + VerifyErrors);
+    return createStringError("the benchmark loops do not verify: " +
+                             VerifyErrors);
   if (Error E =
           J->addIRModule(orc::ThreadSafeModule(std::move(M), std::move(Ctx))))
     return E;
@@ -287,7 +284,7 @@ CallLoopSet::~CallLoopSet() = default;
 
 Expected<std::unique_ptr<CallLoopSet>> CallLoopSet::create(unsigned N) {
   if (N == 0)
-    return makeError("a benchmark needs at least one program");
+    return createStringError("a benchmark needs at least one program");
   InitializeNativeTarget();
   InitializeNativeTargetAsmPrinter();
   auto I = std::make_unique<Impl>();
@@ -303,12 +300,13 @@ unsigned CallLoopSet::size() const { return I->N; }
 
 Error CallLoopSet::setPattern(ArrayRef<uint32_t> Indices) {
   if (Indices.empty() || (Indices.size() & (Indices.size() - 1)))
-    return makeError(formatv("a pattern's length must be a power of two, "
-                             "not {0}",
-                             Indices.size()));
+    return createStringError(
+        formatv("a pattern's length must be a power of two, "
+                "not {0}",
+                Indices.size()));
   for (uint32_t X : Indices)
     if (X >= I->N)
-      return makeError(
+      return createStringError(
           formatv("pattern index {0} out of range (N={1})", X, I->N));
   I->Pattern.assign(Indices.begin(), Indices.end());
   std::vector<uint64_t> Counts = frequencies(Indices, I->N);
@@ -332,9 +330,9 @@ Error CallLoopSet::check(uint64_t Iterations) const {
       continue;
     uint64_t Got = run(V, Iterations);
     if (Got != Expected)
-      return makeError(formatv("N={0}: the {1} loop returned {2}, the "
-                               "indirect call {3}",
-                               I->N, variantName(V), Got, Expected));
+      return createStringError(formatv("N={0}: the {1} loop returned {2}, the "
+                                       "indirect call {3}",
+                                       I->N, variantName(V), Got, Expected));
   }
   return Error::success();
 }
@@ -343,7 +341,7 @@ Expected<std::vector<CallCost>> measureCallCost(const CallCostOptions &Opts,
                                                 ProgressFn Progress) {
   using Clock = std::chrono::steady_clock;
   if (Opts.Iterations == 0 || Opts.Repetitions == 0)
-    return makeError("iterations and repetitions must be at least 1");
+    return createStringError("iterations and repetitions must be at least 1");
   RCUReaderThread Reader(RCUFlavor::RF_Memb);
   std::vector<CallCost> Out;
   for (unsigned N : Opts.Ns) {

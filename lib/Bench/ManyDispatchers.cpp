@@ -35,10 +35,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-Error makeError(const Twine &Msg) {
-  return createStringError(inconvertibleErrorCode(), Msg);
-}
-
 double micros(Clock::duration D) {
   return std::chrono::duration<double, std::micro>(D).count();
 }
@@ -67,9 +63,10 @@ Error checkCalls(const Dispatcher &D, unsigned I, unsigned ProgramsEach) {
                static_cast<int>((Program - UpdateDriver::stubAddress(0)) / 16);
     int Got = Entry(0, reinterpret_cast<int (*)(int)>(Program));
     if (Got != Want)
-      return makeError(formatv("dispatcher {0}: program {1:x} answered {2}, "
-                               "not {3}",
-                               I, Program, Got, Want));
+      return createStringError(
+          formatv("dispatcher {0}: program {1:x} answered {2}, "
+                  "not {3}",
+                  I, Program, Got, Want));
   }
   return Error::success();
 }
@@ -81,8 +78,9 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
                                                  unsigned Cycles,
                                                  ProgressFn Progress) {
   if (Count == 0 || ProgramsEach == 0 || ProgramsEach > 64)
-    return makeError("many dispatchers: at least one dispatcher of 1 to 64 "
-                     "programs");
+    return createStringError(
+        "many dispatchers: at least one dispatcher of 1 to 64 "
+        "programs");
   // First use of liburcu, the stubs and the process-wide state, outside
   // the measurement.
   {
@@ -109,8 +107,8 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
     auto D = Dispatcher::create(configFor(I, ProgramsEach));
     auto Created = Clock::now();
     if (!D)
-      return makeError(formatv("dispatcher {0} of {1}: {2}", I + 1, Count,
-                               toString(D.takeError())));
+      return createStringError(formatv("dispatcher {0} of {1}: {2}", I + 1,
+                                       Count, toString(D.takeError())));
     ProgramSet::Batch B;
     for (unsigned P = 0; P < ProgramsEach; ++P)
       B.add(programOf(I, P, ProgramsEach));
@@ -138,7 +136,7 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
   // enough to see the layout holds (the disassembler is not cheap).
   for (unsigned I = 0; I < Count; I += std::max(1u, Count / 16))
     if (Error E = All[I]->verify())
-      return makeError(
+      return createStringError(
           formatv("dispatcher {0}: {1}", I, toString(std::move(E))));
 
   auto Stat = [](std::vector<double> &V, double &Median, double &Max,
@@ -167,7 +165,7 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
     }
     auto D = Dispatcher::create(configFor(C % Count, ProgramsEach));
     if (!D)
-      return makeError(
+      return createStringError(
           formatv("create/destroy cycle {0}: {1}", C, toString(D.takeError())));
     ProgramSet::Batch B;
     for (unsigned P = 0; P < ProgramsEach; ++P)

@@ -39,10 +39,6 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t StubSize = 16;
 constexpr unsigned WarmupUpdates = 3;
 
-Error makeError(const Twine &Msg) {
-  return createStringError(inconvertibleErrorCode(), Msg);
-}
-
 const uint8_t *stubBlock() {
   static const uint8_t *Block = []() -> const uint8_t * {
     size_t PS = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -79,11 +75,12 @@ UpdateDriver::~UpdateDriver() = default;
 Expected<std::unique_ptr<UpdateDriver>> UpdateDriver::create(unsigned N,
                                                              ReclaimMode Mode) {
   if (N == 0 || N > MaxPrograms)
-    return makeError(formatv("an update benchmark takes 1 to {0} programs, "
-                             "not {1}",
-                             MaxPrograms, N));
+    return createStringError(
+        formatv("an update benchmark takes 1 to {0} programs, "
+                "not {1}",
+                MaxPrograms, N));
   if (!stubBlock())
-    return makeError("cannot map the program stubs");
+    return createStringError("cannot map the program stubs");
   InitializeNativeTarget();
   InitializeNativeTargetAsmPrinter();
   DispatcherConfig C;
@@ -106,7 +103,7 @@ Expected<std::unique_ptr<UpdateDriver>> UpdateDriver::create(unsigned N,
   if (Error E = U->D->apply(Initial))
     return std::move(E);
   if (U->D->status().DirectTargets != N)
-    return makeError("not every program stub is reached directly");
+    return createStringError("not every program stub is reached directly");
   return std::move(U);
 }
 
@@ -133,7 +130,8 @@ Error UpdateDriver::checkCalls() const {
       Got = entry()(0, reinterpret_cast<int (*)(int)>(stubAddress(I)));
     }
     if (Got != StubBase + static_cast<int>(I))
-      return makeError(formatv("a call of stub {0} returned {1}", I, Got));
+      return createStringError(
+          formatv("a call of stub {0} returned {1}", I, Got));
   }
   return Error::success();
 }
@@ -170,7 +168,7 @@ Expected<ReadScaling> measureReadScaling(unsigned Threads,
   constexpr unsigned N = ProgramSet::DefaultCapacity;
   constexpr unsigned Batch = 1024;
   if (Threads == 0)
-    return makeError("the scaling benchmark needs at least one thread");
+    return createStringError("the scaling benchmark needs at least one thread");
   auto U = UpdateDriver::create(N, ReclaimMode::RM_Synchronous);
   if (!U)
     return U.takeError();

@@ -33,10 +33,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 static void initializeTargetsOnce() {
   static std::once_flag Once;
   std::call_once(Once, [] {
@@ -58,9 +54,10 @@ createTargetMachine(const EmitOptions &Opts) {
   std::string Err;
   const Target *T = TargetRegistry::lookupTarget(TT, Err);
   if (!T)
-    return makeError(formatv("unknown target triple '{0}': LLVM {1} has no "
-                             "target for it",
-                             TT.str(), LLVM_VERSION_STRING));
+    return createStringError(
+        formatv("unknown target triple '{0}': LLVM {1} has no "
+                "target for it",
+                TT.str(), LLVM_VERSION_STRING));
   std::string CPU = Opts.CPU;
   if (CPU.empty() && IsHost)
     CPU = sys::getHostCPUName().str();
@@ -71,20 +68,20 @@ createTargetMachine(const EmitOptions &Opts) {
   if (!Opts.CPU.empty() || !Opts.Features.empty()) {
     std::unique_ptr<MCSubtargetInfo> STI(T->createMCSubtargetInfo(TT, "", ""));
     if (STI && !Opts.CPU.empty() && !STI->isCPUStringValid(Opts.CPU))
-      return makeError(
+      return createStringError(
           formatv("unknown CPU '{0}' for target '{1}'", Opts.CPU, TT.str()));
     SmallVector<StringRef, 8> Features;
     StringRef(Opts.Features).split(Features, ',', -1, /*KeepEmpty=*/false);
     for (StringRef F : Features) {
       StringRef Name = F.trim();
       if (!Name.consume_front("+") && !Name.consume_front("-"))
-        return makeError(
+        return createStringError(
             formatv("feature '{0}' must start with '+' or '-'", F.trim()));
       if (STI && !llvm::any_of(STI->getAllProcessorFeatures(),
                                [&](const SubtargetFeatureKV &KV) {
                                  return Name == KV.Key;
                                }))
-        return makeError(
+        return createStringError(
             formatv("unknown feature '{0}' for target '{1}'", Name, TT.str()));
       if (!FeatureString.empty())
         FeatureString += ',';
@@ -97,16 +94,17 @@ createTargetMachine(const EmitOptions &Opts) {
     std::unique_ptr<MCSubtargetInfo> STI(
         T->createMCSubtargetInfo(TT, CPU, FeatureString));
     if (STI && !STI->checkFeatures("+64bit"))
-      return makeError(formatv("CPU '{0}' with features '{1}' cannot run "
-                               "64-bit code for '{2}'",
-                               CPU, FeatureString, TT.str()));
+      return createStringError(
+          formatv("CPU '{0}' with features '{1}' cannot run "
+                  "64-bit code for '{2}'",
+                  CPU, FeatureString, TT.str()));
   }
   TargetOptions TO;
   std::unique_ptr<TargetMachine> TM(
       T->createTargetMachine(TT, CPU, FeatureString, TO, Opts.RelocModel,
                              std::nullopt, Opts.OptLevel));
   if (!TM)
-    return makeError(
+    return createStringError(
         formatv("cannot create a target machine for '{0}'", TT.str()));
   return std::move(TM);
 }
@@ -124,8 +122,8 @@ Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
   std::string VerifyMsg;
   raw_string_ostream VerifyOS(VerifyMsg);
   if (verifyModule(M, &VerifyOS))
-    return makeError(formatv("module '{0}' is invalid: {1}",
-                             M.getModuleIdentifier(), VerifyMsg));
+    return createStringError(formatv("module '{0}' is invalid: {1}",
+                                     M.getModuleIdentifier(), VerifyMsg));
   if (Opts.Kind == EmitKind::EK_LLVMIR) {
     M.print(OS, nullptr);
     return Error::success();
@@ -135,9 +133,10 @@ Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
     return TMOrErr.takeError();
   TargetMachine &TM = **TMOrErr;
   if (M.getTargetTriple() != TM.getTargetTriple())
-    return makeError(formatv("module '{0}' was prepared for '{1}', not '{2}'",
-                             M.getModuleIdentifier(), M.getTargetTriple().str(),
-                             TM.getTargetTriple().str()));
+    return createStringError(
+        formatv("module '{0}' was prepared for '{1}', not '{2}'",
+                M.getModuleIdentifier(), M.getTargetTriple().str(),
+                TM.getTargetTriple().str()));
   // The backend reports what it cannot do (say, a float return with SSE
   // disabled) through the context's diagnostic handler, which by default
   // prints it and lets code generation go on: collect the errors instead
@@ -165,14 +164,14 @@ Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
                            ? CodeGenFileType::AssemblyFile
                            : CodeGenFileType::ObjectFile;
   if (TM.addPassesToEmitFile(PM, OS, nullptr, FT))
-    return makeError(formatv("target '{0}' cannot emit this file type",
-                             TM.getTargetTriple().str()));
+    return createStringError(formatv("target '{0}' cannot emit this file type",
+                                     TM.getTargetTriple().str()));
   PM.run(M);
   const auto *C = static_cast<const Collector *>(Ctx.getDiagHandlerPtr());
   if (C->Errors)
-    return makeError(formatv("cannot generate code for '{0}': {1}",
-                             TM.getTargetTriple().str(),
-                             StringRef(C->First).trim()));
+    return createStringError(formatv("cannot generate code for '{0}': {1}",
+                                     TM.getTargetTriple().str(),
+                                     StringRef(C->First).trim()));
   return Error::success();
 }
 

@@ -54,14 +54,10 @@ using namespace clang;
 
 namespace dispatchgen {
 
-static llvm::Error makeError(const llvm::Twine &Msg) {
-  return llvm::make_error<llvm::StringError>(Msg,
-                                             llvm::inconvertibleErrorCode());
-}
-
 static llvm::Error compileFailure(llvm::StringRef File, unsigned Errors) {
-  return makeError(llvm::formatv("cannot compile '{0}': {1} error{2}", File,
-                                 Errors, Errors == 1 ? "" : "s"));
+  return llvm::createStringError(
+      llvm::formatv("cannot compile '{0}': {1} error{2}", File, Errors,
+                    Errors == 1 ? "" : "s"));
 }
 
 static llvm::raw_ostream &diagnosticsOf(const FrontendOptions &Opts) {
@@ -201,7 +197,7 @@ private:
   CodeGenerator *Gen = nullptr;
   ProgramFinder *Finder = nullptr;
   llvm::Expected<CompiledUnit> Result =
-      makeError("internal: the frontend action did not run");
+      llvm::createStringError("internal: the frontend action did not run");
 };
 
 } // namespace
@@ -216,10 +212,10 @@ static llvm::Error checkEmitted(const llvm::Function &F,
   llvm::raw_string_ostream OS(Emitted);
   F.getFunctionType()->print(OS);
   auto Mismatch = [&](const llvm::Twine &What) {
-    return makeError(llvm::formatv("{0}:{1}: program '{2}' was emitted as "
-                                   "'{3}', unlike its signature '{4}': {5}",
-                                   P.File, P.Line, P.Name, Emitted, Sig.Text,
-                                   What.str()));
+    return llvm::createStringError(
+        llvm::formatv("{0}:{1}: program '{2}' was emitted as "
+                      "'{3}', unlike its signature '{4}': {5}",
+                      P.File, P.Line, P.Name, Emitted, Sig.Text, What.str()));
   };
   if (F.getFunctionType() != Sig.Type)
     return Mismatch("another type");
@@ -241,7 +237,7 @@ llvm::Error CompileAction::prepareProgram(llvm::Module &M,
                                           FoundProgram &P) {
   llvm::Function *F = M.getFunction(P.Symbol);
   if (!F || F->isDeclaration() || F->hasAvailableExternallyLinkage())
-    return makeError(llvm::formatv(
+    return llvm::createStringError(llvm::formatv(
         "{0}:{1}: program '{2}' is an inline definition that Clang emits no "
         "code for; declare it 'static' or 'extern'",
         P.File, P.Line, P.Name));
@@ -333,9 +329,10 @@ createInvocation(llvm::StringRef File, const FrontendOptions &Opts) {
   // cc1 parses -mllvm flags into LLVM's process-wide cl::opts, which other
   // threads' compilations (and the embedder) share.
   if (!Inv->getFrontendOpts().LLVMArgs.empty())
-    return makeError("cannot compile '" + File +
-                     "': -mllvm options would change process-wide LLVM "
-                     "settings; they are not supported");
+    return llvm::createStringError(
+        "cannot compile '" + File +
+        "': -mllvm options would change process-wide LLVM "
+        "settings; they are not supported");
   // A library must free what it allocates; the driver asks cc1 not to
   // (the frontend's and the backend's own -disable-free: without the
   // latter, emitBackendOutput buries its TargetMachine on every compile).
@@ -346,10 +343,11 @@ createInvocation(llvm::StringRef File, const FrontendOptions &Opts) {
     llvm::SmallString<128> StdDef(HSOpts.ResourceDir);
     llvm::sys::path::append(StdDef, "include", "stddef.h");
     if (!llvm::sys::fs::exists(StdDef))
-      return makeError("cannot compile '" + File + "': Clang's builtin " +
-                       "headers are not in '" + HSOpts.ResourceDir +
-                       "/include' (on Debian: install libclang-common-" +
-                       llvm::Twine(CLANG_VERSION_MAJOR) + "-dev)");
+      return llvm::createStringError(
+          "cannot compile '" + File + "': Clang's builtin " +
+          "headers are not in '" + HSOpts.ResourceDir +
+          "/include' (on Debian: install libclang-common-" +
+          llvm::Twine(CLANG_VERSION_MAJOR) + "-dev)");
   }
   return std::shared_ptr<CompilerInvocation>(std::move(Inv));
 }
@@ -359,9 +357,11 @@ llvm::Expected<CompiledUnit> compileC(llvm::StringRef File,
                                       llvm::LLVMContext &Ctx) {
   llvm::sys::fs::file_status Status;
   if (std::error_code EC = llvm::sys::fs::status(File, Status))
-    return makeError("cannot open '" + File + "': " + EC.message());
+    return llvm::createStringError("cannot open '" + File +
+                                   "': " + EC.message());
   if (llvm::sys::fs::is_directory(Status))
-    return makeError("cannot compile '" + File + "': it is a directory");
+    return llvm::createStringError("cannot compile '" + File +
+                                   "': it is a directory");
   initializeTargets();
 
   llvm::Expected<std::shared_ptr<CompilerInvocation>> Inv =
@@ -412,15 +412,16 @@ commonSignature(llvm::ArrayRef<CompiledUnit> Units,
     const DerivedSignature &S = *Units[I].Signature;
     if (S.Text != First->Text || S.ParamExtensions != First->ParamExtensions ||
         S.ReturnExtension != First->ReturnExtension)
-      return makeError(llvm::formatv(
+      return llvm::createStringError(llvm::formatv(
           "the programs of '{0}' have type '{1}' ({2}), those "
           "of '{3}' '{4}' ({5})",
           Where(I), S.CType, S.Text, FirstFile, First->CType, First->Text));
   }
   if (!First)
-    return makeError("no program found: mark programs with "
-                     "DISPATCHGEN_PROGRAM (dispatch-gen/program.h) or name "
-                     "their type with --prototype");
+    return llvm::createStringError(
+        "no program found: mark programs with "
+        "DISPATCHGEN_PROGRAM (dispatch-gen/program.h) or name "
+        "their type with --prototype");
   return *First;
 }
 

@@ -23,11 +23,6 @@ using namespace clang;
 
 namespace dispatchgen {
 
-static llvm::Error makeError(const llvm::Twine &Msg) {
-  return llvm::make_error<llvm::StringError>(Msg,
-                                             llvm::inconvertibleErrorCode());
-}
-
 /// Whether some declaration of FD carries DISPATCHGEN_PROGRAM.
 static bool isAnnotated(const FunctionDecl *FD) {
   return llvm::any_of(FD->redecls(), [](const FunctionDecl *D) {
@@ -82,8 +77,9 @@ llvm::Expected<QualType> ProgramFinder::findPrototype(ASTContext &Ctx) {
   llvm::SmallVector<const TypedefNameDecl *, 1> Found;
   collectTypedefs(Ctx.getTranslationUnitDecl(), Opts.Prototype, Found);
   if (Found.empty())
-    return makeError("prototype '" + Opts.Prototype +
-                     "' is not a typedef declared in '" + File + "'");
+    return llvm::createStringError("prototype '" + Opts.Prototype +
+                                   "' is not a typedef declared in '" + File +
+                                   "'");
   QualType Type = Found.back()->getUnderlyingType();
   // `typedef int (*lua_CFunction)(lua_State *L);` names the function type
   // through a pointer. getAs<> strips typedef sugar to reach the pointer;
@@ -92,9 +88,10 @@ llvm::Expected<QualType> ProgramFinder::findPrototype(ASTContext &Ctx) {
       PT && PT->getPointeeType()->isFunctionType())
     Type = PT->getPointeeType();
   if (!Type->isFunctionType())
-    return makeError("prototype '" + Opts.Prototype + "' is '" +
-                     Type.getAsString(Ctx.getPrintingPolicy()) +
-                     "', not a function type or a pointer to one");
+    return llvm::createStringError(
+        "prototype '" + Opts.Prototype + "' is '" +
+        Type.getAsString(Ctx.getPrintingPolicy()) +
+        "', not a function type or a pointer to one");
   return Type.IgnoreParens();
 }
 
@@ -117,7 +114,7 @@ llvm::Error ProgramFinder::checkTypes(ASTContext &Ctx,
     if (!Ctx.hasSameType(C.FD->getType(), Reference))
       Mismatches = llvm::joinErrors(
           std::move(Mismatches),
-          makeError(llvm::formatv(
+          llvm::createStringError(llvm::formatv(
               "{0}: program '{1}' has type '{2}', not {3}", locate(Ctx, C.FD),
               C.FD->getName(), C.FD->getType().getAsString(Policy), Expected)));
   return Mismatches;
@@ -165,7 +162,7 @@ llvm::Error ProgramFinder::find(ASTContext &Ctx) {
     // A C99 inline definition (`inline` without `extern` or `static`) is
     // one Clang emits no code for: nothing would define the symbol.
     if (Ctx.GetGVALinkageForFunction(C.FD) == GVA_AvailableExternally)
-      return makeError(llvm::formatv(
+      return llvm::createStringError(llvm::formatv(
           "{0}: program '{1}' is an inline definition that Clang emits no "
           "code for; declare it 'static' or 'extern'",
           locate(Ctx, C.FD), C.FD->getName()));

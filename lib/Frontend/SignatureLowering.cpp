@@ -24,11 +24,6 @@ using namespace clang;
 
 namespace dispatchgen {
 
-static llvm::Error makeError(const llvm::Twine &Msg) {
-  return llvm::make_error<llvm::StringError>(Msg,
-                                             llvm::inconvertibleErrorCode());
-}
-
 namespace {
 /// Why an argument or result cannot be forwarded by its IR type alone:
 /// the attribute (or lowering) Clang gives it.
@@ -123,43 +118,47 @@ llvm::Expected<DerivedSignature> lowerSignature(CodeGen::CodeGenModule &CGM,
   Sig.CType = FnType.getAsString(Policy);
   const auto *Proto = FnType->getAs<FunctionProtoType>();
   if (!Proto)
-    return makeError(Subject + " has no prototype ('" + Sig.CType +
-                     "'); declare its parameters");
+    return llvm::createStringError(Subject + " has no prototype ('" +
+                                   Sig.CType + "'); declare its parameters");
   if (Proto->isVariadic())
-    return makeError(Subject + " is variadic ('" + Sig.CType +
-                     "'); dispatchers cannot forward variable arguments");
+    return llvm::createStringError(
+        Subject + " is variadic ('" + Sig.CType +
+        "'); dispatchers cannot forward variable arguments");
   // Clang's ABI classification needs complete types.
   QualType RetTy = Proto->getReturnType();
   if (!RetTy->isVoidType() && RetTy->isIncompleteType())
-    return makeError(Subject + " returns incomplete type '" +
-                     RetTy.getAsString(Policy) + "'");
+    return llvm::createStringError(Subject + " returns incomplete type '" +
+                                   RetTy.getAsString(Policy) + "'");
   for (auto [I, ParamTy] : llvm::enumerate(Proto->getParamTypes()))
     if (ParamTy->isIncompleteType())
-      return makeError(Subject + " has parameter " + llvm::Twine(I + 1) +
-                       " of incomplete type '" + ParamTy.getAsString(Policy) +
-                       "'");
+      return llvm::createStringError(
+          Subject + " has parameter " + llvm::Twine(I + 1) +
+          " of incomplete type '" + ParamTy.getAsString(Policy) + "'");
 
   const CodeGen::CGFunctionInfo &FI = CodeGen::arrangeFreeFunctionType(
       CGM, FnType->getCanonicalTypeUnqualified().castAs<FunctionProtoType>());
   if (FI.getEffectiveCallingConvention() != llvm::CallingConv::C)
-    return makeError(Subject + " uses the '" +
-                     FunctionType::getNameForCallConv(Proto->getCallConv()) +
-                     "' calling convention; dispatchers use C's");
+    return llvm::createStringError(
+        Subject + " uses the '" +
+        FunctionType::getNameForCallConv(Proto->getCallConv()) +
+        "' calling convention; dispatchers use C's");
   if (FI.usesInAlloca())
-    return makeError(Subject + " passes its arguments in memory (inalloca); "
-                               "dispatchers forward registers only: pass a "
-                               "pointer");
+    return llvm::createStringError(
+        Subject + " passes its arguments in memory (inalloca); "
+                  "dispatchers forward registers only: pass a "
+                  "pointer");
 
   const CodeGen::ABIArgInfo &RetAI = FI.getReturnInfo();
   if (std::optional<Refusal> R = refusalOf(RetAI, /*IsReturn=*/true)) {
     std::string Head =
         (Subject + " returns '" + RetTy.getAsString(Policy) + "' ").str();
     if (R->InMemory)
-      return makeError(Head + "in memory (" + R->What +
-                       "); dispatchers forward registers only: return it "
-                       "through a pointer parameter");
-    return makeError(Head + "with " + R->What +
-                     "; dispatchers cannot forward it");
+      return llvm::createStringError(
+          Head + "in memory (" + R->What +
+          "); dispatchers forward registers only: return it "
+          "through a pointer parameter");
+    return llvm::createStringError(Head + "with " + R->What +
+                                   "; dispatchers cannot forward it");
   }
   Sig.ReturnExtension = extensionOf(RetAI);
 
@@ -170,15 +169,17 @@ llvm::Expected<DerivedSignature> lowerSignature(CodeGen::CodeGenModule &CGM,
             .str();
     ParameterABI ABI = FI.getExtParameterInfo(I).getABI();
     if (ABI != ParameterABI::Ordinary)
-      return makeError(Head + "as " + getParameterABISpelling(ABI) +
-                       "; dispatchers cannot forward it");
+      return llvm::createStringError(Head + "as " +
+                                     getParameterABISpelling(ABI) +
+                                     "; dispatchers cannot forward it");
     if (std::optional<Refusal> R = refusalOf(Arg.info, /*IsReturn=*/false)) {
       if (R->InMemory)
-        return makeError(Head + "in memory (" + R->What +
-                         "); dispatchers forward registers only: pass a "
-                         "pointer");
-      return makeError(Head + "with " + R->What +
-                       "; dispatchers cannot forward it");
+        return llvm::createStringError(
+            Head + "in memory (" + R->What +
+            "); dispatchers forward registers only: pass a "
+            "pointer");
+      return llvm::createStringError(Head + "with " + R->What +
+                                     "; dispatchers cannot forward it");
     }
     unsigned Count = irParamCount(Arg.info);
     if (Arg.info.getPaddingType()) {
@@ -191,12 +192,13 @@ llvm::Expected<DerivedSignature> lowerSignature(CodeGen::CodeGenModule &CGM,
 
   Sig.Type = convertType(CGM, Ctx, FnType);
   if (!Sig.Type)
-    return makeError(Subject + " has a type Clang cannot lower ('" + Sig.CType +
-                     "')");
+    return llvm::createStringError(
+        Subject + " has a type Clang cannot lower ('" + Sig.CType + "')");
   // The parameter mapping above mirrors Clang's; the type is Clang's own.
   if (Sig.Type->getNumParams() != Sig.ParamExtensions.size())
-    return makeError(Subject + " is lowered to '" + typeText(Sig.Type) +
-                     "', whose parameters do not map to its C parameters");
+    return llvm::createStringError(
+        Subject + " is lowered to '" + typeText(Sig.Type) +
+        "', whose parameters do not map to its C parameters");
   Sig.Text = typeText(Sig.Type);
   return Sig;
 }

@@ -36,10 +36,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 Error DispatchIRBuilder::checkLowerable(const TargetMachine &TM,
                                         FunctionType *Signature) {
   Type *Ret = Signature->getReturnType();
@@ -67,33 +63,34 @@ Error DispatchIRBuilder::checkLowerable(const TargetMachine &TM,
     return Error::success();
   std::string Printed;
   raw_string_ostream(Printed) << *Ret;
-  return makeError(formatv("'{0}' is returned in memory on {1}: a "
-                           "dispatcher's tail call cannot forward it",
-                           Printed, TM.getTargetTriple().str()));
+  return createStringError(formatv("'{0}' is returned in memory on {1}: a "
+                                   "dispatcher's tail call cannot forward it",
+                                   Printed, TM.getTargetTriple().str()));
 }
 
 Expected<FunctionType *>
 DispatchIRBuilder::getDispatcherType(FunctionType *Signature,
                                      std::optional<unsigned> SelectorArg) {
   if (!Signature)
-    return makeError("no signature given");
+    return createStringError("no signature given");
   if (Signature->isVarArg())
-    return makeError("a dispatcher cannot forward variadic arguments");
+    return createStringError("a dispatcher cannot forward variadic arguments");
   if (SelectorArg) {
     if (*SelectorArg >= Signature->getNumParams())
-      return makeError(formatv("selector argument {0} is out of range: the "
-                               "signature has {1} parameter(s)",
-                               *SelectorArg, Signature->getNumParams()));
+      return createStringError(
+          formatv("selector argument {0} is out of range: the "
+                  "signature has {1} parameter(s)",
+                  *SelectorArg, Signature->getNumParams()));
     Type *Selector = Signature->getParamType(*SelectorArg);
     if (!Selector->isPointerTy())
-      return makeError(
+      return createStringError(
           formatv("selector argument {0} must be a pointer", *SelectorArg));
     // Programs are functions, in the default address space.
     if (Selector->getPointerAddressSpace() != 0)
-      return makeError(formatv("selector argument {0} must be a pointer in "
-                               "address space 0, not {1}",
-                               *SelectorArg,
-                               Selector->getPointerAddressSpace()));
+      return createStringError(
+          formatv("selector argument {0} must be a pointer in "
+                  "address space 0, not {1}",
+                  *SelectorArg, Selector->getPointerAddressSpace()));
     return Signature;
   }
   SmallVector<Type *, 8> Params(Signature->params());
@@ -104,18 +101,19 @@ DispatchIRBuilder::getDispatcherType(FunctionType *Signature,
 
 Error DispatchIRBuilder::check(const DispatcherSpec &Spec) {
   if (Spec.Name.empty())
-    return makeError("the dispatcher needs a name");
+    return createStringError("the dispatcher needs a name");
   if (M.getNamedValue(Spec.Name))
-    return makeError(
+    return createStringError(
         formatv("symbol '{0}' is already defined in the module", Spec.Name));
   if (auto TyOrErr = getDispatcherType(Spec.Signature, Spec.SelectorArg);
       !TyOrErr)
     return TyOrErr.takeError();
   if (Spec.RetpolineFallback && !M.getTargetTriple().empty() &&
       !M.getTargetTriple().isX86())
-    return makeError(formatv("a retpoline fallback is only available on x86, "
-                             "not on '{0}'",
-                             M.getTargetTriple().str()));
+    return createStringError(
+        formatv("a retpoline fallback is only available on x86, "
+                "not on '{0}'",
+                M.getTargetTriple().str()));
 
   StringSet<> Symbols;
   DenseMap<uint64_t, StringRef> Addresses;
@@ -123,46 +121,51 @@ Error DispatchIRBuilder::check(const DispatcherSpec &Spec) {
   unsigned WithAddress = 0;
   for (const DispatchTarget &T : Spec.Targets) {
     if (T.Symbol.empty())
-      return makeError("a target has an empty symbol name");
+      return createStringError("a target has an empty symbol name");
     if (T.Symbol == Spec.Name)
-      return makeError(
+      return createStringError(
           formatv("target '{0}' is the dispatcher itself", T.Symbol));
     if (!Symbols.insert(T.Symbol).second)
-      return makeError(formatv("target '{0}' is listed twice", T.Symbol));
+      return createStringError(
+          formatv("target '{0}' is listed twice", T.Symbol));
     if (GlobalValue *GV = M.getNamedValue(T.Symbol)) {
       auto *F = dyn_cast<Function>(GV);
       if (!F)
-        return makeError(formatv("target '{0}' names a global that is not a "
-                                 "function",
-                                 T.Symbol));
+        return createStringError(
+            formatv("target '{0}' names a global that is not a "
+                    "function",
+                    T.Symbol));
       if (F->getFunctionType() != Spec.Signature)
-        return makeError(formatv("target '{0}' is already declared with "
-                                 "another type",
-                                 T.Symbol));
+        return createStringError(
+            formatv("target '{0}' is already declared with "
+                    "another type",
+                    T.Symbol));
       // The dispatcher forwards its arguments with the C convention.
       if (F->getCallingConv() != CallingConv::C)
-        return makeError(formatv("target '{0}' uses calling convention {1}; "
-                                 "dispatchers forward arguments with the C "
-                                 "convention",
-                                 T.Symbol, F->getCallingConv()));
+        return createStringError(
+            formatv("target '{0}' uses calling convention {1}; "
+                    "dispatchers forward arguments with the C "
+                    "convention",
+                    T.Symbol, F->getCallingConv()));
     }
     if (!T.Address)
       continue;
     ++WithAddress;
     if (*T.Address == 0)
-      return makeError(formatv("target '{0}' has address 0", T.Symbol));
+      return createStringError(formatv("target '{0}' has address 0", T.Symbol));
     if (IntPtrBits < 64 && (*T.Address >> IntPtrBits) != 0)
-      return makeError(formatv("target '{0}' address {1:x} does not fit in a "
-                               "{2}-bit pointer",
-                               T.Symbol, *T.Address, IntPtrBits));
+      return createStringError(
+          formatv("target '{0}' address {1:x} does not fit in a "
+                  "{2}-bit pointer",
+                  T.Symbol, *T.Address, IntPtrBits));
     auto [It, Inserted] = Addresses.try_emplace(*T.Address, T.Symbol);
     if (!Inserted)
-      return makeError(formatv("targets '{0}' and '{1}' have the same "
-                               "address {2:x}",
-                               It->second, T.Symbol, *T.Address));
+      return createStringError(formatv("targets '{0}' and '{1}' have the same "
+                                       "address {2:x}",
+                                       It->second, T.Symbol, *T.Address));
   }
   if (WithAddress != 0 && WithAddress != Spec.Targets.size())
-    return makeError("either every target has an address or none has");
+    return createStringError("either every target has an address or none has");
   return Error::success();
 }
 
@@ -477,9 +480,10 @@ Expected<Function *> DispatchIRBuilder::build(const DispatcherSpec &Spec) {
     // One line: the verifier writes an instruction per line after each
     // message.
     StringRef First = StringRef(VerifyMsg).split('\n').first.trim();
-    return makeError(formatv("internal error: dispatcher '{0}' does not "
-                             "verify: {1}",
-                             Spec.Name, First));
+    return createStringError(
+        formatv("internal error: dispatcher '{0}' does not "
+                "verify: {1}",
+                Spec.Name, First));
   }
   return F;
 }

@@ -26,10 +26,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 /// Whether Ty is or holds a named struct, which exists only in the scratch
 /// module of parseSignature (an opaque one cannot even be passed).
 static bool holdsNamedStruct(Type *Ty) {
@@ -96,8 +92,9 @@ static std::optional<std::string> unsupportedType(Type *Ty) {
 Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
   StringRef Trimmed = Text.trim();
   if (Trimmed.empty())
-    return makeError("empty signature: expected an LLVM function type such "
-                     "as 'i32 (ptr, ptr)'");
+    return createStringError(
+        "empty signature: expected an LLVM function type such "
+        "as 'i32 (ptr, ptr)'");
   // parseType wants a module for named types; a scratch one keeps the
   // caller's module free of anything the parse might add.
   Module Scratch("signature", Ctx);
@@ -107,27 +104,30 @@ Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
   std::string Terminated = Trimmed.str();
   Type *Ty = parseType(Terminated, Diag, Scratch);
   if (!Ty)
-    return makeError(
+    return createStringError(
         formatv("invalid signature '{0}': {1}", Text, Diag.getMessage()));
   auto *FT = dyn_cast<FunctionType>(Ty);
   if (!FT) {
     std::string Printed;
     raw_string_ostream(Printed) << *Ty;
-    return makeError(formatv("invalid signature '{0}': '{1}' is not a "
-                             "function type",
-                             Text, Printed));
+    return createStringError(formatv("invalid signature '{0}': '{1}' is not a "
+                                     "function type",
+                                     Text, Printed));
   }
   if (FT->isVarArg())
-    return makeError(formatv("invalid signature '{0}': a dispatcher cannot "
-                             "forward variadic arguments",
-                             Text));
+    return createStringError(
+        formatv("invalid signature '{0}': a dispatcher cannot "
+                "forward variadic arguments",
+                Text));
   if (holdsNamedStruct(FT))
-    return makeError(formatv("invalid signature '{0}': named types are not "
-                             "supported; write structs out, e.g. '{{ i64, "
-                             "i64 } (ptr)'",
-                             Text));
+    return createStringError(
+        formatv("invalid signature '{0}': named types are not "
+                "supported; write structs out, e.g. '{{ i64, "
+                "i64 } (ptr)'",
+                Text));
   if (auto Why = unsupportedType(FT))
-    return makeError(formatv("invalid signature '{0}': {1}", Text, *Why));
+    return createStringError(
+        formatv("invalid signature '{0}': {1}", Text, *Why));
   return FT;
 }
 
@@ -139,9 +139,9 @@ Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
     StringRef W = Rest.substr(Colon + 1);
     uint64_t Weight;
     if (W.empty() || W.getAsInteger(0, Weight))
-      return makeError(formatv("invalid weight '{0}' in target '{1}': "
-                               "expected an unsigned integer",
-                               W, Text));
+      return createStringError(formatv("invalid weight '{0}' in target '{1}': "
+                                       "expected an unsigned integer",
+                                       W, Text));
     T.Weight = Weight;
     Rest = Rest.take_front(Colon);
   }
@@ -149,19 +149,21 @@ Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
     StringRef A = Rest.substr(At + 1);
     uint64_t Address;
     if (A.empty() || A.getAsInteger(0, Address))
-      return makeError(formatv("invalid address '{0}' in target '{1}': "
-                               "expected an unsigned integer",
-                               A, Text));
+      return createStringError(formatv("invalid address '{0}' in target '{1}': "
+                                       "expected an unsigned integer",
+                                       A, Text));
     T.Address = Address;
     Rest = Rest.take_front(At);
   }
   if (Rest.empty())
-    return makeError(formatv("target '{0}' has an empty symbol name", Text));
+    return createStringError(
+        formatv("target '{0}' has an empty symbol name", Text));
   // A second '@' or ':' would silently become part of the symbol.
   if (Rest.find_first_of("@:") != StringRef::npos)
-    return makeError(formatv("invalid symbol '{0}' in target '{1}': expected "
-                             "SYMBOL[@ADDRESS][:WEIGHT]",
-                             Rest, Text));
+    return createStringError(
+        formatv("invalid symbol '{0}' in target '{1}': expected "
+                "SYMBOL[@ADDRESS][:WEIGHT]",
+                Rest, Text));
   T.Symbol = Rest.str();
   return T;
 }

@@ -35,10 +35,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 // Every target, not only the native one, so that an inspector for a foreign
 // triple (a cross-compiled image, or x86-64 tests on another host) works.
 static void initializeTargetsOnce() {
@@ -61,7 +57,7 @@ CodeInspector::create(StringRef TripleName, AsmSyntax Syntax) {
   std::string LookupErr;
   const Target *T = TargetRegistry::lookupTarget(TT, LookupErr);
   if (!T)
-    return makeError(
+    return createStringError(
         formatv("cannot inspect code for '{0}': {1}", TT.str(), LookupErr));
   auto Missing = [&](StringRef What) {
     // This library registered every disassembler LLVM has. A host that
@@ -69,16 +65,17 @@ CodeInspector::create(StringRef TripleName, AsmSyntax Syntax) {
     // registrations (the calls bind to its copy), and this copy's registry
     // stays without them: say so rather than blame the target.
     if (What == "disassembler")
-      return makeError(formatv(
+      return createStringError(formatv(
           "cannot inspect code for '{0}': dispatch-gen's copy of LLVM has no "
           "disassembler for it although it registered one, so the process "
           "seems to hold two copies of LLVM (a host linking LLVM statically, "
           "and libLLVM.so): build dispatch-gen with "
           "-DDISPATCHGEN_LINK_LLVM_DYLIB=OFF so that the host links one",
           TT.str()));
-    return makeError(formatv("cannot inspect code for '{0}': LLVM has no {1} "
-                             "for it",
-                             TT.str(), What));
+    return createStringError(
+        formatv("cannot inspect code for '{0}': LLVM has no {1} "
+                "for it",
+                TT.str(), What));
   };
 
   // The constructor is private, so std::make_unique cannot call it.
@@ -115,9 +112,10 @@ CodeInspector::create(StringRef TripleName, AsmSyntax Syntax) {
   unsigned Variant = TT.isX86() ? 0 : CI->MAI->getAssemblerDialect();
   if (Syntax == AsmSyntax::AS_Intel) {
     if (!TT.isX86())
-      return makeError(formatv("cannot print Intel syntax for '{0}': it is "
-                               "only available on x86",
-                               TT.str()));
+      return createStringError(
+          formatv("cannot print Intel syntax for '{0}': it is "
+                  "only available on x86",
+                  TT.str()));
     Variant = 1;
   }
   CI->Printer.reset(
@@ -198,7 +196,7 @@ CodeInspector::disassemble(ArrayRef<uint8_t> Bytes, uint64_t Address) const {
     std::optional<DecodedInstruction> D =
         decodeOne(Bytes.drop_front(Offset), Address + Offset);
     if (!D)
-      return makeError(formatv(
+      return createStringError(formatv(
           "cannot decode an instruction at {0:x} (offset {1} of {2} bytes: "
           "{3})",
           Address + Offset, Offset, Bytes.size(),

@@ -36,10 +36,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 std::optional<uint64_t> SelectorRoute::valueOf(StringRef Register) const {
   for (const auto &[Name, Value] : Known)
     if (StringRef(Name).equals_insensitive(Register))
@@ -220,7 +216,8 @@ Expected<const Decoded &> Evaluator::decodeAt(uint64_t PC) {
   if (DisAsm.getInstruction(D.Inst, D.Size, Bytes.drop_front(Offset), PC,
                             nulls()) == MCDisassembler::Fail ||
       D.Size == 0 || Offset + D.Size > Bytes.size())
-    return makeError(formatv("cannot decode an instruction at {0:x}", PC));
+    return createStringError(
+        formatv("cannot decode an instruction at {0:x}", PC));
   return Cache.try_emplace(PC, std::move(D)).first->second;
 }
 
@@ -249,9 +246,10 @@ bool Evaluator::write(const MCOperand &Op, std::optional<uint64_t> V) {
 }
 
 Error Evaluator::cannot(uint64_t PC, const Decoded &D, StringRef Why) const {
-  return makeError(formatv("cannot follow the selector through {0} at {1:x}: "
-                           "{2}",
-                           MII.getName(D.Inst.getOpcode()), PC, Why));
+  return createStringError(
+      formatv("cannot follow the selector through {0} at {1:x}: "
+              "{2}",
+              MII.getName(D.Inst.getOpcode()), PC, Why));
 }
 
 Expected<SelectorRoute> Evaluator::run(unsigned SelectorGPR, uint64_t Key,
@@ -274,11 +272,12 @@ Expected<SelectorRoute> Evaluator::run(unsigned SelectorGPR, uint64_t Key,
   uint64_t End = Address + Bytes.size();
   for (uint64_t PC = Address;; ++Route.Steps) {
     if (PC < Address || PC >= End)
-      return makeError(formatv("the code runs off its end at {0:x}", PC));
+      return createStringError(
+          formatv("the code runs off its end at {0:x}", PC));
     if (Route.Steps >= MaxSteps)
-      return makeError(formatv("no branch leaves the code after {0} "
-                               "instructions",
-                               MaxSteps));
+      return createStringError(formatv("no branch leaves the code after {0} "
+                                       "instructions",
+                                       MaxSteps));
     auto DOrErr = decodeAt(PC);
     if (!DOrErr)
       return DOrErr.takeError();
@@ -433,13 +432,14 @@ CodeInspector::followSelector(ArrayRef<uint8_t> Bytes, uint64_t Address,
                               StringRef Register, ArrayRef<uint64_t> Keys,
                               unsigned MaxSteps) const {
   if (!IsX86_64)
-    return makeError("following a selector is implemented for x86-64 only");
+    return createStringError(
+        "following a selector is implemented for x86-64 only");
   std::optional<unsigned> Selector;
   for (unsigned G = 0; G < NumGPRs; ++G)
     if (Register.equals_insensitive(Names64[G]))
       Selector = G;
   if (!Selector)
-    return makeError(
+    return createStringError(
         formatv("'{0}' is not a 64-bit general-purpose register", Register));
   Evaluator E(*DisAsm, *MII, *MRI, *MIA, Bytes, Address);
   std::vector<SelectorRoute> Routes;
@@ -447,7 +447,7 @@ CodeInspector::followSelector(ArrayRef<uint8_t> Bytes, uint64_t Address,
   for (uint64_t Key : Keys) {
     auto R = E.run(*Selector, Key, MaxSteps);
     if (!R)
-      return makeError(
+      return createStringError(
           formatv("selector {0:x}: {1}", Key, toString(R.takeError())));
     Routes.push_back(std::move(*R));
   }

@@ -25,10 +25,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 namespace {
 
 // Encoding numbers of the registers the image uses.
@@ -323,7 +319,7 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
                                 bool ThunkFallback, unsigned DelayPauses) {
   if (SelectorReg > 15 || SelectorReg == RegRAX || SelectorReg == RegR11 ||
       SelectorReg == 4 /*rsp*/)
-    return makeError(
+    return createStringError(
         formatv("register {0} cannot hold the selector", SelectorReg));
   std::vector<uint32_t> Sorted(Cases.size());
   for (uint32_t I = 0; I < Sorted.size(); ++I)
@@ -333,9 +329,9 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   });
   for (size_t I = 0; I < Sorted.size(); ++I) {
     if (Cases[Sorted[I]].Key == 0)
-      return makeError("a program has address 0");
+      return createStringError("a program has address 0");
     if (I > 0 && Cases[Sorted[I]].Key == Cases[Sorted[I - 1]].Key)
-      return makeError(
+      return createStringError(
           formatv("two programs have the address {0:x}", Cases[Sorted[I]].Key));
   }
 
@@ -355,9 +351,10 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     // Offsets from the lowest program make every key a 32-bit immediate.
     Base = Cases[Sorted.front()].Key;
     if (Cases[Sorted.back()].Key - Base > uint64_t(INT32_MAX))
-      return makeError(formatv("the programs span {0:x} bytes, more than a "
-                               "32-bit compare covers",
-                               Cases[Sorted.back()].Key - Base));
+      return createStringError(
+          formatv("the programs span {0:x} bytes, more than a "
+                  "32-bit compare covers",
+                  Cases[Sorted.back()].Key - Base));
     A.bytes({0x48, 0xB8}); // movabs $Base, %rax
     A.bytes64(Base);
     emitMove(A, SelectorReg, RegR11);
