@@ -77,6 +77,9 @@ public:
   /// Set once init() succeeded and the dispatcher went to its owner.
   bool Created = false;
   bool Supported = false;
+  /// The address callers call, set once init() succeeded; it never changes,
+  /// so entry() reads it without the mutex.
+  uint64_t EntryAddress = 0;
   std::unique_ptr<Trampoline> Entry;
   std::unique_ptr<ImageLinker> Linker;
 
@@ -767,8 +770,7 @@ DispatcherStatus Dispatcher::Impl::status() const {
   S.Programs = Set.size();
   S.DirectTargets = DirectTargets;
   S.FallbackTargets = FallbackTargets;
-  S.EntryAddress = Entry ? Entry->address()
-                         : reinterpret_cast<uint64_t>(Config.CompiledEntry);
+  S.EntryAddress = EntryAddress;
   const LinkedImage &Image = Live ? Live.Linked : Empty.Linked;
   S.ImageAddress = Image.Address;
   S.ImageSize = Image.Size;
@@ -799,6 +801,11 @@ createImpl(DispatcherConfig Config, ExecutionSession *ES) {
   if (Error E = I->init(ES))
     return makeError(formatv("cannot create dispatcher '{0}': {1}",
                              I->Config.Name, toString(std::move(E))));
+  // A compiled-in entry stays its own address where no trampoline could
+  // adopt it (not supported).
+  I->EntryAddress = I->Entry
+                        ? I->Entry->address()
+                        : reinterpret_cast<uint64_t>(I->Config.CompiledEntry);
   I->Created = true;
   return std::move(I);
 }
@@ -824,7 +831,7 @@ Dispatcher::create(DispatcherConfig Config, LLJIT &J) {
   return create(std::move(Config), J.getExecutionSession());
 }
 
-uint64_t Dispatcher::entry() const { return I->status().EntryAddress; }
+uint64_t Dispatcher::entry() const { return I->EntryAddress; }
 
 JITDylib *Dispatcher::entryDylib() const {
   return I->Linker ? I->Linker->entryDylib() : nullptr;
