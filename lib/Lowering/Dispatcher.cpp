@@ -8,6 +8,7 @@
 #include "dispatch-gen/Dispatcher.h"
 
 #include "ImageLinker.h"
+#include "ResidentImage.h"
 
 #include "dispatch-gen/CodeInspector.h"
 #include "dispatch-gen/DispatchIRBuilder.h"
@@ -100,8 +101,9 @@ public:
   BuiltImage Empty;
   uint64_t Generation = 0;
   size_t DirectTargets = 0, FallbackTargets = 0;
-  /// Size of the code in the resident area while the gate is open.
-  uint64_t ResidentSize = 0;
+  /// The copy of the image in the entry's resident area; made by init()
+  /// for a JIT entry that has an area.
+  std::unique_ptr<ResidentImage> Resident;
   Clock::duration LastUpdate{}, LastGrace{};
 
   /// Where the selector arrives when images can be laid out directly
@@ -131,14 +133,12 @@ private:
   Expected<BuiltImage> build(uint64_t Gen);
   Expected<LinkedImage> buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
                                          ArrayRef<ImageCase> Cases);
-  /// Whether calls may run the image in place behind the entry.
-  bool residencyAllowed() const;
-  /// The resident area a JIT entry gets: what an image of Capacity
-  /// programs needs, at most Config.ResidentBytes; 0 for none.
-  size_t residentAreaSize() const;
-  /// Copies the image the entry leads to into the resident area and opens
-  /// the gate, if it is laid out, fits and verifies. Only once no caller
-  /// can be in the area: a grace period after the gate closed.
+  /// The resident copy while calls run it; null otherwise.
+  const ResidentImage *residentCopy() const {
+    return Resident && Resident->isOpen() ? Resident.get() : nullptr;
+  }
+  /// Has Resident copy the image the entry leads to behind the entry and
+  /// open the gate (see ResidentImage::settle()).
   void settleResident();
   Error switchTo(LinkedImage &Image);
   void resetContextIfOld();
@@ -214,7 +214,9 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
     SelectorReg = RouteReg;
   auto T = Config.CompiledEntry
                ? Trampoline::adopt(Config.CompiledEntry)
-               : Trampoline::create(Config.Near, residentAreaSize());
+               : Trampoline::create(Config.Near,
+                                    ResidentImage::areaSize(Config, SelectorReg,
+                                                            ThunkFallback));
   if (!T)
     return T.takeError();
   Entry = std::move(*T);
@@ -232,6 +234,8 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (!L)
     return L.takeError();
   Linker = std::move(*L);
+  if (Entry->residentCapacity())
+    Resident = std::make_unique<ResidentImage>(*Entry, *Linker);
   if (Config.PoisonForTesting)
     NearArena::get().setQuarantineForTesting(64);
   if (ThunkFallback)
@@ -255,87 +259,24 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   return Error::success();
 }
 
-size_t Dispatcher::Impl::residentAreaSize() const {
-  // Only laid-out images run resident.
-  if (!residencyAllowed() || !SelectorReg)
-    return 0;
-  // An image of Capacity programs takes at least 13 bytes each.
-  if (Config.Capacity > Config.ResidentBytes / 13)
-    return Config.ResidentBytes;
-  // The image of Capacity programs spread above 4 GiB (so that it starts
-  // with the 64-bit base), and a quarter more for the weighted layouts,
-  // which test their hottest programs before the tree.
-  std::vector<ImageCase> Cases;
-  for (unsigned I = 0; I < Config.Capacity; ++I)
-    Cases.push_back({(1ull << 40) + 64 * (I + 1), 0, 0});
-  auto Code = emitX86Image(Cases, *SelectorReg, ThunkFallback,
-                           Config.ImageDelayForTesting);
-  if (!Code) {
-    consumeError(Code.takeError());
-    return Config.ResidentBytes;
-  }
-  size_t Need = Code->Code.size() + Code->Code.size() / 4 + 32;
-  return std::min(Config.ResidentBytes, Need);
-}
-
-bool Dispatcher::Impl::residencyAllowed() const {
-  // Rewriting the area waits for a grace period, which only a synchronous
-  // update does.
-  return Config.ResidentBytes && !Config.CompiledEntry &&
-         Config.Reclaim == ReclaimMode::RM_Synchronous;
-}
-
 void Dispatcher::Impl::settleResident() {
-  ResidentSize = 0;
-  if (!Entry || !Entry->residentCapacity())
+  if (!Resident)
     return;
   const BuiltImage &Current = Live ? Live : Empty;
-  const std::optional<X86Image> &Code = Current.Code;
-  // A compiled image keeps the jump: its relocations are JITLink's.
-  if (!Code || Code->Code.size() > Entry->residentCapacity())
-    return;
-  uint64_t Thunk = 0;
-  if (Code->ThunkBranch) {
-    auto T = Linker->fallbackThunk();
-    if (!T) {
-      consumeError(T.takeError());
-      return;
-    }
-    Thunk = *T;
-  }
-  auto Bytes =
-      relocateX86Image(*Code, Current.Cases, Entry->residentAddress(), Thunk);
-  if (!Bytes) {
-    consumeError(Bytes.takeError());
-    return;
-  }
-  if (Error E = Entry->writeResident(*Bytes)) {
-    consumeError(std::move(E));
-    return;
-  }
-  if (Config.VerifyImages) {
+  auto Verify = [this](uint64_t Address, uint64_t Size) -> Error {
     LinkedImage Copy;
-    Copy.Address = Entry->residentAddress();
-    Copy.Size = Bytes->size();
+    Copy.Address = Address;
+    Copy.Size = Size;
     std::vector<uint64_t> Programs;
     if (Live)
       for (const ImageCase &C : Live.Cases)
         Programs.push_back(C.Target);
-    if (Error E = verifyImage(Copy, Programs)) {
-      consumeError(std::move(E));
-      return;
-    }
-  }
-  // A failure leaves the entry jumping to the image: slower, still right.
-  if (Error E = Entry->openGate()) {
-    consumeError(std::move(E));
-    return;
-  }
-  ResidentSize = Bytes->size();
-  if (Config.PerfMap)
-    Linker->writePerfMap(
-        Entry->residentAddress(), ResidentSize,
-        formatv("{0}.image.g{1}", Config.Name, Generation).str());
+    return verifyImage(Copy, Programs);
+  };
+  Resident->settle(Current.Code, Current.Cases,
+                   Config.VerifyImages ? ResidentImage::Verifier(Verify)
+                                       : ResidentImage::Verifier(),
+                   formatv("{0}.image.g{1}", Config.Name, Generation));
 }
 
 Dispatcher::Impl::~Impl() {
@@ -531,7 +472,9 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   Generation = Gen;
   DirectTargets = Next.Direct;
   FallbackTargets = Next.Fallback;
-  ResidentSize = 0;
+  // switchTo() closed the gate.
+  if (Resident)
+    Resident->closed();
   LinkedImage Old = std::exchange(Live, std::move(Next)).Linked;
   std::vector<ProgramEntry> Removed = std::move(Delta->Removed);
   auto RemoveImage = [this](LinkedImage &Image) {
@@ -550,7 +493,7 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
     Release(std::exchange(Removed, {}));
   if (Skip == SkippedGracePeriod::Images)
     RemoveImage(Old);
-  bool Settle = Supported && residencyAllowed();
+  bool Settle = Supported && ResidentImage::allowed(Config);
   if (Skip == SkippedGracePeriod::Resident && Settle)
     settleResident();
 
@@ -710,12 +653,13 @@ Error Dispatcher::Impl::verify() const {
       Programs.push_back(P.Address);
   if (Error E = verifyImage(Image, Programs))
     return E;
-  if (!Entry->isResident())
+  const ResidentImage *Copied = residentCopy();
+  if (!Copied)
     return Error::success();
   // What callers run: the copy behind the entry.
   LinkedImage Copy;
-  Copy.Address = Entry->residentAddress();
-  Copy.Size = ResidentSize;
+  Copy.Address = Copied->address();
+  Copy.Size = Copied->size();
   if (Error E = verifyImage(Copy, Programs))
     return makeError("the resident copy: " + toString(std::move(E)));
   return Error::success();
@@ -736,10 +680,10 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
     return Error::success();
   }
   uint64_t Address = Image.Address, Size = Image.Size;
-  if (Entry->isResident()) {
+  if (const ResidentImage *Copied = residentCopy()) {
     // What callers run.
-    Address = Entry->residentAddress();
-    Size = ResidentSize;
+    Address = Copied->address();
+    Size = Copied->size();
     OS << formatv("resident copy of image {0:x}: ", Image.Address);
   }
   OS << formatv("image {0:x}, {1} bytes\n", Address, Size);
@@ -774,10 +718,10 @@ DispatcherStatus Dispatcher::Impl::status() const {
   const LinkedImage &Image = Live ? Live.Linked : Empty.Linked;
   S.ImageAddress = Image.Address;
   S.ImageSize = Image.Size;
-  if (Entry && Entry->isResident()) {
+  if (const ResidentImage *Copied = residentCopy()) {
     S.Resident = true;
-    S.ImageAddress = Entry->residentAddress();
-    S.ImageSize = ResidentSize;
+    S.ImageAddress = Copied->address();
+    S.ImageSize = Copied->size();
   }
   S.LaidOutDirectly = Live ? Live.Laid : SelectorReg.has_value();
   S.LastUpdateLatency =
