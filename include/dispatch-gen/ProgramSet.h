@@ -115,7 +115,8 @@ public:
 
   /// Applies every operation of B in order, or none of them: on the first
   /// failing operation the set is restored and the error names the
-  /// operation. The delta compares the membership before and after.
+  /// operation (a batch of one returns that operation's own error). The
+  /// delta compares the membership before and after.
   llvm::Expected<ProgramSetDelta> apply(const Batch &B);
 
   /// Undoes the update that returned D (its membership and reference
@@ -137,7 +138,8 @@ public:
 private:
   using Undo = ProgramSetUndo;
 
-  /// apply(); IsUserBatch says whether errors name the failing operation.
+  /// apply(); IsUserBatch says whether errors of a batch of more than one
+  /// operation name the failing operation.
   llvm::Expected<ProgramSetDelta> applyOps(const Batch &B, bool IsUserBatch);
   llvm::Error applyOne(const Batch::Op &O, std::vector<Undo> &Log);
   void rollback(std::vector<Undo> &Log);

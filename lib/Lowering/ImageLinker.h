@@ -14,7 +14,7 @@
 // arena) and two JITDylibs used in turn; each such image gets its own
 // ResourceTracker, holding the image and the absolute symbols of the
 // programs it calls, so one remove() frees both. That ORC half is made on
-// first use.
+// first use (ImageLinkerORC.cpp; the arena half is in ImageLinker.cpp).
 //
 // A JITLink pass refuses any branch that JITLink could not make direct (a
 // stub `jmp *GOT` left in place), another records each image's code range.
@@ -156,6 +156,7 @@ public:
 
 private:
   ImageLinker() = default;
+  static std::shared_ptr<Plugin> makePlugin(FaultHook *Faults);
   /// Makes the ORC half: TargetMachine, session (if none), layer, JITDylibs.
   llvm::Error ensureORC();
   llvm::Error fail(llvm::Error E);

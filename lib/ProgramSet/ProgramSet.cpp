@@ -141,7 +141,9 @@ Expected<ProgramSetDelta> ProgramSet::applyOps(const Batch &B,
   for (size_t I = 0; I < B.Ops.size(); ++I) {
     if (Error E = applyOne(B.Ops[I], Log)) {
       rollback(Log);
-      if (!IsUserBatch)
+      // A batch of one operation is that operation: its own error says
+      // what failed.
+      if (!IsUserBatch || B.Ops.size() == 1)
         return std::move(E);
       return makeError(formatv("operation {0} of {1} in the batch failed, "
                                "nothing was changed: {2}",

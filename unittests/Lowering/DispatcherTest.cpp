@@ -211,6 +211,21 @@ TEST_P(DispatcherTest, ErrorsLeaveEverythingAsItWas) {
   EXPECT_EQ(D->programs().size(), 1u);
 }
 
+TEST_P(DispatcherTest, FailedSingleOperationSaysWhatFailed) {
+  auto D = makeDispatcher(hostConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(Progs[1])));
+  // One operation is no batch: its own error, not wrapped in batch wording.
+  EXPECT_EQ(errorText(D->remove(addr(Progs[5]))),
+            formatv("program {0:x} is not registered", addr(Progs[5])).str());
+  // A batch of more still names the operation that failed.
+  std::string Msg = errorText(
+      D->apply(ProgramSet::Batch().add(addr(Progs[2])).remove(addr(Progs[5]))));
+  EXPECT_NE(Msg.find("operation 2 of 2 in the batch failed"), std::string::npos)
+      << Msg;
+  EXPECT_EQ(D->programs().size(), 1u);
+}
+
 TEST_P(DispatcherTest, BatchRegeneratesOnce) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);

@@ -245,6 +245,16 @@ TEST(ProgramSetTest, FailedBatchRollsBackEveryOperation) {
   EXPECT_EQ(state(S), Before);
 }
 
+TEST(ProgramSetTest, FailedBatchOfOneReturnsItsOwnError) {
+  ProgramSet S;
+  expectValue(S.add(A));
+  auto Before = state(S);
+  auto D = S.apply(ProgramSet::Batch().remove(B));
+  ASSERT_FALSE(!!D);
+  EXPECT_EQ(llvm::toString(D.takeError()), "program 0x2000 is not registered");
+  EXPECT_EQ(state(S), Before);
+}
+
 TEST(ProgramSetTest, EmptyBatchChangesNothing) {
   ProgramSet S;
   ProgramSet::Batch Ops;
