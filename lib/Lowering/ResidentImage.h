@@ -23,7 +23,7 @@
 #ifndef DISPATCH_GEN_LIB_LOWERING_RESIDENTIMAGE_H
 #define DISPATCH_GEN_LIB_LOWERING_RESIDENTIMAGE_H
 
-#include "X86ImageEmitter.h"
+#include "dispatch-gen/X86ImageEmitter.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
