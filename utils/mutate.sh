@@ -50,8 +50,8 @@ mutation "resident area rewritten before its grace period" \
   'torture|DispatcherTest'
 mutation "8-bit compare immediates taken as unsigned" \
   lib/Lowering/X86ImageEmitter.cpp \
-  '    if (Imm <= INT8_MAX) {' \
-  '    if (Imm <= UINT8_MAX) {' 'DispatcherTest|torture'
+  '    if (isUInt<7>(Imm)) { // a sign-extended imm8' \
+  '    if (isUInt<8>(Imm)) { // a sign-extended imm8' 'DispatcherTest|torture'
 mutation "prototype check reduced to return type and arity" \
   lib/Frontend/ProgramFinder.cpp \
   '    if (!Ctx.hasSameType(C.FD->getType(), Reference))' \

@@ -44,6 +44,13 @@ struct EmitOptions {
   EmitKind Kind = EmitKind::EK_Object;
 };
 
+/// Initialises every target LLVM was built with (target info, target, MC
+/// layer, assembly printer and parser, disassembler), once per process and
+/// safe from any thread. Every component that needs a target calls this one
+/// function: a foreign triple (a cross-compiled image, `--target=`) works
+/// wherever the native one does.
+void initializeTargets();
+
 /// Creates a target machine for Opts (initialising LLVM's targets once).
 /// Fails with a message naming the triple when LLVM has no such target.
 llvm::Expected<std::unique_ptr<llvm::TargetMachine>>

@@ -55,6 +55,7 @@ class FunctionType;
 class LLVMContext;
 class Module;
 class TargetMachine;
+class Type;
 } // namespace llvm
 
 namespace dispatchgen {
@@ -108,6 +109,10 @@ struct DispatcherSpec {
 /// with LLVM's own parser.
 llvm::Expected<llvm::FunctionType *> parseSignature(llvm::StringRef Text,
                                                     llvm::LLVMContext &Ctx);
+
+/// Ty in LLVM's syntax ("i32 (ptr, ptr)"), as parseSignature reads it and
+/// as messages show it.
+std::string typeText(llvm::Type *Ty);
 
 /// Parses a target written as `SYMBOL[@ADDRESS][:WEIGHT]` (the CLI's form):
 /// `drop_tcp`, `drop_tcp:900`, `drop_tcp@0x7f0012340000:900`. ADDRESS and

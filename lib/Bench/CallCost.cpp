@@ -15,6 +15,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/Benchmark.h"
+#include "dispatch-gen/CodeEmitter.h"
 #include "dispatch-gen/DispatchIRBuilder.h"
 #include "dispatch-gen/Dispatcher.h"
 
@@ -285,8 +286,7 @@ CallLoopSet::~CallLoopSet() = default;
 Expected<std::unique_ptr<CallLoopSet>> CallLoopSet::create(unsigned N) {
   if (N == 0)
     return createStringError("a benchmark needs at least one program");
-  InitializeNativeTarget();
-  InitializeNativeTargetAsmPrinter();
+  initializeTargets();
   auto I = std::make_unique<Impl>();
   if (Error E = I->init(N))
     return createStringError(inconvertibleErrorCode(),

@@ -16,6 +16,7 @@
 #include "ProcessStats.h"
 
 #include "dispatch-gen/Benchmark.h"
+#include "dispatch-gen/CodeEmitter.h"
 #include "dispatch-gen/Dispatcher.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -81,8 +82,7 @@ Expected<std::unique_ptr<UpdateDriver>> UpdateDriver::create(unsigned N,
                 MaxPrograms, N));
   if (!stubBlock())
     return createStringError("cannot map the program stubs");
-  InitializeNativeTarget();
-  InitializeNativeTargetAsmPrinter();
+  initializeTargets();
   DispatcherConfig C;
   C.Name = "bench_dispatch";
   C.Signature = "i32 (i32)";

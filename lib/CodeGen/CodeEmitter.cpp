@@ -33,7 +33,7 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static void initializeTargetsOnce() {
+void initializeTargets() {
   static std::once_flag Once;
   std::call_once(Once, [] {
     InitializeAllTargetInfos();
@@ -47,7 +47,7 @@ static void initializeTargetsOnce() {
 
 Expected<std::unique_ptr<TargetMachine>>
 createTargetMachine(const EmitOptions &Opts) {
-  initializeTargetsOnce();
+  initializeTargets();
   bool IsHost = Opts.Triple.empty();
   Triple TT(IsHost ? sys::getDefaultTargetTriple()
                    : Triple::normalize(Opts.Triple));

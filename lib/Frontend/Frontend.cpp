@@ -16,6 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/Frontend.h"
+#include "dispatch-gen/CodeEmitter.h"
 
 #include "ProgramFinder.h"
 
@@ -62,17 +63,6 @@ static llvm::Error compileFailure(llvm::StringRef File, unsigned Errors) {
 
 static llvm::raw_ostream &diagnosticsOf(const FrontendOptions &Opts) {
   return Opts.Diagnostics ? *Opts.Diagnostics : llvm::errs();
-}
-
-/// The optimiser asks the target for its costs, and `--target=` may name
-/// any target LLVM was built with.
-static void initializeTargets() {
-  static std::once_flag Once;
-  std::call_once(Once, [] {
-    llvm::InitializeAllTargetInfos();
-    llvm::InitializeAllTargets();
-    llvm::InitializeAllTargetMCs();
-  });
 }
 
 /// The suffix of exposed static programs by default: the file's stem and a

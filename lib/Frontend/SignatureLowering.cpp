@@ -7,6 +7,8 @@
 
 #include "SignatureLowering.h"
 
+#include "dispatch-gen/DispatchIRBuilder.h"
+
 #include "clang/AST/ASTContext.h"
 #include "clang/AST/Decl.h"
 #include "clang/Basic/Specifiers.h"
@@ -89,13 +91,6 @@ static unsigned irParamCount(const CodeGen::ABIArgInfo &AI) {
   if (AI.isDirect() && AI.getCanBeFlattened() && STy)
     return Padding + STy->getNumElements();
   return Padding + 1;
-}
-
-static std::string typeText(llvm::Type *Ty) {
-  std::string Text;
-  llvm::raw_string_ostream OS(Text);
-  Ty->print(OS);
-  return Text;
 }
 
 /// The LLVM function type Clang gives a function of type FnType.

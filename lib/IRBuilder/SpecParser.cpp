@@ -131,6 +131,12 @@ Expected<FunctionType *> parseSignature(StringRef Text, LLVMContext &Ctx) {
   return FT;
 }
 
+std::string typeText(Type *Ty) {
+  std::string S;
+  raw_string_ostream(S) << *Ty;
+  return S;
+}
+
 Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
   DispatchTarget T;
   StringRef Rest = Text;

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/CodeInspector.h"
+#include "dispatch-gen/CodeEmitter.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -35,23 +36,12 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-// Every target, not only the native one, so that an inspector for a foreign
-// triple (a cross-compiled image, or x86-64 tests on another host) works.
-static void initializeTargetsOnce() {
-  static std::once_flag Once;
-  std::call_once(Once, [] {
-    InitializeAllTargetInfos();
-    InitializeAllTargetMCs();
-    InitializeAllDisassemblers();
-  });
-}
-
 CodeInspector::CodeInspector() = default;
 CodeInspector::~CodeInspector() = default;
 
 Expected<std::unique_ptr<CodeInspector>>
 CodeInspector::create(StringRef TripleName, AsmSyntax Syntax) {
-  initializeTargetsOnce();
+  initializeTargets();
   bool IsHost = TripleName.empty();
   Triple TT(IsHost ? sys::getProcessTriple() : Triple::normalize(TripleName));
   std::string LookupErr;

@@ -34,10 +34,6 @@ using namespace llvm::orc;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 /// Whether a synchronous update or a destruction on this thread would wait
 /// for a grace period that its own read-side section holds up forever.
 static bool waitsForItself(const DispatcherConfig &Config) {
@@ -58,10 +54,10 @@ checkSignature(const DispatcherConfig &Config) {
     return Sig.takeError();
   FunctionType *Signature = *Sig;
   if (Config.ParamExtensions.size() > Signature->getNumParams())
-    return makeError(formatv("{0} parameter extensions for a signature of {1} "
-                             "parameter(s)",
-                             Config.ParamExtensions.size(),
-                             Signature->getNumParams()));
+    return createStringError(
+        formatv("{0} parameter extensions for a signature of {1} "
+                "parameter(s)",
+                Config.ParamExtensions.size(), Signature->getNumParams()));
   if (auto T =
           DispatchIRBuilder::getDispatcherType(Signature, Config.SelectorArg);
       !T)
@@ -81,7 +77,7 @@ checkSignature(const DispatcherConfig &Config) {
         It->second = toString(std::move(E));
     }
     if (!It->second.empty())
-      return makeError(It->second);
+      return createStringError(It->second);
   }
   if (Triple(sys::getProcessTriple()).getArch() != Triple::x86_64)
     return std::nullopt;
@@ -90,9 +86,9 @@ checkSignature(const DispatcherConfig &Config) {
 
 Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (Config.Capacity == 0)
-    return makeError("a dispatcher's capacity must be at least 1");
+    return createStringError("a dispatcher's capacity must be at least 1");
   if (Config.Name.empty())
-    return makeError("a dispatcher needs a name");
+    return createStringError("a dispatcher needs a name");
   ThunkFallback = Config.RetpolineFallback || Config.FallbackHookForTesting;
   auto Reg = checkSignature(Config);
   if (!Reg)
@@ -218,7 +214,8 @@ Dispatcher::Impl::~Impl() {
 Error Dispatcher::Impl::switchTo(LinkedImage &Image) {
   if (Config.InjectFault)
     if (Error E = Config.InjectFault(FaultPoint::FP_Patch))
-      return makeError("cannot patch the entry: " + toString(std::move(E)));
+      return createStringError("cannot patch the entry: " +
+                               toString(std::move(E)));
   if (Image)
     return Entry->retarget(Image.Address);
   return Config.CompiledEntry ? Entry->reset()
@@ -227,10 +224,11 @@ Error Dispatcher::Impl::switchTo(LinkedImage &Image) {
 
 Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   if (Config.Reclaim == ReclaimMode::RM_Synchronous && waitsForItself(Config))
-    return makeError(formatv("dispatcher '{0}': update called inside a "
-                             "read-side section on this thread; it would wait "
-                             "forever for its own grace period",
-                             Config.Name));
+    return createStringError(
+        formatv("dispatcher '{0}': update called inside a "
+                "read-side section on this thread; it would wait "
+                "forever for its own grace period",
+                Config.Name));
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   // On a failure below, Set.revert(*Delta) puts the set back as it was.
   auto Delta = Set.apply(B);
@@ -242,9 +240,10 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
       if (P.Address >= Entry->address() &&
           P.Address < Entry->address() + Entry->span()) {
         Set.revert(*Delta);
-        return makeError(formatv("program {0:x} is dispatcher '{1}''s own "
-                                 "entry: a call would loop forever",
-                                 P.Address, Config.Name));
+        return createStringError(
+            formatv("program {0:x} is dispatcher '{1}''s own "
+                    "entry: a call would loop forever",
+                    P.Address, Config.Name));
       }
   if (!Delta->changed() && !Force)
     return Error::success();
@@ -352,8 +351,8 @@ static Expected<std::unique_ptr<Dispatcher::Impl>>
 createImpl(DispatcherConfig Config, ExecutionSession *ES) {
   auto I = std::make_unique<Dispatcher::Impl>(std::move(Config));
   if (Error E = I->init(ES))
-    return makeError(formatv("cannot create dispatcher '{0}': {1}",
-                             I->Config.Name, toString(std::move(E))));
+    return createStringError(formatv("cannot create dispatcher '{0}': {1}",
+                                     I->Config.Name, toString(std::move(E))));
   // A compiled-in entry stays its own address where no trampoline could
   // adopt it (not supported).
   I->EntryAddress = I->Entry
@@ -397,15 +396,15 @@ Error Dispatcher::add(uint64_t Program, StringRef Name) {
 Error Dispatcher::add(StringRef Symbol, JITDylib &JD) {
   // ORC would answer "Symbols not found: [  ]".
   if (Symbol.empty())
-    return makeError("cannot add a program with an empty symbol name");
+    return createStringError("cannot add a program with an empty symbol name");
   ExecutionSession &ES = JD.getExecutionSession();
   auto DL = ImageLinker::hostDataLayout();
   if (!DL)
     return DL.takeError();
   auto Sym = ES.lookup({&JD}, MangleAndInterner(ES, *DL)(Symbol));
   if (!Sym)
-    return makeError(formatv("cannot add program '{0}': {1}", Symbol,
-                             toString(Sym.takeError())));
+    return createStringError(formatv("cannot add program '{0}': {1}", Symbol,
+                                     toString(Sym.takeError())));
   return add(Sym->getAddress().getValue(), Symbol);
 }
 

@@ -27,10 +27,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 void Dispatcher::Impl::resetContextIfOld() {
   // Constants and metadata of past images accumulate in a context; a fresh
   // one now and then keeps memory flat over millions of updates. Made on
@@ -57,7 +53,7 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
                            Weights.empty() ? 0 : Weights.lookup(P.Address)});
   }
 
-  Expected<LinkedImage> Image = makeError("no image");
+  Expected<LinkedImage> Image = createStringError("no image");
   if (SelectorReg) {
     // Programs spread over more than 2 GiB are left to codegen's 64-bit
     // compares.
@@ -84,9 +80,10 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
       Programs.push_back(C.Target);
     if (Error E = verifyImage(Built.Linked, Programs)) {
       consumeError(Linker->remove(Built.Linked));
-      return makeError(formatv("image of generation {0} failed verification: "
-                               "{1}",
-                               Gen, toString(std::move(E))));
+      return createStringError(
+          formatv("image of generation {0} failed verification: "
+                  "{1}",
+                  Gen, toString(std::move(E))));
     }
   }
   if (Config.PerfMap)

@@ -28,10 +28,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 Expected<CodeInspector &> Dispatcher::Impl::inspector() const {
   if (!Inspector) {
     auto I = CodeInspector::create();
@@ -67,7 +63,8 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
   if (!I)
     return I.takeError();
   if (Image.Size == 0)
-    return makeError(formatv("the image at {0:x} has no size", Image.Address));
+    return createStringError(
+        formatv("the image at {0:x} has no size", Image.Address));
   std::vector<uint64_t> Allowed(Programs.begin(), Programs.end());
   Allowed.insert(Allowed.end(), Image.Helpers.begin(), Image.Helpers.end());
   uint64_t Thunk = 0;
@@ -101,7 +98,7 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
   if (Problems.empty())
     return Error::success();
   Problems.pop_back();
-  return makeError(StringRef(Problems).ltrim());
+  return createStringError(StringRef(Problems).ltrim());
 }
 
 Error Dispatcher::Impl::verifyRoutes(const CodeInspector &I,
@@ -156,7 +153,7 @@ Error Dispatcher::Impl::verifyRoutes(const CodeInspector &I,
   if (Problems.empty())
     return Error::success();
   Problems.pop_back();
-  return makeError(StringRef(Problems).ltrim());
+  return createStringError(StringRef(Problems).ltrim());
 }
 
 Error Dispatcher::Impl::verify() const {
@@ -180,7 +177,7 @@ Error Dispatcher::Impl::verify() const {
   Copy.Address = Copied->address();
   Copy.Size = Copied->size();
   if (Error E = verifyImage(Copy, Programs))
-    return makeError("the resident copy: " + toString(std::move(E)));
+    return createStringError("the resident copy: " + toString(std::move(E)));
   return Error::success();
 }
 

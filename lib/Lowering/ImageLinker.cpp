@@ -28,10 +28,6 @@ using namespace llvm::orc;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 /// Opens /tmp/perf-<pid>.map to append to. /tmp is shared: another user may
 /// have planted a link there, so the file must be a regular file of ours,
 /// reached without following a symbolic link, with no other name.
@@ -40,13 +36,14 @@ static Expected<int> openPerfMap() {
   int FD = ::open(Path.c_str(),
                   O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (FD < 0)
-    return makeError(formatv("cannot open the perf map '{0}': {1}", Path,
-                             errno == ELOOP ? "it is a symbolic link"
-                                            : std::strerror(errno)));
+    return createStringError(
+        formatv("cannot open the perf map '{0}': {1}", Path,
+                errno == ELOOP ? "it is a symbolic link"
+                               : errnoAsErrorCode().message()));
   struct stat St;
   std::string Why;
   if (::fstat(FD, &St) != 0)
-    Why = std::strerror(errno);
+    Why = errnoAsErrorCode().message();
   else if (!S_ISREG(St.st_mode))
     Why = "it is not a regular file";
   else if (St.st_uid != ::geteuid())
@@ -57,7 +54,8 @@ static Expected<int> openPerfMap() {
   if (Why.empty())
     return FD;
   ::close(FD);
-  return makeError(formatv("refusing the perf map '{0}': {1}", Path, Why));
+  return createStringError(
+      formatv("refusing the perf map '{0}': {1}", Path, Why));
 }
 
 Expected<std::unique_ptr<ImageLinker>>
@@ -127,16 +125,17 @@ Expected<LinkedImage> ImageLinker::place(const X86Image &Code,
     Thunk = *T;
   }
   if (Error E = fault(FaultPoint::FP_Allocate))
-    return makeError("cannot allocate image memory: " + toString(std::move(E)));
+    return createStringError("cannot allocate image memory: " +
+                             toString(std::move(E)));
   auto B = NearArena::get().allocate(Code.Code.size(), 16, Near);
   if (!B)
-    return makeError("cannot allocate image memory: " +
-                     toString(B.takeError()));
+    return createStringError("cannot allocate image memory: " +
+                             toString(B.takeError()));
   auto Bytes = relocateX86Image(Code, Cases, B->Address, Thunk);
   Error E = Bytes ? fault(FaultPoint::FP_Link) : Bytes.takeError();
   if (E) {
     NearArena::get().release(*B);
-    return makeError("cannot link image: " + toString(std::move(E)));
+    return createStringError("cannot link image: " + toString(std::move(E)));
   }
   // Written before anything jumps here: the entry's store that publishes
   // the image is a release, followed by a serialisation of every thread.

@@ -13,6 +13,8 @@
 
 #include "ImageLinker.h"
 
+#include "dispatch-gen/CodeEmitter.h"
+
 #include "llvm/ExecutionEngine/JITLink/JITLink.h"
 #include "llvm/ExecutionEngine/JITLink/x86_64.h"
 #include "llvm/ExecutionEngine/Orc/AbsoluteSymbols.h"
@@ -33,10 +35,6 @@ using namespace llvm;
 using namespace llvm::orc;
 
 namespace dispatchgen {
-
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
 
 /// Sees every graph of the linker's layer: injects link faults, refuses
 /// branches left going through stubs, records code ranges, and keeps the
@@ -86,7 +84,7 @@ public:
       std::lock_guard<std::mutex> Lock(M);
       LastFailure = Msg;
     }
-    return makeError(Msg);
+    return createStringError(Msg);
   }
 
   std::string takeLastFailure() {
@@ -130,7 +128,7 @@ private:
     }
     if (Far.empty())
       return Error::success();
-    return makeError("targets out of rel32 reach of the image:" + Far);
+    return createStringError("targets out of rel32 reach of the image:" + Far);
   }
 
   FaultHook *Faults;
@@ -144,16 +142,6 @@ ImageLinker::makePlugin(FaultHook *Faults) {
   return std::make_shared<Plugin>(Faults);
 }
 
-static void initializeNativeTargetOnce() {
-  static std::once_flag Once;
-  std::call_once(Once, [] {
-    InitializeNativeTarget();
-    InitializeNativeTargetAsmPrinter();
-    // The retpoline thunk is module assembly.
-    InitializeNativeTargetAsmParser();
-  });
-}
-
 /// A unique suffix for the JITDylibs of each linker in a session.
 static unsigned nextLinkerId() {
   static std::atomic<unsigned> Next{0};
@@ -164,7 +152,7 @@ static unsigned nextLinkerId() {
 /// on x86-64 is Large, which calls through `movabs; jmp *%reg`; Small + PIC
 /// gives rel32 branches.
 static Expected<JITTargetMachineBuilder> hostBuilder() {
-  initializeNativeTargetOnce();
+  initializeTargets();
   auto JTMB = JITTargetMachineBuilder::detectHost();
   if (!JTMB)
     return JTMB.takeError();
@@ -265,7 +253,7 @@ Error ImageLinker::fail(Error E) {
   if (Detail.empty())
     return E;
   consumeError(std::move(E));
-  return makeError(Detail);
+  return createStringError(Detail);
 }
 
 Expected<LinkedImage> ImageLinker::link(Module &M,
@@ -279,7 +267,8 @@ Expected<LinkedImage> ImageLinker::link(Module &M,
   SimpleCompiler Compile(*TM);
   auto Obj = Compile(M);
   if (!Obj)
-    return makeError("cannot compile image: " + toString(Obj.takeError()));
+    return createStringError("cannot compile image: " +
+                             toString(Obj.takeError()));
 
   JITDylib &JD = *Dylibs[Slot];
   MangleAndInterner Mangle(*ES, M.getDataLayout());
@@ -307,7 +296,7 @@ Error ImageLinker::startLink() {
   ThePlugin->takeLastFailure();
   ThePlugin->takeRanges();
   if (Error E = fault(FaultPoint::FP_Compile))
-    return makeError("cannot compile image: " + toString(std::move(E)));
+    return createStringError("cannot compile image: " + toString(std::move(E)));
   return Error::success();
 }
 
@@ -315,7 +304,8 @@ Error ImageLinker::lookupImage(LinkedImage &Image, JITDylib &JD,
                                SymbolStringPtr ImageSymbol) {
   auto Sym = ES->lookup({&JD}, std::move(ImageSymbol));
   if (!Sym)
-    return makeError("cannot link image: " + toString(fail(Sym.takeError())));
+    return createStringError("cannot link image: " +
+                             toString(fail(Sym.takeError())));
   Image.Address = Sym->getAddress().getValue();
   for (const Plugin::Range &R : ThePlugin->takeRanges()) {
     if (R.Address == Image.Address)
@@ -341,7 +331,7 @@ Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
       JD = &ES->createBareJITDylib(EntriesName);
   }
   if (!ES)
-    return makeError("an entry symbol needs a host's session");
+    return createStringError("an entry symbol needs a host's session");
   auto DL = hostDataLayout();
   if (!DL)
     return DL.takeError();
@@ -352,9 +342,10 @@ Expected<JITDylib *> ImageLinker::defineEntry(StringRef Symbol,
             {ExecutorAddr(Address),
              JITSymbolFlags::Exported | JITSymbolFlags::Callable}}}))) {
     consumeError(std::move(E));
-    return makeError(formatv("another dispatcher of this session is named "
-                             "'{0}'",
-                             Symbol));
+    return createStringError(
+        formatv("another dispatcher of this session is named "
+                "'{0}'",
+                Symbol));
   }
   EntryJD = JD;
   EntrySymbol = std::move(Interned);
@@ -428,8 +419,8 @@ Expected<uint64_t> ImageLinker::fallbackThunk() {
   auto Sym = ES->lookup({&JD}, MangleAndInterner(*ES, M.getDataLayout())(
                                    "__x86_indirect_thunk_r11"));
   if (!Sym)
-    return makeError("cannot link the fallback thunk: " +
-                     toString(fail(Sym.takeError())));
+    return createStringError("cannot link the fallback thunk: " +
+                             toString(fail(Sym.takeError())));
   ThunkJD = &JD;
   for (JITDylib *Image : Dylibs)
     Image->addToLinkOrder(JD);

@@ -21,10 +21,6 @@ using namespace llvm::jitlink;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 struct NearMemoryManager::AllocInfo {
   NearArena::Block Block;
   std::vector<orc::shared::WrapperFunctionCall> DeallocActions;
@@ -75,7 +71,7 @@ void NearMemoryManager::allocate(const JITLinkDylib *, LinkGraph &G,
     if (Seg.ContentSize + Seg.ZeroFillSize == 0)
       continue;
     if ((KV.first.getMemProt() & orc::MemProt::Write) != orc::MemProt::None)
-      return OnAllocated(makeError(
+      return OnAllocated(createStringError(
           formatv("graph '{0}' has writable data, which dispatcher images "
                   "never have",
                   G.getName())));

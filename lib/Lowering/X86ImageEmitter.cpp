@@ -12,6 +12,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/IR/DerivedTypes.h"
+#include "llvm/Support/Endian.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MathExtras.h"
 
@@ -73,12 +74,16 @@ public:
     I.Bytes[I.Len++] = B;
   }
   void bytes32(uint32_t V) {
-    for (unsigned I = 0; I < 4; ++I)
-      bytes8(static_cast<uint8_t>(V >> (8 * I)));
+    uint8_t Buf[4];
+    support::endian::write32le(Buf, V);
+    for (uint8_t B : Buf)
+      bytes8(B);
   }
   void bytes64(uint64_t V) {
-    for (unsigned I = 0; I < 8; ++I)
-      bytes8(static_cast<uint8_t>(V >> (8 * I)));
+    uint8_t Buf[8];
+    support::endian::write64le(Buf, V);
+    for (uint8_t B : Buf)
+      bytes8(B);
   }
 
   /// `jCC .Label` (Cond set) or `jmp .Label`.
@@ -164,8 +169,8 @@ private:
   }
 
   static void append32(std::vector<uint8_t> &Code, uint32_t V) {
-    for (unsigned I = 0; I < 4; ++I)
-      Code.push_back(static_cast<uint8_t>(V >> (8 * I)));
+    Code.resize(Code.size() + 4);
+    support::endian::write32le(Code.data() + Code.size() - 4, V);
   }
 
   /// Starts with every local branch short and lengthens those that do not
@@ -186,7 +191,7 @@ private:
           continue;
         int64_t Disp = static_cast<int64_t>(LabelOffsets[I.Index]) -
                        static_cast<int64_t>(Offset);
-        if (Disp < INT8_MIN || Disp > INT8_MAX) {
+        if (!isInt<8>(Disp)) {
           I.Long = true;
           Changed = true;
         }
@@ -265,10 +270,10 @@ private:
   /// `cmp $(key - Base), %CmpReg`, with an 8-bit immediate when it fits.
   void compare(uint32_t C) {
     uint64_t Imm = Cases[C].Key - Base;
-    assert(Imm <= INT32_MAX && "checked by emitX86Image");
+    assert(isUInt<31>(Imm) && "checked by emitX86Image");
     uint8_t Rex = 0x48 | (CmpReg >= 8 ? 0x01 : 0x00);
     uint8_t ModRM = 0xF8 | (CmpReg & 7); // /7 = cmp
-    if (Imm <= INT8_MAX) {
+    if (isUInt<7>(Imm)) {                // a sign-extended imm8
       A.bytes({Rex, 0x83, ModRM, static_cast<uint8_t>(Imm)});
       return;
     }
@@ -388,15 +393,13 @@ Expected<std::vector<uint8_t>> relocateX86Image(const X86Image &Code,
   std::vector<uint8_t> Bytes = Code.Code;
   auto Patch = [&](uint32_t Offset, uint64_t Target) -> Error {
     int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 4));
-    if (Disp < INT32_MIN || Disp > INT32_MAX)
+    if (!isInt<32>(Disp))
       return createStringError(inconvertibleErrorCode(),
                                "%#llx is out of rel32 reach of the image at "
                                "%#llx",
                                static_cast<unsigned long long>(Target),
                                static_cast<unsigned long long>(Base));
-    uint32_t D = static_cast<uint32_t>(static_cast<int32_t>(Disp));
-    for (unsigned I = 0; I < 4; ++I)
-      Bytes[Offset + I] = static_cast<uint8_t>(D >> (8 * I));
+    support::endian::write32le(&Bytes[Offset], static_cast<int32_t>(Disp));
     return Error::success();
   };
   for (const X86Image::CaseBranch &B : Code.Branches)

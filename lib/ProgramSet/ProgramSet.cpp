@@ -16,10 +16,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 static std::string describe(uint64_t Address, StringRef Name) {
   if (Name.empty())
     return formatv("program {0:x}", Address).str();
@@ -66,17 +62,19 @@ std::vector<ProgramEntry> ProgramSet::entries() const {
 
 Error ProgramSet::applyOne(const Batch::Op &O, std::vector<Undo> &Log) {
   if (O.Address == 0)
-    return makeError(O.Kind == Batch::OpKind::OK_Add
-                         ? "cannot add a null program"
-                         : "cannot remove a null program");
+    return createStringError(O.Kind == Batch::OpKind::OK_Add
+                                 ? "cannot add a null program"
+                                 : "cannot remove a null program");
   auto It = Entries.find(O.Address);
   bool Exists = It != Entries.end();
   if (O.Kind == Batch::OpKind::OK_Remove && !Exists)
-    return makeError(describe(O.Address, O.Name) + " is not registered");
+    return createStringError(describe(O.Address, O.Name) +
+                             " is not registered");
   if (O.Kind == Batch::OpKind::OK_Add && !Exists && Entries.size() >= Capacity)
-    return makeError(formatv("cannot add {0}: the dispatcher is full ({1} "
-                             "programs)",
-                             describe(O.Address, O.Name), Capacity));
+    return createStringError(
+        formatv("cannot add {0}: the dispatcher is full ({1} "
+                "programs)",
+                describe(O.Address, O.Name), Capacity));
 
   Log.push_back({O.Address, Exists, Exists ? It->second : ProgramEntry()});
   if (O.Kind == Batch::OpKind::OK_Add) {
@@ -145,9 +143,10 @@ Expected<ProgramSetDelta> ProgramSet::applyOps(const Batch &B,
       // what failed.
       if (!IsUserBatch || B.Ops.size() == 1)
         return std::move(E);
-      return makeError(formatv("operation {0} of {1} in the batch failed, "
-                               "nothing was changed: {2}",
-                               I + 1, B.Ops.size(), toString(std::move(E))));
+      return createStringError(
+          formatv("operation {0} of {1} in the batch failed, "
+                  "nothing was changed: {2}",
+                  I + 1, B.Ops.size(), toString(std::move(E))));
     }
   }
   return deltaOf(Log);

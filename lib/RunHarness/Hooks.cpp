@@ -7,6 +7,8 @@
 
 #include "Hooks.h"
 
+#include "dispatch-gen/DispatchIRBuilder.h"
+
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringExtras.h"
@@ -20,12 +22,6 @@
 using namespace llvm;
 
 namespace dispatchgen::run {
-
-static std::string typeText(Type *Ty) {
-  std::string S;
-  raw_string_ostream(S) << *Ty;
-  return S;
-}
 
 Expected<std::string> findEntry(ArrayRef<CompiledUnit> Units,
                                 const DerivedSignature &Sig, StringRef Wanted) {

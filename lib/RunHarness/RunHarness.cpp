@@ -12,6 +12,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/RunHarness.h"
+#include "dispatch-gen/Benchmark.h"
+#include "dispatch-gen/CodeEmitter.h"
 
 #include "CallingThreads.h"
 #include "Hooks.h"
@@ -50,13 +52,6 @@ const char *stageName(Stage S) {
     return "swapLive()";
   }
   return "?";
-}
-
-double median(std::vector<double> V) {
-  if (V.empty())
-    return 0;
-  std::sort(V.begin(), V.end());
-  return V[V.size() / 2];
 }
 
 } // namespace
@@ -150,8 +145,7 @@ Error RunHarness::link() {
   if (Error E = S.need(Stage::Compiled, "link()"))
     return E;
   run::setRunPhase("linking the programs");
-  InitializeNativeTarget();
-  InitializeNativeTargetAsmPrinter();
+  initializeTargets();
 
   S.Inst.Counters = std::vector<run::ProgramCounters>(Programs.size());
   size_t Index = 0;
@@ -414,12 +408,12 @@ Expected<LiveResult> RunHarness::swapLive() {
   return std::move(Live);
 }
 
-double LiveResult::medianUpdateMs() const { return median(UpdateMs); }
+double LiveResult::medianUpdateMs() const { return bench::median(UpdateMs); }
 double LiveResult::maxUpdateMs() const {
   return UpdateMs.empty() ? 0.0
                           : *std::max_element(UpdateMs.begin(), UpdateMs.end());
 }
-double LiveResult::medianGraceUs() const { return median(GraceUs); }
+double LiveResult::medianGraceUs() const { return bench::median(GraceUs); }
 
 Expected<RunReport> runHarness(const RunOptions &Opts) {
   auto H = RunHarness::compile(Opts);

@@ -30,10 +30,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 std::mutex &textPatchMutex() {
   static std::mutex M;
   return M;
@@ -78,7 +74,7 @@ void privatize(DualMapping &M) {
       Write = mmap(nullptr, M.Size, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
     if (Write == MAP_FAILED ||
         mapFixed(M.Exec, M.Size, PROT_READ | PROT_EXEC, Fd) == MAP_FAILED) {
-      Why = std::strerror(errno);
+      Why = errnoAsErrorCode().message();
       if (Write != MAP_FAILED)
         munmap(Write, M.Size);
     } else {
@@ -162,17 +158,20 @@ Expected<int> executableSharedMemory(size_t Size) {
   // Each is tried by mapping it executable (a noexec mount refuses).
   auto Try = [&](int Fd, const char *What) -> int {
     if (Fd < 0) {
-      Why += formatv("; {0}: {1}", What, std::strerror(errno)).str();
+      Why += formatv("; {0}: {1}", What, errnoAsErrorCode().message()).str();
       return -1;
     }
     if (ftruncate(Fd, Size) != 0) {
-      Why += formatv("; {0}: ftruncate: {1}", What, std::strerror(errno)).str();
+      Why +=
+          formatv("; {0}: ftruncate: {1}", What, errnoAsErrorCode().message())
+              .str();
       close(Fd);
       return -1;
     }
     void *Probe = mmap(nullptr, Size, PROT_READ | PROT_EXEC, MAP_SHARED, Fd, 0);
     if (Probe == MAP_FAILED) {
-      Why += formatv("; {0}: not executable: {1}", What, std::strerror(errno))
+      Why += formatv("; {0}: not executable: {1}", What,
+                     errnoAsErrorCode().message())
                  .str();
       close(Fd);
       return -1;
@@ -201,9 +200,10 @@ Expected<int> executableSharedMemory(size_t Size) {
         Fd >= 0)
       return Fd;
   }
-  return makeError("no shared memory can be mapped executable here, and a "
-                   "page both writable and executable is never used" +
-                   Why);
+  return createStringError(
+      "no shared memory can be mapped executable here, and a "
+      "page both writable and executable is never used" +
+      Why);
 }
 
 /// A raw system call: sanitizer runtimes intercept mmap() to reset the
@@ -228,17 +228,19 @@ Expected<NearArena::Chunk *> NearArena::newChunk(size_t Size, uint64_t Near) {
       mapNear(Near, Size, PROT_READ | PROT_EXEC, MAP_SHARED, Fd, Reach);
   if (Exec == MAP_FAILED) {
     close(Fd);
-    return makeError(formatv("no free address range of {0} bytes within "
-                             "1 GiB of {1:x} for code",
-                             Size, Near));
+    return createStringError(
+        formatv("no free address range of {0} bytes within "
+                "1 GiB of {1:x} for code",
+                Size, Near));
   }
   void *Write = mmap(nullptr, Size, PROT_READ | PROT_WRITE, MAP_SHARED, Fd, 0);
   int SavedErrno = errno;
   close(Fd);
   if (Write == MAP_FAILED) {
     munmap(Exec, Size);
-    return makeError(formatv("cannot map a writable view of code memory: {0}",
-                             std::strerror(SavedErrno)));
+    return createStringError(formatv(
+        "cannot map a writable view of code memory: {0}",
+        std::error_code(SavedErrno, std::generic_category()).message()));
   }
   auto C = std::make_unique<Chunk>();
   C->Map = {static_cast<char *>(Exec), static_cast<char *>(Write), Size};
@@ -311,7 +313,7 @@ Expected<NearArena::Block> NearArena::allocate(size_t Size, size_t Align,
   Size = alignTo(std::max<size_t>(Size, 1), 16);
   Align = std::max<size_t>(Align, 16);
   if (!isPowerOf2_64(Align) || Align > pageSize())
-    return makeError(formatv("bad code alignment {0}", Align));
+    return createStringError(formatv("bad code alignment {0}", Align));
   auto Fits = [&](const Chunk &C) {
     if (Near == 0)
       return true;
@@ -397,12 +399,12 @@ NearArena::Stats NearArena::stats() {
 void rememberDualMapping(DualMapping &) {}
 void forgetDualMapping(DualMapping &) {}
 Expected<int> executableSharedMemory(size_t) {
-  return makeError("no executable shared memory on this system");
+  return createStringError("no executable shared memory on this system");
 }
 void *mapNear(uint64_t, size_t, int, int, int, uint64_t) { return nullptr; }
 void *mapFixed(void *, size_t, int, int) { return nullptr; }
 Expected<NearArena::Block> NearArena::allocate(size_t, size_t, uint64_t) {
-  return makeError("code memory is not supported on this system");
+  return createStringError("code memory is not supported on this system");
 }
 void NearArena::release(const Block &) {}
 void NearArena::setQuarantineForTesting(size_t) {}

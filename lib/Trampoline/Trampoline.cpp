@@ -38,10 +38,6 @@ using namespace llvm;
 
 namespace dispatchgen {
 
-static Error makeError(const Twine &Msg) {
-  return make_error<StringError>(Msg, inconvertibleErrorCode());
-}
-
 #ifdef DISPATCHGEN_TRAMPOLINE_SUPPORTED
 
 namespace {
@@ -59,7 +55,7 @@ constexpr uint64_t Nop8Word = 0x0000000000841f0full;
 size_t pageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
 
 Error errnoError(const Twine &What) {
-  return makeError(What + ": " + std::strerror(errno));
+  return createStringError(What + ": " + errnoAsErrorCode().message());
 }
 
 /// Serialises every thread of the process after a code change, once
@@ -214,8 +210,9 @@ Expected<std::unique_ptr<Trampoline>> Trampoline::create(uint64_t Near,
   size_t Size = ResidentBytes ? Line + alignTo(ResidentBytes, Line) : Line;
   auto B = NearArena::get().allocate(Size, Line, Near);
   if (!B)
-    return makeError(formatv("cannot place a trampoline of {0} bytes: {1}",
-                             Size, toString(B.takeError())));
+    return createStringError(
+        formatv("cannot place a trampoline of {0} bytes: {1}", Size,
+                toString(B.takeError())));
   // Trap everywhere until the first retarget().
   for (size_t I = 0; I < Size / sizeof(uint64_t); ++I)
     std::memcpy(B->writable() + I * sizeof(uint64_t), &TrapWord,
@@ -233,20 +230,21 @@ Expected<std::unique_ptr<Trampoline>> Trampoline::create(uint64_t Near,
 Expected<std::unique_ptr<Trampoline>> Trampoline::adopt(void *EntryPtr) {
   uint64_t Entry = reinterpret_cast<uint64_t>(EntryPtr);
   if (!EntryPtr || Entry % 8)
-    return makeError(formatv("{0:x} is not a dispatch-gen entry (entries are "
-                             "8-byte aligned)",
-                             Entry));
+    return createStringError(
+        formatv("{0:x} is not a dispatch-gen entry (entries are "
+                "8-byte aligned)",
+                Entry));
   std::lock_guard<std::mutex> Lock(textPatchMutex());
   if (adoptedEntries().count(Entry))
-    return makeError(formatv(
+    return createStringError(formatv(
         "the entry at {0:x} is already adopted by a dispatcher", Entry));
   uint64_t Word =
       __atomic_load_n(reinterpret_cast<uint64_t *>(Entry), __ATOMIC_ACQUIRE);
   if (std::memcmp(&Word, Nop5, sizeof(Nop5)) != 0 ||
       static_cast<uint8_t>(Word >> 40) != JmpRel32)
-    return makeError(formatv("{0:x} is not an entry defined by "
-                             "DISPATCHGEN_DEFINE_DISPATCHER",
-                             Entry));
+    return createStringError(formatv("{0:x} is not an entry defined by "
+                                     "DISPATCHGEN_DEFINE_DISPATCHER",
+                                     Entry));
   auto View = textViewOf(Entry & ~(uint64_t(pageSize()) - 1));
   if (!View)
     return View.takeError();
@@ -284,9 +282,10 @@ Error Trampoline::store(uint64_t Word) {
 
 Error Trampoline::retarget(uint64_t NewTarget) {
   if (!canReach(NewTarget))
-    return makeError(formatv("the entry at {0:x} cannot reach {1:x} with a "
-                             "rel32 jump",
-                             Entry, NewTarget));
+    return createStringError(
+        formatv("the entry at {0:x} cannot reach {1:x} with a "
+                "rel32 jump",
+                Entry, NewTarget));
   uint32_t Rel = static_cast<uint32_t>(NewTarget - (Entry + 5));
   // Bytes 5..7 belong to the next instruction; keep them.
   uint64_t Word =
@@ -308,11 +307,12 @@ Error Trampoline::reset() {
 
 Error Trampoline::writeResident(ArrayRef<uint8_t> Code) {
   if (Resident)
-    return makeError("the resident area is live: close the gate first");
+    return createStringError("the resident area is live: close the gate first");
   if (Code.size() > ResidentBytes)
-    return makeError(formatv("{0} bytes do not fit in the resident area of "
-                             "{1} bytes",
-                             Code.size(), ResidentBytes));
+    return createStringError(
+        formatv("{0} bytes do not fit in the resident area of "
+                "{1} bytes",
+                Code.size(), ResidentBytes));
   if (PoisonResident) {
     Mem->write(residentAddress(), std::vector<uint8_t>(ResidentBytes, 0xCC));
     syncCore();
@@ -328,7 +328,7 @@ Error Trampoline::writeResident(ArrayRef<uint8_t> Code) {
 
 Error Trampoline::openGate() {
   if (!ResidentBytes)
-    return makeError("the entry has no resident area");
+    return createStringError("the entry has no resident area");
   if (Error E = store(Nop8Word))
     return E;
   Target = residentAddress();
@@ -341,9 +341,10 @@ Error Trampoline::openGate() {
 class Trampoline::Memory {};
 
 Error Trampoline::checkSupported() {
-  return makeError("patchable dispatcher entries are not supported on this "
-                   "architecture (x86-64 Linux only); callers keep the "
-                   "indirect call");
+  return createStringError(
+      "patchable dispatcher entries are not supported on this "
+      "architecture (x86-64 Linux only); callers keep the "
+      "indirect call");
 }
 
 bool Trampoline::hasSyncCore() { return false; }

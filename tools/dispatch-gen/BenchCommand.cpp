@@ -192,7 +192,7 @@ static Error checkWritable(StringRef Path) {
   if (!sys::fs::is_directory(Dir))
     return Fail("no directory '" + Dir + "'");
   if (::access(Dir.c_str(), W_OK) != 0)
-    return Fail(std::strerror(errno));
+    return Fail(errnoAsErrorCode().message());
   return Error::success();
 }
 

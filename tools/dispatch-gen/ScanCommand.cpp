@@ -12,6 +12,8 @@
 
 #include "Commands.h"
 
+#include "dispatch-gen/DispatchIRBuilder.h"
+
 #include "llvm/IR/DerivedTypes.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
@@ -36,15 +38,9 @@ static cl::opt<Format> OutputFormat(
     cl::values(clEnumValN(Format::F_Text, "text", "One line per program"),
                clEnumValN(Format::F_JSON, "json", "A JSON object")));
 
-static std::string printType(Type *Ty) {
-  std::string S;
-  raw_string_ostream(S) << *Ty;
-  return S;
-}
-
 static std::string llvmTypeOf(const CompiledUnit &U, const FoundProgram &P) {
   if (Function *F = U.M->getFunction(P.Symbol))
-    return printType(F->getFunctionType());
+    return typeText(F->getFunctionType());
   return "?";
 }
 

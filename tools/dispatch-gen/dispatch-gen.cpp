@@ -105,28 +105,23 @@ int main(int Argc, char **Argv) {
   // reads any file whole and, on a loop, says so and goes on).
   BumpPtrAllocator Alloc;
   StringSaver Saver(Alloc);
-  SmallVector<const char *, 32> Args;
+  // The tool's arguments, response files expanded, end at the first `--`
+  // (given, or in a response file); Clang's follow it, as given.
+  auto IsDashDash = [](const char *A) { return std::strcmp(A, "--") == 0; };
+  char **End = Argv + Argc;
+  char **Given = std::find_if(Argv + 1, End, IsDashDash);
+  SmallVector<const char *, 32> Args = {Argv[0]};
   StringSet<> Open;
-  for (int I = 0; I < Argc; ++I) {
-    if (I == 0 || std::strcmp(Argv[I], "--") == 0) {
-      // The program name, and from `--` on, Clang's arguments as given.
-      for (int J = I; J < (I ? Argc : 1); ++J)
-        Args.push_back(Argv[J]);
-      if (I)
-        break;
-      continue;
-    }
-    if (Error E = expandArgument(Argv[I], Saver, Open, Args))
+  for (const char *A : make_range(Argv + 1, Given))
+    if (Error E = expandArgument(A, Saver, Open, Args))
       return fail(Inv.ToolName, std::move(E));
-  }
+  auto Split = std::find_if(Args.begin(), Args.end(), IsDashDash);
+  if (Split != Args.end())
+    Inv.ClangArgs.assign(Split + 1, Args.end());
+  if (Given != End)
+    Inv.ClangArgs.insert(Inv.ClangArgs.end(), Given + 1, End);
   // llvm::cl would take what follows `--` as positional arguments.
-  int OwnArgc = Args.size();
-  for (size_t I = 1; I < Args.size(); ++I)
-    if (std::strcmp(Args[I], "--") == 0) {
-      OwnArgc = I;
-      Inv.ClangArgs.assign(Args.begin() + I + 1, Args.end());
-      break;
-    }
+  int OwnArgc = Split - Args.begin();
 
   cl::SetVersionPrinter(printVersion);
   cl::HideUnrelatedOptions(getCategories());
