@@ -14,6 +14,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <numeric>
 
 using namespace llvm;
 
@@ -129,8 +130,7 @@ DispatchLayout DispatchLayout::choose(ArrayRef<LayoutCase> Cases,
                                       const LayoutCostModel &Model) {
   DispatchLayout L;
   std::vector<uint32_t> Sorted(Cases.size());
-  for (uint32_t I = 0; I < Sorted.size(); ++I)
-    Sorted[I] = I;
+  std::iota(Sorted.begin(), Sorted.end(), 0);
   llvm::sort(Sorted, [&](uint32_t A, uint32_t B) {
     return Cases[A].Key < Cases[B].Key;
   });
@@ -159,8 +159,7 @@ DispatchLayout DispatchLayout::chain(ArrayRef<LayoutCase> Cases,
                                      const LayoutCostModel &Model) {
   DispatchLayout L;
   std::vector<uint32_t> Order(Cases.size());
-  for (uint32_t I = 0; I < Order.size(); ++I)
-    Order[I] = I;
+  std::iota(Order.begin(), Order.end(), 0);
   L.addChain(byWeight(Cases, std::move(Order)));
   L.Cost = L.predict(Cases, Model);
   return L;

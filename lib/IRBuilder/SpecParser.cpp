@@ -141,26 +141,28 @@ Expected<DispatchTarget> parseTargetSpec(StringRef Text) {
   DispatchTarget T;
   StringRef Rest = Text;
   // A symbol never holds ':' or '@' here; the last of each starts a field.
-  if (size_t Colon = Rest.rfind(':'); Colon != StringRef::npos) {
-    StringRef W = Rest.substr(Colon + 1);
-    uint64_t Weight;
-    if (W.empty() || W.getAsInteger(0, Weight))
-      return createStringError(formatv("invalid weight '{0}' in target '{1}': "
+  auto Field = [&](char Sep,
+                   StringRef What) -> Expected<std::optional<uint64_t>> {
+    size_t Pos = Rest.rfind(Sep);
+    if (Pos == StringRef::npos)
+      return std::nullopt;
+    StringRef F = Rest.substr(Pos + 1);
+    uint64_t V;
+    if (F.empty() || F.getAsInteger(0, V))
+      return createStringError(formatv("invalid {0} '{1}' in target '{2}': "
                                        "expected an unsigned integer",
-                                       W, Text));
-    T.Weight = Weight;
-    Rest = Rest.take_front(Colon);
-  }
-  if (size_t At = Rest.rfind('@'); At != StringRef::npos) {
-    StringRef A = Rest.substr(At + 1);
-    uint64_t Address;
-    if (A.empty() || A.getAsInteger(0, Address))
-      return createStringError(formatv("invalid address '{0}' in target '{1}': "
-                                       "expected an unsigned integer",
-                                       A, Text));
-    T.Address = Address;
-    Rest = Rest.take_front(At);
-  }
+                                       What, F, Text));
+    Rest = Rest.take_front(Pos);
+    return V;
+  };
+  auto Weight = Field(':', "weight");
+  if (!Weight)
+    return Weight.takeError();
+  T.Weight = *Weight;
+  auto Address = Field('@', "address");
+  if (!Address)
+    return Address.takeError();
+  T.Address = *Address;
   if (Rest.empty())
     return createStringError(
         formatv("target '{0}' has an empty symbol name", Text));
