@@ -75,7 +75,7 @@ void callCost(benchmark::State &State, CallVariant V, Pattern P, unsigned N) {
 
 int main(int Argc, char **Argv) {
   // The loops call through live dispatchers: the thread is an RCU reader.
-  RCUReaderThread Reader(RCUFlavor::RF_Memb);
+  RCUReaderThread Reader(RCUFlavor::Memb);
   for (unsigned N : CallCostOptions().Ns)
     for (Pattern P : AllPatterns)
       for (CallVariant V : AllVariants) {

@@ -8,12 +8,12 @@
 // How long Dispatcher::change() takes on a dispatcher holding N programs,
 // for N in {1, 48, 1024, 4096}, in both reclamation modes:
 //
-//  * update/async/N:<N>: ReclaimMode::RM_Asynchronous. change() regenerates
+//  * update/async/N:<N>: ReclaimMode::Asynchronous. change() regenerates
 //    the image (IR, codegen, JITLink into the inactive JITDylib), patches
 //    the entry and queues the old image with call_rcu: the latency a caller
 //    of change() sees, without the grace period. The old image is freed on
 //    liburcu's call_rcu thread, which competes for the same cores.
-//  * update/sync/N:<N>: ReclaimMode::RM_Synchronous. The same, plus the
+//  * update/sync/N:<N>: ReclaimMode::Synchronous. The same, plus the
 //    grace period (synchronize_rcu) and the free of the old image. No
 //    thread is inside a read-side critical section meanwhile, so this is
 //    the grace period's floor.
@@ -128,12 +128,11 @@ int64_t iterationsFor(unsigned N) { return N <= 48 ? 300 : MinP99Samples; }
 } // namespace
 
 int main(int Argc, char **Argv) {
-  for (ReclaimMode Mode :
-       {ReclaimMode::RM_Asynchronous, ReclaimMode::RM_Synchronous})
+  for (ReclaimMode Mode : {ReclaimMode::Asynchronous, ReclaimMode::Synchronous})
     for (unsigned N : {1u, 48u, 1024u, MaxPrograms}) {
       std::string Name =
           formatv("update/{0}/N:{1}",
-                  Mode == ReclaimMode::RM_Asynchronous ? "async" : "sync", N)
+                  Mode == ReclaimMode::Asynchronous ? "async" : "sync", N)
               .str();
       benchmark::RegisterBenchmark(Name.c_str(), updateLatency, N, Mode)
           ->Iterations(iterationsFor(N))

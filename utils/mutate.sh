@@ -41,15 +41,15 @@ mutation() {
   NAMES+=("$1") FILES+=("$2") OLDS+=("$3") NEWS+=("$4") TESTS+=("$5")
 }
 SKIP_LINE='  SkippedGracePeriod Skip = Config.SkipGracePeriodForTesting;'
-mutation "image freed before its grace period" lib/Lowering/Dispatcher.cpp \
+mutation "image freed before its grace period" lib/Dispatcher/Dispatcher.cpp \
   "$SKIP_LINE" '  SkippedGracePeriod Skip = SkippedGracePeriod::Images;' \
   'torture|DispatcherTest'
 mutation "resident area rewritten before its grace period" \
-  lib/Lowering/Dispatcher.cpp \
+  lib/Dispatcher/Dispatcher.cpp \
   "$SKIP_LINE" '  SkippedGracePeriod Skip = SkippedGracePeriod::Resident;' \
   'torture|DispatcherTest'
 mutation "8-bit compare immediates taken as unsigned" \
-  lib/Lowering/X86ImageEmitter.cpp \
+  lib/Dispatcher/X86ImageEmitter.cpp \
   '    if (isUInt<7>(Imm)) { // a sign-extended imm8' \
   '    if (isUInt<8>(Imm)) { // a sign-extended imm8' 'DispatcherTest|torture'
 mutation "prototype check reduced to return type and arity" \
@@ -58,15 +58,15 @@ mutation "prototype check reduced to return type and arity" \
   '    if (!Ctx.hasSameType(C.FD->getReturnType(), Reference->castAs<FunctionType>()->getReturnType()) || C.FD->getNumParams() != Reference->castAs<FunctionProtoType>()->getNumParams())' \
   'FrontendTest'
 mutation "programs released before their grace period" \
-  lib/Lowering/Dispatcher.cpp \
+  lib/Dispatcher/Dispatcher.cpp \
   "$SKIP_LINE" '  SkippedGracePeriod Skip = SkippedGracePeriod::Programs;' \
   'torture|DispatcherTest'
 mutation "binary search splits with ja instead of jae" \
-  lib/Lowering/X86ImageEmitter.cpp \
+  lib/Dispatcher/X86ImageEmitter.cpp \
   '    A.jump(CondAE, Right);' \
   '    A.jump(uint8_t(0x7), Right);' 'DispatcherTest|torture'
 mutation "image and resident copy relocated one byte off" \
-  lib/Lowering/X86ImageEmitter.cpp \
+  lib/Dispatcher/X86ImageEmitter.cpp \
   '    int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 4));' \
   '    int64_t Disp = static_cast<int64_t>(Target - (Base + Offset + 5));' \
   'DispatcherTest|torture|X86ImageEmitterTest'

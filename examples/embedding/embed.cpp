@@ -97,7 +97,7 @@ int main(int Argc, char **Argv) {
   std::vector<std::thread> Callers;
   for (int T = 0; T < 2; ++T)
     Callers.emplace_back([&, T] {
-      dispatchgen::RCUReaderThread Reader(dispatchgen::RCUFlavor::RF_Memb);
+      dispatchgen::RCUReaderThread Reader(dispatchgen::RCUFlavor::Memb);
       for (int I = T; !Stop.load(std::memory_order_relaxed); ++I) {
         dispatchgen::RCUReadGuard Guard;
         bool Ok = Run(I, CountEven) == (I % 2 == 0) &&

@@ -55,16 +55,16 @@ namespace bench {
 
 /// Which program each call selects.
 enum class Pattern {
-  PT_OneHot,     ///< always program 0
-  PT_RoundRobin, ///< 0, 1, ..., N-1, 0, ...
-  PT_Uniform,    ///< uniformly random (fixed seed)
-  PT_Zipf,       ///< Zipf, s = 1.1, over a fixed shuffle of the programs
+  OneHot,     ///< always program 0
+  RoundRobin, ///< 0, 1, ..., N-1, 0, ...
+  Uniform,    ///< uniformly random (fixed seed)
+  Zipf,       ///< Zipf, s = 1.1, over a fixed shuffle of the programs
 };
-constexpr Pattern AllPatterns[] = {Pattern::PT_OneHot, Pattern::PT_RoundRobin,
-                                   Pattern::PT_Uniform, Pattern::PT_Zipf};
+constexpr Pattern AllPatterns[] = {Pattern::OneHot, Pattern::RoundRobin,
+                                   Pattern::Uniform, Pattern::Zipf};
 llvm::StringRef patternName(Pattern P);
 
-/// The Zipf exponent of PT_Zipf.
+/// The Zipf exponent of Zipf.
 constexpr double ZipfExponent = 1.1;
 
 /// Probabilities of ranks 1..N under Zipf with exponent S (sum 1).
@@ -92,17 +92,16 @@ constexpr unsigned MinP99Samples = 200;
 
 /// How the loop makes its call.
 enum class CallVariant {
-  CV_Direct,     ///< `call prog_0`: the limit (ignores the pattern)
-  CV_Indirect,   ///< `call *sel`
-  CV_Retpoline,  ///< `call *sel` through a retpoline thunk
-  CV_Dispatcher, ///< dispatch-gen's live entry, no weights
-  CV_Weighted,   ///< dispatch-gen's entry, weighted by the pattern's counts
-  CV_SortedTree, ///< the kernel's address-sorted binary search (no weights)
+  Direct,     ///< `call prog_0`: the limit (ignores the pattern)
+  Indirect,   ///< `call *sel`
+  Retpoline,  ///< `call *sel` through a retpoline thunk
+  Dispatcher, ///< dispatch-gen's live entry, no weights
+  Weighted,   ///< dispatch-gen's entry, weighted by the pattern's counts
+  SortedTree, ///< the kernel's address-sorted binary search (no weights)
 };
 constexpr CallVariant AllVariants[] = {
-    CallVariant::CV_Direct,    CallVariant::CV_Indirect,
-    CallVariant::CV_Retpoline, CallVariant::CV_Dispatcher,
-    CallVariant::CV_Weighted,  CallVariant::CV_SortedTree};
+    CallVariant::Direct,     CallVariant::Indirect, CallVariant::Retpoline,
+    CallVariant::Dispatcher, CallVariant::Weighted, CallVariant::SortedTree};
 llvm::StringRef variantName(CallVariant V);
 
 /// N programs, the caller loops of every variant and two live dispatchers,
@@ -114,10 +113,10 @@ public:
 
   unsigned size() const;
   /// Selects the calls' programs (indices < N; the length must be a power
-  /// of two) and weights the CV_Weighted dispatcher by their counts.
+  /// of two) and weights the Weighted dispatcher by their counts.
   llvm::Error setPattern(llvm::ArrayRef<uint32_t> Indices);
   /// Runs V's loop for Iterations calls and returns its sum. The calling
-  /// thread must be an RF_Memb RCU reader (RCUReaderThread).
+  /// thread must be an Memb RCU reader (RCUReaderThread).
   uint64_t run(CallVariant V, uint64_t Iterations) const;
   /// Runs every variant once and checks that they agree.
   llvm::Error check(uint64_t Iterations) const;

@@ -28,7 +28,7 @@ class raw_pwrite_stream;
 
 namespace dispatchgen {
 
-enum class EmitKind { EK_LLVMIR, EK_Assembly, EK_Object };
+enum class EmitKind { LLVMIR, Assembly, Object };
 
 struct EmitOptions {
   /// Target triple; empty means the host's.
@@ -41,7 +41,7 @@ struct EmitOptions {
   llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Default;
   /// Position-independent code, as compilers default to on Linux.
   llvm::Reloc::Model RelocModel = llvm::Reloc::PIC_;
-  EmitKind Kind = EmitKind::EK_Object;
+  EmitKind Kind = EmitKind::Object;
 };
 
 /// Initialises every target LLVM was built with (target info, target, MC

@@ -64,20 +64,20 @@ namespace dispatchgen {
 enum class BranchKind {
   /// Not a control transfer (or one MCInstrAnalysis does not model, such as
   /// a trap).
-  BK_None,
+  None,
   /// A branch or call to a target encoded in the instruction.
-  BK_Direct,
+  Direct,
   /// A branch or call through a register or memory.
-  BK_Indirect,
-  BK_Return,
+  Indirect,
+  Return,
 };
 
 /// Which syntax the instruction text uses.
 enum class AsmSyntax {
   /// AT&T on x86; the target's default dialect elsewhere.
-  AS_Default,
+  Default,
   /// Intel syntax; x86 only.
-  AS_Intel,
+  Intel,
 };
 
 /// One instruction as disassemble() decoded and classified it.
@@ -88,7 +88,7 @@ struct DecodedInstruction {
   /// The instruction as MCInstPrinter prints it, with tabs turned into
   /// spaces, immediates in hex and branch targets as absolute addresses.
   std::string Text;
-  BranchKind Kind = BranchKind::BK_None;
+  BranchKind Kind = BranchKind::None;
   bool IsCall = false;
   bool IsConditional = false;
   /// The absolute target of a direct branch or call.
@@ -118,9 +118,9 @@ struct SelectorRoute {
   uint64_t Key = 0;
   /// The branch that left the range.
   uint64_t From = 0;
-  /// BK_Direct: a jump to Target. BK_Indirect: a jump through a register
+  /// Direct: a jump to Target. Indirect: a jump through a register
   /// or memory; Target is the register's value when it is known.
-  BranchKind Kind = BranchKind::BK_None;
+  BranchKind Kind = BranchKind::None;
   std::optional<uint64_t> Target;
   /// Instructions evaluated on the way.
   unsigned Steps = 0;
@@ -144,7 +144,7 @@ public:
   /// LLVM has no disassembler, instruction printer or instruction analysis
   /// for it, or when Syntax is not available on it.
   static llvm::Expected<std::unique_ptr<CodeInspector>>
-  create(llvm::StringRef Triple = "", AsmSyntax Syntax = AsmSyntax::AS_Default);
+  create(llvm::StringRef Triple = "", AsmSyntax Syntax = AsmSyntax::Default);
 
   ~CodeInspector();
 

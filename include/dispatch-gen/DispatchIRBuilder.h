@@ -63,7 +63,7 @@ namespace dispatchgen {
 /// How the ABI widens a small integer argument or return value (`_Bool`,
 /// `char`, `short` in C): the dispatcher, its calls and the targets'
 /// declarations must all say so, or a callee may read garbage high bits.
-enum class ArgExtension { AE_None, AE_ZeroExt, AE_SignExt };
+enum class ArgExtension { None, ZeroExt, SignExt };
 
 /// One function the dispatcher can reach directly.
 struct DispatchTarget {
@@ -101,7 +101,7 @@ struct DispatcherSpec {
   uint64_t FallbackWeight = 1;
   /// ABI extensions of the return value and of Signature's parameters (a
   /// shorter list: none for the rest).
-  ArgExtension ReturnExtension = ArgExtension::AE_None;
+  ArgExtension ReturnExtension = ArgExtension::None;
   std::vector<ArgExtension> ParamExtensions;
 };
 

@@ -1,4 +1,4 @@
-//===- Dispatcher.h - A live dispatcher lowered through ORC -----*- C++ -*-===//
+//===- Dispatcher.h - A live dispatcher -------------------------*- C++ -*-===//
 //
 // Part of dispatch-gen.
 // SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
@@ -9,11 +9,12 @@
 // reaches every registered program with a direct jump. Each membership
 // change regenerates the image:
 //
-//   1. the compare tree over the programs' absolute addresses is laid out
-//      as x86-64 machine code, or, where that does not apply (another
-//      architecture, a selector the convention does not put in a register,
-//      ImageLowering::IL_Codegen), DispatchIRBuilder builds it as a switch
-//      and a reused TargetMachine compiles it;
+//   1. the programs' DispatchLayout (the compare tree over their absolute
+//      addresses, weighted by setWeights) is lowered: laid out as x86-64
+//      machine code (X86ImageEmitter.h), or, where that does not apply
+//      (another architecture, a selector the convention does not put in a
+//      register, ImageLowering::Codegen), built by DispatchIRBuilder as IR
+//      branches of the same layout and compiled by a reused TargetMachine;
 //   2. a laid-out image is relocated for its address and copied into the
 //      process's code arena, shared by every dispatcher, within 1 GiB of
 //      the entry so every `je/jmp rel32` is in range; a compiled one is
@@ -93,9 +94,9 @@ enum class ImageLowering {
   /// Lay the compare tree out as machine code directly where it can (x86-64,
   /// the selector in a register): an update then costs microseconds per
   /// program instead of the codegen pipeline's tens. Elsewhere, codegen.
-  IL_Auto,
+  Auto,
   /// Always build IR and compile it (what `dispatch-gen emit` does).
-  IL_Codegen,
+  Codegen,
 };
 
 struct DispatcherConfig {
@@ -108,17 +109,17 @@ struct DispatcherConfig {
   std::optional<unsigned> SelectorArg;
   /// ABI extensions of the return value and parameters (as
   /// DispatcherSpec's; the Clang frontend derives them from a C prototype).
-  ArgExtension ReturnExtension = ArgExtension::AE_None;
+  ArgExtension ReturnExtension = ArgExtension::None;
   std::vector<ArgExtension> ParamExtensions;
   /// Distinct programs the dispatcher holds (the kernel's is 48).
   unsigned Capacity = ProgramSet::DefaultCapacity;
   /// How callers read (see Reclamation.h) and how old images are freed.
-  RCUFlavor Flavor = RCUFlavor::RF_Memb;
-  ReclaimMode Reclaim = ReclaimMode::RM_Synchronous;
+  RCUFlavor Flavor = RCUFlavor::Memb;
+  ReclaimMode Reclaim = ReclaimMode::Synchronous;
   /// Route the fallback indirect call through a retpoline.
   bool RetpolineFallback = false;
   /// How images are made.
-  ImageLowering Lowering = ImageLowering::IL_Auto;
+  ImageLowering Lowering = ImageLowering::Auto;
   /// Codegen level of images that are compiled. O1 is the cheapest that folds
   /// the direct tail calls into `je rel32`.
   llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Less;
@@ -145,13 +146,13 @@ struct DispatcherConfig {
   bool PerfMap = false;
   /// Register each image with the GDB JIT interface so debuggers name it.
   /// The interface takes object files, so images are then always compiled
-  /// (ImageLowering::IL_Codegen): milliseconds per update.
+  /// (ImageLowering::Codegen): milliseconds per update.
   bool RegisterWithDebugger = false;
   /// Called once for each program whose last reference went, after no
   /// caller can still reach it through an image: on the updating thread
-  /// (RM_Synchronous) or on liburcu's call_rcu thread (RM_Asynchronous).
+  /// (Synchronous) or on liburcu's call_rcu thread (Asynchronous).
   /// Also called, at destruction, for every program still registered.
-  /// Each call pairs with one registration: with RM_Asynchronous, the
+  /// Each call pairs with one registration: with Asynchronous, the
   /// release of a program removed and quickly added again may arrive after
   /// the new add, so count references rather than free on release.
   llvm::unique_function<void(const ProgramEntry &)> OnRelease;
@@ -236,7 +237,7 @@ public:
   /// `hlt`, so a late call faults (SIGSEGV) until another dispatcher reuses
   /// the memory and runs its own code there, while a compiled-in entry
   /// goes back to the plain indirect call and stays callable. Destroying a
-  /// synchronous or asynchronous RF_Memb dispatcher from inside a read-side
+  /// synchronous or asynchronous Memb dispatcher from inside a read-side
   /// section on the same thread would wait forever for that section: it reports
   /// that on stderr and aborts instead.
   ~Dispatcher();
@@ -259,7 +260,7 @@ public:
   llvm::orc::JITDylib *entryDylib() const;
 
   /// ProgramSet's operations; each regenerates the image when the
-  /// membership changed. With synchronous reclamation and RF_Memb readers,
+  /// membership changed. With synchronous reclamation and Memb readers,
   /// calling them inside a read-side section of this thread is an error
   /// (the update would wait for its own grace period). The dispatcher's
   /// own entry is refused as a program.

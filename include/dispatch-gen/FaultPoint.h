@@ -17,7 +17,7 @@
 namespace dispatchgen {
 
 /// Steps of an update where a test can inject a failure.
-enum class FaultPoint { FP_Compile, FP_Allocate, FP_Link, FP_Patch };
+enum class FaultPoint { Compile, Allocate, Link, Patch };
 
 } // namespace dispatchgen
 

@@ -100,7 +100,7 @@ struct DerivedSignature {
   /// Extensions the ABI requires of the return value and of each parameter
   /// of Type (`_Bool`: zeroext, `short`: signext on x86-64). A dispatcher
   /// and its calls must carry them as attributes (getAttributes()).
-  ArgExtension ReturnExtension = ArgExtension::AE_None;
+  ArgExtension ReturnExtension = ArgExtension::None;
   std::vector<ArgExtension> ParamExtensions;
 
   /// The extensions as an attribute list (zeroext / signext) for the

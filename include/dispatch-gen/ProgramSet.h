@@ -86,7 +86,7 @@ public:
 
   private:
     friend class ProgramSet;
-    enum class OpKind { OK_Add, OK_Remove };
+    enum class OpKind { Add, Remove };
     struct Op {
       OpKind Kind;
       uint64_t Address;

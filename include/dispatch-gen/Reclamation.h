@@ -11,12 +11,12 @@
 //
 // Callers are RCU readers, in one of two flavours:
 //
-//  * RF_Memb (liburcu's urcu-memb): each thread that calls through a
+//  * Memb (liburcu's urcu-memb): each thread that calls through a
 //    dispatcher registers once (RCUReaderThread) and wraps each call, or a
 //    batch of calls, in an RCUReadGuard. The guard increments a thread-local
 //    counter: no lock, no shared write, no fence (the updater pays with
 //    membarrier()).
-//  * RF_QSBR (urcu-qsbr): calls need no guard at all. Each registered thread
+//  * QSBR (urcu-qsbr): calls need no guard at all. Each registered thread
 //    instead reports a quiescent state (rcuQuiescentState()) from time to
 //    time, at a point where it holds no reference to dispatched code, and
 //    goes offline (RCUOfflineScope) around anything that blocks. A
@@ -65,13 +65,13 @@
 
 namespace dispatchgen {
 
-enum class RCUFlavor { RF_Memb, RF_QSBR };
+enum class RCUFlavor { Memb, QSBR };
 
 namespace detail {
 /// What ThreadSanitizer orders a flavour's readers and frees through (see
 /// above): liburcu's grace-period state for the flavour.
 inline const volatile void *tsanGracePeriod(RCUFlavor Flavor) {
-  return Flavor == RCUFlavor::RF_Memb ? &urcu_memb_gp : &urcu_qsbr_gp;
+  return Flavor == RCUFlavor::Memb ? &urcu_memb_gp : &urcu_qsbr_gp;
 }
 /// Remembers (Registered) or forgets the calling thread as a reader of
 /// Flavor. A forked child has only the thread that forked: it drops the
@@ -82,9 +82,9 @@ void noteReader(RCUFlavor Flavor, bool Registered);
 
 enum class ReclaimMode {
   /// Each update waits for its grace period, then frees.
-  RM_Synchronous,
+  Synchronous,
   /// Each update queues its frees with call_rcu and returns at once.
-  RM_Asynchronous,
+  Asynchronous,
 };
 
 /// Registers the calling thread as an RCU reader of Flavor for the guard's
@@ -96,7 +96,7 @@ enum class ReclaimMode {
 class RCUReaderThread {
 public:
   explicit RCUReaderThread(RCUFlavor Flavor) : Flavor(Flavor) {
-    if (Flavor == RCUFlavor::RF_Memb)
+    if (Flavor == RCUFlavor::Memb)
       urcu_memb_register_thread();
     else
       urcu_qsbr_register_thread();
@@ -106,7 +106,7 @@ public:
     // An online QSBR thread's critical section ends here.
     TsanHappensBefore(detail::tsanGracePeriod(Flavor));
     detail::noteReader(Flavor, false);
-    if (Flavor == RCUFlavor::RF_Memb)
+    if (Flavor == RCUFlavor::Memb)
       urcu_memb_unregister_thread();
     else
       urcu_qsbr_unregister_thread();
@@ -118,12 +118,12 @@ private:
   RCUFlavor Flavor;
 };
 
-/// A read-side critical section of the RF_Memb flavour: a dispatcher's
+/// A read-side critical section of the Memb flavour: a dispatcher's
 /// image and programs stay alive while any guard that saw them is alive.
 /// Nests. The thread must be registered (RCUReaderThread): in a build
 /// without NDEBUG a guard on an unregistered thread asserts, since
 /// liburcu would otherwise let the grace period miss it. Inside a guard
-/// a thread must not update or destroy a synchronous RF_Memb dispatcher:
+/// a thread must not update or destroy a synchronous Memb dispatcher:
 /// the update would wait for its own grace period, so it is refused
 /// (Dispatcher.h).
 class RCUReadGuard {
@@ -136,7 +136,7 @@ public:
   }
   ~RCUReadGuard() {
     // Before the unlock, which may end the grace period a free waits for.
-    TsanHappensBefore(detail::tsanGracePeriod(RCUFlavor::RF_Memb));
+    TsanHappensBefore(detail::tsanGracePeriod(RCUFlavor::Memb));
     urcu_memb_read_unlock();
   }
   RCUReadGuard(const RCUReadGuard &) = delete;
@@ -144,24 +144,24 @@ public:
 };
 
 /// Whether the calling thread is inside a read-side critical section of
-/// Flavor (for RF_QSBR: registered and online).
+/// Flavor (for QSBR: registered and online).
 inline bool rcuReadOngoing(RCUFlavor Flavor) {
-  return Flavor == RCUFlavor::RF_Memb ? urcu_memb_read_ongoing()
-                                      : urcu_qsbr_read_ongoing();
+  return Flavor == RCUFlavor::Memb ? urcu_memb_read_ongoing()
+                                   : urcu_qsbr_read_ongoing();
 }
 
-/// RF_QSBR: the calling thread holds no reference to dispatched code now.
+/// QSBR: the calling thread holds no reference to dispatched code now.
 inline void rcuQuiescentState() {
-  TsanHappensBefore(detail::tsanGracePeriod(RCUFlavor::RF_QSBR));
+  TsanHappensBefore(detail::tsanGracePeriod(RCUFlavor::QSBR));
   urcu_qsbr_quiescent_state();
 }
 
-/// RF_QSBR: the calling thread is offline (it may block; updates do not
+/// QSBR: the calling thread is offline (it may block; updates do not
 /// wait for it) for the scope's lifetime.
 class RCUOfflineScope {
 public:
   RCUOfflineScope() {
-    TsanHappensBefore(detail::tsanGracePeriod(RCUFlavor::RF_QSBR));
+    TsanHappensBefore(detail::tsanGracePeriod(RCUFlavor::QSBR));
     urcu_qsbr_thread_offline();
   }
   ~RCUOfflineScope() { urcu_qsbr_thread_online(); }
@@ -180,8 +180,8 @@ public:
 
   /// Runs Free once no reader can still be in a read-side critical section
   /// that began before this call: at once after a grace period
-  /// (RM_Synchronous), or later on liburcu's call_rcu thread
-  /// (RM_Asynchronous).
+  /// (Synchronous), or later on liburcu's call_rcu thread
+  /// (Asynchronous).
   void retire(llvm::unique_function<void()> Free);
 
   /// Waits for one grace period.

@@ -54,23 +54,23 @@ template <typename T, typename = void> struct Scalar {
 
 template <> struct Scalar<void> {
   static constexpr const char *LLVM = "void";
-  static constexpr ArgExtension Ext = ArgExtension::AE_None;
+  static constexpr ArgExtension Ext = ArgExtension::None;
 };
 template <> struct Scalar<bool> {
   static constexpr const char *LLVM = "i1";
-  static constexpr ArgExtension Ext = ArgExtension::AE_ZeroExt;
+  static constexpr ArgExtension Ext = ArgExtension::ZeroExt;
 };
 template <> struct Scalar<float> {
   static constexpr const char *LLVM = "float";
-  static constexpr ArgExtension Ext = ArgExtension::AE_None;
+  static constexpr ArgExtension Ext = ArgExtension::None;
 };
 template <> struct Scalar<double> {
   static constexpr const char *LLVM = "double";
-  static constexpr ArgExtension Ext = ArgExtension::AE_None;
+  static constexpr ArgExtension Ext = ArgExtension::None;
 };
 template <typename T> struct Scalar<T *> {
   static constexpr const char *LLVM = "ptr";
-  static constexpr ArgExtension Ext = ArgExtension::AE_None;
+  static constexpr ArgExtension Ext = ArgExtension::None;
 };
 /// Integers (and enums, as their underlying type) of 8 to 64 bits: the
 /// narrow ones carry the extension of their signedness, as Clang gives
@@ -85,10 +85,10 @@ struct Scalar<
                                       : sizeof(T) == 2 ? "i16"
                                       : sizeof(T) == 4 ? "i32"
                                                        : "i64";
-  static constexpr ArgExtension Ext = sizeof(T) >= 4 ? ArgExtension::AE_None
+  static constexpr ArgExtension Ext = sizeof(T) >= 4 ? ArgExtension::None
                                       : std::is_signed_v<T>
-                                          ? ArgExtension::AE_SignExt
-                                          : ArgExtension::AE_ZeroExt;
+                                          ? ArgExtension::SignExt
+                                          : ArgExtension::ZeroExt;
 };
 template <typename T>
 struct Scalar<T, std::enable_if_t<std::is_enum_v<T> &&

@@ -42,9 +42,9 @@ ProgramSet::Batch *unwrap(DispatchGenBatchRef B) {
   return reinterpret_cast<ProgramSet::Batch *>(B);
 }
 ArgExtension extension(DispatchGenExtension E) {
-  return E == DispatchGenExtZero   ? ArgExtension::AE_ZeroExt
-         : E == DispatchGenExtSign ? ArgExtension::AE_SignExt
-                                   : ArgExtension::AE_None;
+  return E == DispatchGenExtZero   ? ArgExtension::ZeroExt
+         : E == DispatchGenExtSign ? ArgExtension::SignExt
+                                   : ArgExtension::None;
 }
 StringRef name(const char *S) { return S ? StringRef(S) : StringRef(); }
 
@@ -99,13 +99,13 @@ void DispatchGenConfigSetCapacity(DispatchGenConfigRef C, unsigned N) {
 void DispatchGenConfigSetFlavor(DispatchGenConfigRef C,
                                 DispatchGenRCUFlavor F) {
   unwrap(C)->Config.Flavor =
-      F == DispatchGenRCUQSBR ? RCUFlavor::RF_QSBR : RCUFlavor::RF_Memb;
+      F == DispatchGenRCUQSBR ? RCUFlavor::QSBR : RCUFlavor::Memb;
 }
 void DispatchGenConfigSetReclaim(DispatchGenConfigRef C,
                                  DispatchGenReclaimMode M) {
   unwrap(C)->Config.Reclaim = M == DispatchGenReclaimAsynchronous
-                                  ? ReclaimMode::RM_Asynchronous
-                                  : ReclaimMode::RM_Synchronous;
+                                  ? ReclaimMode::Asynchronous
+                                  : ReclaimMode::Synchronous;
 }
 void DispatchGenConfigSetNear(DispatchGenConfigRef C, uint64_t Near) {
   unwrap(C)->Config.Near = Near;
@@ -255,11 +255,11 @@ void DispatchGenRegisterReaderThread(DispatchGenRCUFlavor F) {
   else
     urcu_memb_register_thread();
   dispatchgen::detail::noteReader(
-      F == DispatchGenRCUQSBR ? RCUFlavor::RF_QSBR : RCUFlavor::RF_Memb, true);
+      F == DispatchGenRCUQSBR ? RCUFlavor::QSBR : RCUFlavor::Memb, true);
 }
 void DispatchGenUnregisterReaderThread(DispatchGenRCUFlavor F) {
   RCUFlavor Flavor =
-      F == DispatchGenRCUQSBR ? RCUFlavor::RF_QSBR : RCUFlavor::RF_Memb;
+      F == DispatchGenRCUQSBR ? RCUFlavor::QSBR : RCUFlavor::Memb;
   TsanHappensBefore(dispatchgen::detail::tsanGracePeriod(Flavor));
   dispatchgen::detail::noteReader(Flavor, false);
   if (F == DispatchGenRCUQSBR)
@@ -269,12 +269,12 @@ void DispatchGenUnregisterReaderThread(DispatchGenRCUFlavor F) {
 }
 void DispatchGenReadLock(void) { urcu_memb_read_lock(); }
 void DispatchGenReadUnlock(void) {
-  TsanHappensBefore(dispatchgen::detail::tsanGracePeriod(RCUFlavor::RF_Memb));
+  TsanHappensBefore(dispatchgen::detail::tsanGracePeriod(RCUFlavor::Memb));
   urcu_memb_read_unlock();
 }
 void DispatchGenQuiescentState(void) { rcuQuiescentState(); }
 void DispatchGenThreadOffline(void) {
-  TsanHappensBefore(dispatchgen::detail::tsanGracePeriod(RCUFlavor::RF_QSBR));
+  TsanHappensBefore(dispatchgen::detail::tsanGracePeriod(RCUFlavor::QSBR));
   urcu_qsbr_thread_offline();
 }
 void DispatchGenThreadOnline(void) { urcu_qsbr_thread_online(); }

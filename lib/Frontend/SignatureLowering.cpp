@@ -73,10 +73,10 @@ static std::optional<Refusal> refusalOf(const CodeGen::ABIArgInfo &AI,
 /// The extension an argument lowered as AI carries.
 static ArgExtension extensionOf(const CodeGen::ABIArgInfo &AI) {
   if (!AI.isExtend())
-    return ArgExtension::AE_None;
+    return ArgExtension::None;
   if (AI.isSignExt())
-    return ArgExtension::AE_SignExt;
-  return AI.isZeroExt() ? ArgExtension::AE_ZeroExt : ArgExtension::AE_None;
+    return ArgExtension::SignExt;
+  return AI.isZeroExt() ? ArgExtension::ZeroExt : ArgExtension::None;
 }
 
 /// How many IR parameters one C parameter lowered as AI becomes; mirrors
@@ -178,7 +178,7 @@ llvm::Expected<DerivedSignature> lowerSignature(CodeGen::CodeGenModule &CGM,
     }
     unsigned Count = irParamCount(Arg.info);
     if (Arg.info.getPaddingType()) {
-      Sig.ParamExtensions.push_back(ArgExtension::AE_None);
+      Sig.ParamExtensions.push_back(ArgExtension::None);
       --Count;
     }
     Sig.ParamExtensions.insert(Sig.ParamExtensions.end(), Count,
@@ -202,9 +202,9 @@ llvm::AttributeList
 DerivedSignature::getAttributes(llvm::LLVMContext &Ctx) const {
   auto AttrsOf = [&Ctx](ArgExtension Ext) {
     llvm::AttrBuilder B(Ctx);
-    if (Ext == ArgExtension::AE_ZeroExt)
+    if (Ext == ArgExtension::ZeroExt)
       B.addAttribute(llvm::Attribute::ZExt);
-    else if (Ext == ArgExtension::AE_SignExt)
+    else if (Ext == ArgExtension::SignExt)
       B.addAttribute(llvm::Attribute::SExt);
     return llvm::AttributeSet::get(Ctx, B);
   };

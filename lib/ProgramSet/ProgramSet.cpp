@@ -23,12 +23,12 @@ static std::string describe(uint64_t Address, StringRef Name) {
 }
 
 ProgramSet::Batch &ProgramSet::Batch::add(uint64_t Address, StringRef Name) {
-  Ops.push_back({OpKind::OK_Add, Address, Name.str()});
+  Ops.push_back({OpKind::Add, Address, Name.str()});
   return *this;
 }
 
 ProgramSet::Batch &ProgramSet::Batch::remove(uint64_t Address) {
-  Ops.push_back({OpKind::OK_Remove, Address, ""});
+  Ops.push_back({OpKind::Remove, Address, ""});
   return *this;
 }
 
@@ -62,22 +62,22 @@ std::vector<ProgramEntry> ProgramSet::entries() const {
 
 Error ProgramSet::applyOne(const Batch::Op &O, std::vector<Undo> &Log) {
   if (O.Address == 0)
-    return createStringError(O.Kind == Batch::OpKind::OK_Add
+    return createStringError(O.Kind == Batch::OpKind::Add
                                  ? "cannot add a null program"
                                  : "cannot remove a null program");
   auto It = Entries.find(O.Address);
   bool Exists = It != Entries.end();
-  if (O.Kind == Batch::OpKind::OK_Remove && !Exists)
+  if (O.Kind == Batch::OpKind::Remove && !Exists)
     return createStringError(describe(O.Address, O.Name) +
                              " is not registered");
-  if (O.Kind == Batch::OpKind::OK_Add && !Exists && Entries.size() >= Capacity)
+  if (O.Kind == Batch::OpKind::Add && !Exists && Entries.size() >= Capacity)
     return createStringError(
         formatv("cannot add {0}: the dispatcher is full ({1} "
                 "programs)",
                 describe(O.Address, O.Name), Capacity));
 
   Log.push_back({O.Address, Exists, Exists ? It->second : ProgramEntry()});
-  if (O.Kind == Batch::OpKind::OK_Add) {
+  if (O.Kind == Batch::OpKind::Add) {
     if (Exists) {
       ++It->second.Users;
       return Error::success();

@@ -34,7 +34,7 @@ void urcu_qsbr_call_rcu_after_fork_child(void);
 namespace dispatchgen {
 
 static const rcu_flavor_struct &ops(RCUFlavor Flavor) {
-  return Flavor == RCUFlavor::RF_Memb ? urcu_memb_flavor : urcu_qsbr_flavor;
+  return Flavor == RCUFlavor::Memb ? urcu_memb_flavor : urcu_qsbr_flavor;
 }
 
 /// A free queued with call_rcu; Head must stay the first member so the
@@ -78,7 +78,7 @@ void dropOtherThreadsReaders() {
   llvm::erase_if(trackedReaders(), [&](const TrackedReader &T) {
     if (pthread_equal(T.Thread, Self))
       return false;
-    if (T.Flavor == RCUFlavor::RF_Memb) {
+    if (T.Flavor == RCUFlavor::Memb) {
       auto *R = static_cast<struct urcu_reader *>(T.Record);
       cds_list_del(&R->node);
       R->ctr = 0;
@@ -124,7 +124,7 @@ void installForkHandlers() {
 
 void detail::noteReader(RCUFlavor Flavor, bool Registered) {
   installForkHandlers();
-  void *Record = Flavor == RCUFlavor::RF_Memb
+  void *Record = Flavor == RCUFlavor::Memb
                      ? static_cast<void *>(&URCU_TLS(urcu_memb_reader))
                      : static_cast<void *>(&URCU_TLS(urcu_qsbr_reader));
   std::lock_guard<std::mutex> Lock(trackedReadersMutex());
@@ -140,7 +140,7 @@ void detail::noteReader(RCUFlavor Flavor, bool Registered) {
 
 Reclaimer::Reclaimer(RCUFlavor Flavor, ReclaimMode Mode)
     : Flavor(Flavor), Mode(Mode) {
-  if (Mode == ReclaimMode::RM_Asynchronous)
+  if (Mode == ReclaimMode::Asynchronous)
     installForkHandlers();
 }
 
@@ -160,7 +160,7 @@ void Reclaimer::runDeferred(struct rcu_head *Head) {
 }
 
 void Reclaimer::retire(llvm::unique_function<void()> Free) {
-  if (Mode == ReclaimMode::RM_Synchronous) {
+  if (Mode == ReclaimMode::Synchronous) {
     synchronize();
     Free();
     return;
@@ -189,7 +189,7 @@ void Reclaimer::drain() {
   // those wait for a grace period: an online QSBR reader must not hold it
   // up by waiting here.
   std::optional<RCUOfflineScope> Offline;
-  if (Flavor == RCUFlavor::RF_QSBR && urcu_qsbr_read_ongoing())
+  if (Flavor == RCUFlavor::QSBR && urcu_qsbr_read_ongoing())
     Offline.emplace();
   ops(Flavor).barrier();
   // Each free ends with a release decrement of Pending: this load orders

@@ -74,7 +74,7 @@ runThreads(unsigned Threads, uint64_t Calls, DriveFn Drive,
   std::vector<std::thread> Workers;
   auto Work = [&](unsigned T) {
     AltStack CrashStack;
-    RCUReaderThread Reader(RCUFlavor::RF_Memb);
+    RCUReaderThread Reader(RCUFlavor::Memb);
     const char **Calling = callingProgramSlot();
     std::vector<uint64_t> Asked(Addresses.size(), 0);
     size_t Cursor = T;

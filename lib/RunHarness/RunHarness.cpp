@@ -164,8 +164,8 @@ Error RunHarness::link() {
   Config.ParamExtensions = Sig.ParamExtensions;
   Config.Capacity =
       std::max<unsigned>(ProgramSet::DefaultCapacity, Programs.size());
-  Config.Reclaim = Opts.AsyncReclaim ? ReclaimMode::RM_Asynchronous
-                                     : ReclaimMode::RM_Synchronous;
+  Config.Reclaim =
+      Opts.AsyncReclaim ? ReclaimMode::Asynchronous : ReclaimMode::Synchronous;
   Config.RetpolineFallback = Opts.RetpolineFallback;
   Config.OnRelease = [&S](const ProgramEntry &P) {
     for (size_t K = 0; K < S.Addresses.size(); ++K)

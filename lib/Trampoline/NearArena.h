@@ -24,7 +24,7 @@
 // fork(): the child moves every chunk onto a private copy at the same
 // address (see DualMapping), so neither process writes the other's code.
 //
-// Private to the Trampoline and Lowering components. Thread-safe.
+// Private to the Trampoline and Dispatcher components. Thread-safe.
 //
 //===----------------------------------------------------------------------===//
 

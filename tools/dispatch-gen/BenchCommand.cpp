@@ -137,12 +137,10 @@ Error measureUpdates(Report &R) {
                                 {48, MinP99Samples},
                                 {1024, 5}}
             : std::vector<Case>{{1, 300}, {48, 300}, {1024, 200}, {4096, 200}};
-  for (ReclaimMode Mode :
-       {ReclaimMode::RM_Asynchronous, ReclaimMode::RM_Synchronous})
+  for (ReclaimMode Mode : {ReclaimMode::Asynchronous, ReclaimMode::Synchronous})
     for (Case C : Cases) {
-      progress(
-          formatv("update latency: N={0}, {1}", C.N,
-                  Mode == ReclaimMode::RM_Asynchronous ? "async" : "sync"));
+      progress(formatv("update latency: N={0}, {1}", C.N,
+                       Mode == ReclaimMode::Asynchronous ? "async" : "sync"));
       auto U = measureUpdateLatency(C.N, Mode, C.Updates);
       if (!U)
         return U.takeError();

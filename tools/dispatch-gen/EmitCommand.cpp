@@ -311,9 +311,9 @@ int runEmit(const Invocation &Inv) {
   Opts.CPU = MCPU;
   Opts.Features = MAttr;
   Opts.OptLevel = *Level;
-  Opts.Kind = Emit == Output::LLVM  ? EmitKind::EK_LLVMIR
-              : Emit == Output::Obj ? EmitKind::EK_Object
-                                    : EmitKind::EK_Assembly;
+  Opts.Kind = Emit == Output::LLVM  ? EmitKind::LLVMIR
+              : Emit == Output::Obj ? EmitKind::Object
+                                    : EmitKind::Assembly;
   bool Direct = LoweringKind == Lowering::Direct;
   if (Direct && (Emit == Output::LLVM || Emit == Output::Obj))
     return fail(ToolName, "--lowering=direct writes no LLVM IR or object "
@@ -418,7 +418,7 @@ int runEmit(const Invocation &Inv) {
 
   // A return value the target passes in memory: the backend would abort
   // on the tail call; say why instead, before any code is made.
-  if (Opts.Kind != EmitKind::EK_LLVMIR) {
+  if (Opts.Kind != EmitKind::LLVMIR) {
     auto TM = createTargetMachine(Opts);
     if (!TM)
       return fail(ToolName, TM.takeError());

@@ -31,12 +31,12 @@ static cl::list<std::string> Files(cl::Positional, cl::sub(scanCommand()),
                                    cl::cat(ScanCategory),
                                    cl::desc("<file.c>... [-- clang-args]"));
 
-enum class Format { F_Text, F_JSON };
+enum class Format { Text, JSON };
 static cl::opt<Format> OutputFormat(
     "format", cl::sub(scanCommand()), cl::cat(ScanCategory),
-    cl::init(Format::F_Text), cl::desc("Output format"),
-    cl::values(clEnumValN(Format::F_Text, "text", "One line per program"),
-               clEnumValN(Format::F_JSON, "json", "A JSON object")));
+    cl::init(Format::Text), cl::desc("Output format"),
+    cl::values(clEnumValN(Format::Text, "text", "One line per program"),
+               clEnumValN(Format::JSON, "json", "A JSON object")));
 
 static std::string llvmTypeOf(const CompiledUnit &U, const FoundProgram &P) {
   if (Function *F = U.M->getFunction(P.Symbol))
@@ -46,11 +46,11 @@ static std::string llvmTypeOf(const CompiledUnit &U, const FoundProgram &P) {
 
 static StringRef extensionName(ArgExtension E) {
   switch (E) {
-  case ArgExtension::AE_ZeroExt:
+  case ArgExtension::ZeroExt:
     return "zeroext";
-  case ArgExtension::AE_SignExt:
+  case ArgExtension::SignExt:
     return "signext";
-  case ArgExtension::AE_None:
+  case ArgExtension::None:
     break;
   }
   return "";
@@ -108,7 +108,7 @@ int runScan(const Invocation &Inv) {
   else
     consumeError(S.takeError()); // scan lists what it found, even nothing
 
-  if (OutputFormat == Format::F_JSON) {
+  if (OutputFormat == Format::JSON) {
     printJSON(*Units, Sig);
     return 0;
   }

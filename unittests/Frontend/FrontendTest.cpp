@@ -700,9 +700,9 @@ TEST_F(FrontendLoweringTest, XdpPrototypeIsI32OfTwoPointers) {
   auto Sig = lower("typedef unsigned int proto_t(const void *, const void *);");
   ASSERT_TRUE(Sig);
   EXPECT_EQ(Sig->Text, "i32 (ptr, ptr)");
-  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::AE_None);
+  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::None);
   EXPECT_THAT(Sig->ParamExtensions,
-              ElementsAre(ArgExtension::AE_None, ArgExtension::AE_None));
+              ElementsAre(ArgExtension::None, ArgExtension::None));
   // The IR builder's parser reads the text back to the same type.
   auto Parsed = parseSignature(Sig->Text, *Ctx);
   ASSERT_THAT(takeError(Parsed), Succeeded());
@@ -713,9 +713,9 @@ TEST_F(FrontendLoweringTest, BoolIsZeroExtendedI1) {
   auto Sig = lower("typedef _Bool proto_t(_Bool, void *);");
   ASSERT_TRUE(Sig);
   EXPECT_EQ(Sig->Text, "i1 (i1, ptr)");
-  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::AE_ZeroExt);
+  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::ZeroExt);
   EXPECT_THAT(Sig->ParamExtensions,
-              ElementsAre(ArgExtension::AE_ZeroExt, ArgExtension::AE_None));
+              ElementsAre(ArgExtension::ZeroExt, ArgExtension::None));
   AttributeList Attrs = Sig->getAttributes(*Ctx);
   EXPECT_TRUE(Attrs.hasRetAttr(Attribute::ZExt));
   EXPECT_TRUE(Attrs.hasParamAttr(0, Attribute::ZExt));
@@ -728,9 +728,9 @@ enum sign { S_NEG = -1, S_POS = 1 };
 typedef enum verdict proto_t(enum sign, void *);)");
   ASSERT_TRUE(Sig);
   EXPECT_EQ(Sig->Text, "i32 (i32, ptr)");
-  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::AE_None);
+  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::None);
   EXPECT_THAT(Sig->ParamExtensions,
-              ElementsAre(ArgExtension::AE_None, ArgExtension::AE_None));
+              ElementsAre(ArgExtension::None, ArgExtension::None));
 }
 
 TEST_F(FrontendLoweringTest, ShortAndCharAreExtendedBySignedness) {
@@ -738,11 +738,11 @@ TEST_F(FrontendLoweringTest, ShortAndCharAreExtendedBySignedness) {
                    "signed char, unsigned short);");
   ASSERT_TRUE(Sig);
   EXPECT_EQ(Sig->Text, "i16 (i16, i8, i8, i8, i16)");
-  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::AE_SignExt);
+  EXPECT_EQ(Sig->ReturnExtension, ArgExtension::SignExt);
   EXPECT_THAT(Sig->ParamExtensions,
-              ElementsAre(ArgExtension::AE_SignExt, ArgExtension::AE_SignExt,
-                          ArgExtension::AE_ZeroExt, ArgExtension::AE_SignExt,
-                          ArgExtension::AE_ZeroExt));
+              ElementsAre(ArgExtension::SignExt, ArgExtension::SignExt,
+                          ArgExtension::ZeroExt, ArgExtension::SignExt,
+                          ArgExtension::ZeroExt));
 }
 
 TEST_F(FrontendLoweringTest, SmallStructByValueIsOneI64) {
@@ -759,8 +759,8 @@ typedef long proto_t(struct mixed, struct wide);)");
   ASSERT_TRUE(Sig);
   EXPECT_EQ(Sig->Text, "i64 (double, i32, i64, i64)");
   EXPECT_THAT(Sig->ParamExtensions,
-              ElementsAre(ArgExtension::AE_None, ArgExtension::AE_None,
-                          ArgExtension::AE_None, ArgExtension::AE_None));
+              ElementsAre(ArgExtension::None, ArgExtension::None,
+                          ArgExtension::None, ArgExtension::None));
 }
 
 TEST_F(FrontendLoweringTest, ExtensionsFollowFlattenedParameters) {
@@ -769,8 +769,8 @@ typedef int proto_t(struct wide, _Bool);)");
   ASSERT_TRUE(Sig);
   EXPECT_EQ(Sig->Text, "i32 (i64, i64, i1)");
   EXPECT_THAT(Sig->ParamExtensions,
-              ElementsAre(ArgExtension::AE_None, ArgExtension::AE_None,
-                          ArgExtension::AE_ZeroExt));
+              ElementsAre(ArgExtension::None, ArgExtension::None,
+                          ArgExtension::ZeroExt));
 }
 
 TEST_F(FrontendLoweringTest, EmptyStructParameterDisappears) {

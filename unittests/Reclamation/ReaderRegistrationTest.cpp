@@ -35,12 +35,12 @@ TEST(ReaderRegistrationTest, AGuardOnAnUnregisteredThreadAssertsWithAMessage) {
 
 TEST(ReaderRegistrationTest, AGuardOnARegisteredThreadIsFine) {
   std::thread T([] {
-    RCUReaderThread Reader(RCUFlavor::RF_Memb);
+    RCUReaderThread Reader(RCUFlavor::Memb);
     RCUReadGuard Guard;
-    EXPECT_TRUE(rcuReadOngoing(RCUFlavor::RF_Memb));
+    EXPECT_TRUE(rcuReadOngoing(RCUFlavor::Memb));
   });
   T.join();
-  EXPECT_FALSE(rcuReadOngoing(RCUFlavor::RF_Memb));
+  EXPECT_FALSE(rcuReadOngoing(RCUFlavor::Memb));
 }
 
 } // namespace

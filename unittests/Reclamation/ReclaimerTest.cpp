@@ -34,7 +34,7 @@ namespace {
 /// which is how the reader can tell, without a timeout, that a correct
 /// Reclaimer is now blocked on it.
 bool gracePeriodWaitsForThisThread(RCUFlavor Flavor) {
-  if (Flavor == RCUFlavor::RF_Memb)
+  if (Flavor == RCUFlavor::Memb)
     return urcu_common_reader_state(&urcu_memb_gp,
                                     &URCU_TLS(urcu_memb_reader).ctr) ==
            URCU_READER_ACTIVE_OLD;
@@ -55,9 +55,9 @@ public:
     Thread =
         std::thread([this, Flavor, Entered = std::move(Entered)]() mutable {
           RCUReaderThread Registration(Flavor);
-          // RF_QSBR: online and not reporting, so a grace period cannot end.
+          // QSBR: online and not reporting, so a grace period cannot end.
           std::optional<RCUReadGuard> Guard;
-          if (Flavor == RCUFlavor::RF_Memb)
+          if (Flavor == RCUFlavor::Memb)
             Guard.emplace();
           Inside.store(true);
           Entered.set_value();
@@ -65,7 +65,7 @@ public:
           // Cleared before leaving, so a free that sees it set ran while the
           // reader was still inside.
           Inside.store(false);
-          if (Flavor == RCUFlavor::RF_Memb)
+          if (Flavor == RCUFlavor::Memb)
             Guard.reset();
           else
             rcuQuiescentState();
@@ -137,7 +137,7 @@ private:
 class ReclaimerTest : public ::testing::TestWithParam<RCUFlavor> {};
 
 TEST_P(ReclaimerTest, SynchronousRetireFreesOnlyAfterTheReaderLeaves) {
-  Reclaimer R(GetParam(), ReclaimMode::RM_Synchronous);
+  Reclaimer R(GetParam(), ReclaimMode::Synchronous);
   HeldReader Reader(GetParam());
   std::atomic<bool> ReturnedWhileInside{false};
   std::thread Updater([&] {
@@ -157,7 +157,7 @@ TEST_P(ReclaimerTest, SynchronousRetireFreesOnlyAfterTheReaderLeaves) {
 }
 
 TEST_P(ReclaimerTest, AsynchronousRetireReturnsAtOnceAndFreesAfterTheReader) {
-  Reclaimer R(GetParam(), ReclaimMode::RM_Asynchronous);
+  Reclaimer R(GetParam(), ReclaimMode::Asynchronous);
   HeldReader Reader(GetParam());
   R.retire([&] { Reader.recordFree(); });
   // The reader cannot leave before letGo(): retire() did not wait for it.
@@ -175,7 +175,7 @@ TEST_P(ReclaimerTest, AsynchronousRetireReturnsAtOnceAndFreesAfterTheReader) {
 TEST_P(ReclaimerTest, DestructorRunsEveryQueuedFree) {
   std::atomic<int> Freed{0};
   {
-    Reclaimer R(GetParam(), ReclaimMode::RM_Asynchronous);
+    Reclaimer R(GetParam(), ReclaimMode::Asynchronous);
     for (int I = 0; I < 100; ++I)
       R.retire([&] { ++Freed; });
   }
@@ -183,7 +183,7 @@ TEST_P(ReclaimerTest, DestructorRunsEveryQueuedFree) {
 }
 
 TEST_P(ReclaimerTest, FreesRunOncePerRetire) {
-  Reclaimer R(GetParam(), ReclaimMode::RM_Synchronous);
+  Reclaimer R(GetParam(), ReclaimMode::Synchronous);
   int Freed = 0;
   for (int I = 0; I < 10; ++I)
     R.retire([&] { ++Freed; });
@@ -192,12 +192,12 @@ TEST_P(ReclaimerTest, FreesRunOncePerRetire) {
 
 TEST(ReclaimerQSBRTest, RegisteredUpdaterDoesNotWaitForItself) {
   // The updater is itself an online QSBR reader; it must not deadlock.
-  RCUReaderThread Registration(RCUFlavor::RF_QSBR);
-  Reclaimer R(RCUFlavor::RF_QSBR, ReclaimMode::RM_Synchronous);
+  RCUReaderThread Registration(RCUFlavor::QSBR);
+  Reclaimer R(RCUFlavor::QSBR, ReclaimMode::Synchronous);
   bool Freed = false;
   R.retire([&] { Freed = true; });
   EXPECT_TRUE(Freed);
-  Reclaimer Async(RCUFlavor::RF_QSBR, ReclaimMode::RM_Asynchronous);
+  Reclaimer Async(RCUFlavor::QSBR, ReclaimMode::Asynchronous);
   Async.retire([&] { Freed = false; });
   Async.drain();
   EXPECT_FALSE(Freed);
@@ -206,13 +206,13 @@ TEST(ReclaimerQSBRTest, RegisteredUpdaterDoesNotWaitForItself) {
 TEST(ReclaimerQSBRTest, OfflineReaderDoesNotHoldUpdates) {
   std::promise<void> Offline, Done;
   std::thread Reader([&] {
-    RCUReaderThread Registration(RCUFlavor::RF_QSBR);
+    RCUReaderThread Registration(RCUFlavor::QSBR);
     RCUOfflineScope Scope;
     Offline.set_value();
     Done.get_future().wait();
   });
   Offline.get_future().wait();
-  Reclaimer R(RCUFlavor::RF_QSBR, ReclaimMode::RM_Synchronous);
+  Reclaimer R(RCUFlavor::QSBR, ReclaimMode::Synchronous);
   bool Freed = false;
   R.retire([&] { Freed = true; });
   EXPECT_TRUE(Freed);
@@ -221,11 +221,10 @@ TEST(ReclaimerQSBRTest, OfflineReaderDoesNotHoldUpdates) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Flavors, ReclaimerTest,
-                         ::testing::Values(RCUFlavor::RF_Memb,
-                                           RCUFlavor::RF_QSBR),
+                         ::testing::Values(RCUFlavor::Memb, RCUFlavor::QSBR),
                          [](const auto &Info) {
-                           return Info.param == RCUFlavor::RF_Memb ? "Memb"
-                                                                   : "QSBR";
+                           return Info.param == RCUFlavor::Memb ? "Memb"
+                                                                : "QSBR";
                          });
 
 } // namespace

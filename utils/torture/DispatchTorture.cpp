@@ -8,8 +8,8 @@
 // dispatch-gen-torture, in the spirit of Linux's rcutorture: every core but
 // one calls through a dispatcher's entry in a tight loop, as RCU readers,
 // while an updater thread adds, removes and changes programs as fast as it
-// can (RM_Asynchronous, so updates do not wait for grace periods; --sync:
-// RM_Synchronous, where the entry also runs each image in place, so the
+// can (Asynchronous, so updates do not wait for grace periods; --sync:
+// Synchronous, where the entry also runs each image in place, so the
 // resident area behind it is rewritten under the readers every update).
 //
 // Programs are JIT-compiled in an LLJIT of this process, in batches (one
@@ -399,7 +399,7 @@ void Torture::release(uint64_t Address) {
 }
 
 void Torture::readerLoop(unsigned Index) {
-  RCUReaderThread Registration(RCUFlavor::RF_Memb);
+  RCUReaderThread Registration(RCUFlavor::Memb);
   std::minstd_rand Rng(Index * 7919 + 1);
   while (!Stop.load(std::memory_order_relaxed)) {
     RCUReadGuard Guard;
@@ -548,8 +548,7 @@ Error Torture::run() {
   DispatcherConfig Config;
   Config.Name = "torture_dispatch";
   Config.Signature = "i64 (i64)";
-  Config.Reclaim =
-      Sync ? ReclaimMode::RM_Synchronous : ReclaimMode::RM_Asynchronous;
+  Config.Reclaim = Sync ? ReclaimMode::Synchronous : ReclaimMode::Asynchronous;
   // A change in a batch may add before it removes.
   Config.Capacity = 2 * NumSlots;
   Config.Near = Table.get(1)->Address;

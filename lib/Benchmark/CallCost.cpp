@@ -1,0 +1,379 @@
+//===- CallCost.cpp - The cost of one call, per variant -------------------===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// One LLJIT per CallLoopSet holds the programs, two live dispatchers (one
+// unweighted, one weighted by the current pattern), the kernel-style
+// address-sorted compare tree and one caller loop per variant. Nothing runs
+// IR optimisations: the loops are written in the shape they should have and
+// only codegen (at -O2) touches them, so the code around the call is the
+// same in every variant.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/Benchmark.h"
+#include "dispatch-gen/CodeEmitter.h"
+#include "dispatch-gen/DispatchIRBuilder.h"
+#include "dispatch-gen/Dispatcher.h"
+
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/TargetSelect.h"
+
+#include <chrono>
+
+using namespace llvm;
+
+namespace dispatchgen::bench {
+
+StringRef variantName(CallVariant V) {
+  switch (V) {
+  case CallVariant::Direct:
+    return "direct";
+  case CallVariant::Indirect:
+    return "indirect";
+  case CallVariant::Retpoline:
+    return "retpoline";
+  case CallVariant::Dispatcher:
+    return "dispatcher";
+  case CallVariant::Weighted:
+    return "dispatcher+weights";
+  case CallVariant::SortedTree:
+    return "sorted-tree";
+  }
+  llvm_unreachable("unknown variant");
+}
+
+namespace {
+
+using LoopFn = uint64_t (*)(const uint64_t *Targets, const uint32_t *Pattern,
+                            uint64_t Mask, uint64_t Iterations);
+
+constexpr size_t NumVariants = std::size(AllVariants);
+constexpr const char *PlainEntry = "dg_bench_plain";
+constexpr const char *WeightedEntry = "dg_bench_weighted";
+constexpr const char *TreeName = "dg_bench_sorted_tree";
+
+std::string programName(unsigned K) { return formatv("prog_{0}", K).str(); }
+std::string loopName(CallVariant V) {
+  return formatv("loop_{0}", static_cast<unsigned>(V)).str();
+}
+
+/// `i32 prog_K(i32 x) { return x + K; }` for K < N.
+std::unique_ptr<Module> buildPrograms(LLVMContext &Ctx, unsigned N) {
+  auto M = std::make_unique<Module>("bench-programs", Ctx);
+  IRBuilder<> B(Ctx);
+  auto *Ty = FunctionType::get(B.getInt32Ty(), {B.getInt32Ty()}, false);
+  for (unsigned K = 0; K < N; ++K) {
+    auto *F =
+        Function::Create(Ty, GlobalValue::ExternalLinkage, programName(K), *M);
+    F->addFnAttr(Attribute::NoInline);
+    B.SetInsertPoint(BasicBlock::Create(Ctx, "", F));
+    B.CreateRet(B.CreateAdd(F->getArg(0), B.getInt32(K)));
+  }
+  return M;
+}
+
+/// The caller loop of one variant; MakeCall emits the call of X with
+/// selector Sel and returns its i32 result.
+Function *
+buildLoop(Module &M, StringRef Name, StringRef CPU, StringRef Features,
+          function_ref<Value *(IRBuilder<> &, Value *X, Value *Sel)> MakeCall) {
+  LLVMContext &Ctx = M.getContext();
+  IRBuilder<> B(Ctx);
+  Type *I64 = B.getInt64Ty(), *Ptr = B.getPtrTy();
+  auto *Ty = FunctionType::get(I64, {Ptr, Ptr, I64, I64}, false);
+  auto *F = Function::Create(Ty, GlobalValue::ExternalLinkage, Name, M);
+  F->addFnAttr(Attribute::NoInline);
+  F->addFnAttr("target-cpu", CPU);
+  F->addFnAttr("target-features", Features);
+  Value *Targets = F->getArg(0), *Pattern = F->getArg(1), *Mask = F->getArg(2),
+        *Iters = F->getArg(3);
+  auto *Entry = BasicBlock::Create(Ctx, "entry", F);
+  auto *Loop = BasicBlock::Create(Ctx, "loop", F);
+  auto *Exit = BasicBlock::Create(Ctx, "exit", F);
+  B.SetInsertPoint(Entry);
+  B.CreateCondBr(B.CreateICmpEQ(Iters, B.getInt64(0)), Exit, Loop);
+
+  B.SetInsertPoint(Loop);
+  PHINode *I = B.CreatePHI(I64, 2, "i");
+  PHINode *Acc = B.CreatePHI(I64, 2, "acc");
+  Value *J = B.CreateAnd(I, Mask, "j");
+  Value *Index = B.CreateZExt(
+      B.CreateLoad(B.getInt32Ty(), B.CreateGEP(B.getInt32Ty(), Pattern, J)),
+      I64);
+  Value *Sel = B.CreateLoad(Ptr, B.CreateGEP(Ptr, Targets, Index), "sel");
+  // x depends on the selector in every variant, so the direct call's loop
+  // loads it too.
+  Value *X = B.CreateTrunc(B.CreateXor(I, B.CreatePtrToInt(Sel, I64)),
+                           B.getInt32Ty(), "x");
+  Value *R = MakeCall(B, X, Sel);
+  Value *AccNext = B.CreateAdd(Acc, B.CreateZExt(R, I64), "acc.next");
+  Value *INext = B.CreateAdd(I, B.getInt64(1), "i.next");
+  B.CreateCondBr(B.CreateICmpEQ(INext, Iters), Exit, Loop);
+  I->addIncoming(B.getInt64(0), Entry);
+  I->addIncoming(INext, Loop);
+  Acc->addIncoming(B.getInt64(0), Entry);
+  Acc->addIncoming(AccNext, Loop);
+
+  B.SetInsertPoint(Exit);
+  PHINode *Result = B.CreatePHI(I64, 2, "result");
+  Result->addIncoming(B.getInt64(0), Entry);
+  Result->addIncoming(AccNext, Loop);
+  B.CreateRet(Result);
+  return F;
+}
+
+} // namespace
+
+class CallLoopSet::Impl {
+public:
+  ~Impl() {
+    // The dispatchers live in the LLJIT's session.
+    Plain.reset();
+    Weighted.reset();
+  }
+
+  Error init(unsigned N);
+  Expected<std::unique_ptr<Dispatcher>> makeDispatcher(const char *Name);
+  Error buildLoops();
+
+  unsigned N = 0;
+  std::unique_ptr<orc::LLJIT> J;
+  std::unique_ptr<Dispatcher> Plain, Weighted;
+  std::vector<uint64_t> Targets;
+  std::vector<uint32_t> Pattern{0};
+  LoopFn Loops[NumVariants] = {};
+};
+
+Error CallLoopSet::Impl::init(unsigned Count) {
+  N = Count;
+  auto JOrErr = orc::LLJITBuilder().create();
+  if (!JOrErr)
+    return JOrErr.takeError();
+  J = std::move(*JOrErr);
+  auto Ctx = std::make_unique<LLVMContext>();
+  auto M = buildPrograms(*Ctx, N);
+  if (Error E =
+          J->addIRModule(orc::ThreadSafeModule(std::move(M), std::move(Ctx))))
+    return E;
+  for (unsigned K = 0; K < N; ++K) {
+    auto Addr = J->lookup(programName(K));
+    if (!Addr)
+      return Addr.takeError();
+    Targets.push_back(Addr->getValue());
+  }
+  auto P = makeDispatcher(PlainEntry);
+  if (!P)
+    return P.takeError();
+  Plain = std::move(*P);
+  auto W = makeDispatcher(WeightedEntry);
+  if (!W)
+    return W.takeError();
+  Weighted = std::move(*W);
+  return buildLoops();
+}
+
+Expected<std::unique_ptr<Dispatcher>>
+CallLoopSet::Impl::makeDispatcher(const char *Name) {
+  DispatcherConfig C;
+  C.Name = Name;
+  C.Signature = "i32 (i32)";
+  C.Capacity = std::max<unsigned>(N, ProgramSet::DefaultCapacity);
+  // Next to the programs, so every case is a `je rel32`.
+  C.Near = Targets.front();
+  auto D = Dispatcher::create(std::move(C), *J);
+  if (!D)
+    return D.takeError();
+  J->getMainJITDylib().addToLinkOrder(*(*D)->entryDylib());
+  ProgramSet::Batch All;
+  for (unsigned K = 0; K < N; ++K)
+    All.add(Targets[K], programName(K));
+  if (Error E = (*D)->apply(All))
+    return std::move(E);
+  DispatcherStatus S = (*D)->status();
+  if (S.DirectTargets != N)
+    return createStringError(formatv("dispatcher '{0}' reaches only {1} of {2} "
+                                     "programs directly",
+                                     Name, S.DirectTargets, N));
+  return D;
+}
+
+Error CallLoopSet::Impl::buildLoops() {
+  auto JTMB = orc::JITTargetMachineBuilder::detectHost();
+  if (!JTMB)
+    return JTMB.takeError();
+  std::string CPU = JTMB->getCPU();
+  std::string Features = JTMB->getFeatures().getString();
+  std::string RetpolineFeatures =
+      Features + (Features.empty() ? "" : ",") + "+retpoline-indirect-calls";
+
+  auto Ctx = std::make_unique<LLVMContext>();
+  auto M = std::make_unique<Module>("bench-loops", *Ctx);
+  M->setDataLayout(J->getDataLayout());
+  M->setTargetTriple(J->getTargetTriple());
+  IRBuilder<> B(*Ctx);
+  auto *ProgTy = FunctionType::get(B.getInt32Ty(), {B.getInt32Ty()}, false);
+  auto *EntryTy =
+      FunctionType::get(B.getInt32Ty(), {B.getInt32Ty(), B.getPtrTy()}, false);
+  FunctionCallee Prog0 = M->getOrInsertFunction(programName(0), ProgTy);
+  FunctionCallee PlainFn = M->getOrInsertFunction(PlainEntry, EntryTy);
+  FunctionCallee WeightedFn = M->getOrInsertFunction(WeightedEntry, EntryTy);
+
+  // The kernel's dispatcher: a compare tree balanced over the sorted
+  // addresses. LLVM lowers an unweighted switch to exactly that.
+  DispatcherSpec Spec;
+  Spec.Name = TreeName;
+  Spec.Signature = ProgTy;
+  for (unsigned K = 0; K < N; ++K)
+    Spec.Targets.push_back({programName(K), Targets[K], std::nullopt});
+  auto Tree = DispatchIRBuilder(*M).build(Spec);
+  if (!Tree)
+    return Tree.takeError();
+  (*Tree)->addFnAttr("target-cpu", CPU);
+  (*Tree)->addFnAttr("target-features", Features);
+  // Called, as the kernel's dispatcher is: inlined into the loop, a small
+  // tree would beat the direct call it stands in for.
+  (*Tree)->addFnAttr(Attribute::NoInline);
+
+  for (CallVariant V : AllVariants)
+    buildLoop(*M, loopName(V), CPU,
+              V == CallVariant::Retpoline ? RetpolineFeatures : Features,
+              [&](IRBuilder<> &B, Value *X, Value *Sel) -> Value * {
+                switch (V) {
+                case CallVariant::Direct:
+                  return B.CreateCall(Prog0, {X});
+                case CallVariant::Indirect:
+                case CallVariant::Retpoline:
+                  return B.CreateCall(ProgTy, Sel, {X});
+                case CallVariant::Dispatcher:
+                  return B.CreateCall(PlainFn, {X, Sel});
+                case CallVariant::Weighted:
+                  return B.CreateCall(WeightedFn, {X, Sel});
+                case CallVariant::SortedTree:
+                  return B.CreateCall(EntryTy, *Tree, {X, Sel});
+                }
+                llvm_unreachable("unknown variant");
+              });
+  std::string VerifyErrors;
+  raw_string_ostream VOS(VerifyErrors);
+  if (verifyModule(*M, &VOS))
+    return createStringError("the benchmark loops do not verify: " +
+                             VerifyErrors);
+  if (Error E =
+          J->addIRModule(orc::ThreadSafeModule(std::move(M), std::move(Ctx))))
+    return E;
+  for (CallVariant V : AllVariants) {
+    auto Addr = J->lookup(loopName(V));
+    if (!Addr)
+      return Addr.takeError();
+    Loops[static_cast<size_t>(V)] = Addr->toPtr<LoopFn>();
+  }
+  return Error::success();
+}
+
+CallLoopSet::CallLoopSet(std::unique_ptr<Impl> I) : I(std::move(I)) {}
+CallLoopSet::~CallLoopSet() = default;
+
+Expected<std::unique_ptr<CallLoopSet>> CallLoopSet::create(unsigned N) {
+  if (N == 0)
+    return createStringError("a benchmark needs at least one program");
+  initializeTargets();
+  auto I = std::make_unique<Impl>();
+  if (Error E = I->init(N))
+    return createStringError(inconvertibleErrorCode(),
+                             formatv("cannot set up the call benchmark for "
+                                     "N={0}: {1}",
+                                     N, toString(std::move(E))));
+  return std::unique_ptr<CallLoopSet>(new CallLoopSet(std::move(I)));
+}
+
+unsigned CallLoopSet::size() const { return I->N; }
+
+Error CallLoopSet::setPattern(ArrayRef<uint32_t> Indices) {
+  if (Indices.empty() || (Indices.size() & (Indices.size() - 1)))
+    return createStringError(
+        formatv("a pattern's length must be a power of two, "
+                "not {0}",
+                Indices.size()));
+  for (uint32_t X : Indices)
+    if (X >= I->N)
+      return createStringError(
+          formatv("pattern index {0} out of range (N={1})", X, I->N));
+  I->Pattern.assign(Indices.begin(), Indices.end());
+  std::vector<uint64_t> Counts = frequencies(Indices, I->N);
+  std::vector<std::pair<uint64_t, uint64_t>> Weights;
+  for (unsigned K = 0; K < I->N; ++K)
+    Weights.push_back({I->Targets[K], Counts[K]});
+  I->Weighted->setWeights(Weights);
+  return I->Weighted->regenerate();
+}
+
+uint64_t CallLoopSet::run(CallVariant V, uint64_t Iterations) const {
+  RCUReadGuard Guard;
+  return I->Loops[static_cast<size_t>(V)](I->Targets.data(), I->Pattern.data(),
+                                          I->Pattern.size() - 1, Iterations);
+}
+
+Error CallLoopSet::check(uint64_t Iterations) const {
+  uint64_t Expected = run(CallVariant::Indirect, Iterations);
+  for (CallVariant V : AllVariants) {
+    if (V == CallVariant::Direct)
+      continue;
+    uint64_t Got = run(V, Iterations);
+    if (Got != Expected)
+      return createStringError(formatv("N={0}: the {1} loop returned {2}, the "
+                                       "indirect call {3}",
+                                       I->N, variantName(V), Got, Expected));
+  }
+  return Error::success();
+}
+
+Expected<std::vector<CallCost>> measureCallCost(const CallCostOptions &Opts,
+                                                ProgressFn Progress) {
+  using Clock = std::chrono::steady_clock;
+  if (Opts.Iterations == 0 || Opts.Repetitions == 0)
+    return createStringError("iterations and repetitions must be at least 1");
+  RCUReaderThread Reader(RCUFlavor::Memb);
+  std::vector<CallCost> Out;
+  for (unsigned N : Opts.Ns) {
+    if (Progress)
+      Progress(formatv("call cost: N={0}: compiling {0} programs, the "
+                       "dispatchers and the loops",
+                       N));
+    auto Set = CallLoopSet::create(N);
+    if (!Set)
+      return Set.takeError();
+    for (Pattern P : Opts.Patterns) {
+      if (Progress)
+        Progress(formatv("call cost: N={0} {1}", N, patternName(P)));
+      if (Error E = (*Set)->setPattern(makePattern(P, N, Opts.PatternLength)))
+        return std::move(E);
+      // Also the warm-up: code, pattern and targets into the caches.
+      if (Error E = (*Set)->check(Opts.PatternLength))
+        return std::move(E);
+      std::vector<std::vector<double>> Samples(NumVariants);
+      for (unsigned R = 0; R < Opts.Repetitions; ++R)
+        for (CallVariant V : AllVariants) {
+          auto Start = Clock::now();
+          (*Set)->run(V, Opts.Iterations);
+          std::chrono::duration<double, std::nano> T = Clock::now() - Start;
+          Samples[static_cast<size_t>(V)].push_back(T.count() /
+                                                    Opts.Iterations);
+        }
+      for (CallVariant V : AllVariants)
+        Out.push_back({N, P, V, median(Samples[static_cast<size_t>(V)])});
+    }
+  }
+  return Out;
+}
+
+} // namespace dispatchgen::bench

@@ -1,0 +1,129 @@
+//===- DispatcherBuild.cpp - The image of a program set -------------------===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// Dispatcher::Impl::build(): where each image's lowering is picked. On
+// x86-64 with ImageLowering::Auto an image is laid out directly
+// (X86ImageEmitter) and placed in the code arena; otherwise, or when the
+// programs are spread too far for its layout, it is compiled from
+// DispatchIRBuilder's IR and linked through ORC (ImageLinker).
+//
+//===----------------------------------------------------------------------===//
+
+#include "DispatcherImpl.h"
+
+#include "dispatch-gen/DispatchIRBuilder.h"
+
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <string>
+#include <vector>
+
+using namespace llvm;
+
+namespace dispatchgen {
+
+void Dispatcher::Impl::resetContextIfOld() {
+  // Constants and metadata of past images accumulate in a context; a fresh
+  // one now and then keeps memory flat over millions of updates. Made on
+  // the first compile: laid-out images need none.
+  if (Ctx && Generation % 1024 != 0)
+    return;
+  Ctx = std::make_unique<LLVMContext>();
+  Signature = cantFail(parseSignature(Config.Signature, *Ctx),
+                       "parsed successfully in init()");
+}
+
+Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
+  std::string ImageSymbol = formatv("{0}.image.g{1}", Config.Name, Gen).str();
+  BuiltImage Built;
+  for (const ProgramEntry &P : Set.entries()) {
+    // A program out of rel32 reach would need a stub, an indirect jump:
+    // leave it to the fallback and say so in the status.
+    if (!Linker->reaches(P.Address)) {
+      ++Built.Fallback;
+      continue;
+    }
+    ++Built.Direct;
+    Built.Cases.push_back({P.Address, P.Address,
+                           Weights.empty() ? 0 : Weights.lookup(P.Address)});
+  }
+
+  Expected<LinkedImage> Image = createStringError("no image");
+  if (SelectorReg) {
+    // Programs spread over more than 2 GiB are left to codegen's 64-bit
+    // compares.
+    if (auto Code = emitX86Image(Built.Cases, *SelectorReg, ThunkFallback,
+                                 Config.ImageDelayForTesting)) {
+      consumeError(Image.takeError());
+      Image = Linker->place(*Code, Built.Cases);
+      Built.Laid = true;
+      Built.Code = std::move(*Code);
+    } else {
+      consumeError(Code.takeError());
+    }
+  }
+  if (!Built.Laid) {
+    consumeError(Image.takeError());
+    Image = buildWithCodegen(Gen, ImageSymbol, Built.Cases);
+  }
+  if (!Image)
+    return Image.takeError();
+  Built.Linked = std::move(*Image);
+  if (Config.VerifyImages) {
+    std::vector<uint64_t> Programs;
+    for (const ImageCase &C : Built.Cases)
+      Programs.push_back(C.Target);
+    if (Error E = verifyImage(Built.Linked, Programs)) {
+      consumeError(Linker->remove(Built.Linked));
+      return createStringError(
+          formatv("image of generation {0} failed verification: "
+                  "{1}",
+                  Gen, toString(std::move(E))));
+    }
+  }
+  if (Config.PerfMap)
+    Linker->writePerfMap(Built.Linked.Address, Built.Linked.Size, ImageSymbol);
+  return std::move(Built);
+}
+
+Expected<LinkedImage>
+Dispatcher::Impl::buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
+                                   ArrayRef<ImageCase> Cases) {
+  auto TMOrErr = Linker->targetMachine();
+  if (!TMOrErr)
+    return TMOrErr.takeError();
+  const TargetMachine &TM = *TMOrErr;
+  resetContextIfOld();
+  Module M(formatv("{0}.g{1}", Config.Name, Gen).str(), *Ctx);
+  M.setDataLayout(TM.createDataLayout());
+  M.setTargetTriple(TM.getTargetTriple());
+
+  DispatcherSpec Spec;
+  Spec.Name = ImageSymbol.str();
+  Spec.Signature = Signature;
+  Spec.SelectorArg = Config.SelectorArg;
+  Spec.RetpolineFallback = ThunkFallback;
+  Spec.ExternalRetpolineThunk = ThunkFallback;
+  Spec.ReturnExtension = Config.ReturnExtension;
+  Spec.ParamExtensions = Config.ParamExtensions;
+  std::vector<ImageTarget> Targets;
+  for (const ImageCase &C : Cases) {
+    DispatchTarget T;
+    T.Symbol = formatv("{0}.g{1}.p{2}", Config.Name, Gen, Targets.size()).str();
+    T.Address = C.Target;
+    if (!Weights.empty())
+      T.Weight = C.Weight;
+    Targets.push_back({T.Symbol, C.Target});
+    Spec.Targets.push_back(std::move(T));
+  }
+  if (Error E = DispatchIRBuilder(M).build(Spec).takeError())
+    return std::move(E);
+  return Linker->link(M, Targets, Gen % 2, Spec.Name);
+}
+
+} // namespace dispatchgen

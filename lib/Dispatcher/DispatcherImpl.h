@@ -1,0 +1,149 @@
+//===- DispatcherImpl.h - A live dispatcher's state -------------*- C++ -*-===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// Dispatcher::Impl, private to the Dispatcher component: Dispatcher.cpp creates
+// it and runs updates, DispatcherBuild.cpp makes each image (and picks its
+// lowering), DispatcherInspection.cpp checks and prints the images (verify(),
+// dump()). The resident copy is a ResidentImage's.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_LIB_DISPATCHER_DISPATCHERIMPL_H
+#define DISPATCH_GEN_LIB_DISPATCHER_DISPATCHERIMPL_H
+
+#include "ImageLinker.h"
+#include "ResidentImage.h"
+
+#include "dispatch-gen/CodeInspector.h"
+#include "dispatch-gen/Dispatcher.h"
+#include "dispatch-gen/Trampoline.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/IR/DerivedTypes.h"
+#include "llvm/IR/LLVMContext.h"
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+namespace dispatchgen {
+
+/// An image as built for one program set: where it runs, how it was made
+/// and what it reaches. The live image and the empty set's are two of these.
+struct BuiltImage {
+  LinkedImage Linked;
+  /// The layout, while laid out directly: what a resident copy is
+  /// relocated from.
+  std::optional<X86Image> Code;
+  /// The programs it reaches directly, as laid out.
+  std::vector<ImageCase> Cases;
+  /// Programs reached directly, and left to the fallback (out of reach).
+  size_t Direct = 0, Fallback = 0;
+  /// Laid out without codegen.
+  bool Laid = false;
+  explicit operator bool() const { return bool(Linked); }
+};
+
+class Dispatcher::Impl {
+public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit Impl(DispatcherConfig C)
+      : Config(std::move(C)), Set(Config.Capacity),
+        Reclaim(Config.Flavor, Config.Reclaim) {}
+
+  llvm::Error init(llvm::orc::ExecutionSession *ES);
+  ~Impl();
+
+  llvm::Error update(const ProgramSet::Batch &B, bool Force);
+  DispatcherStatus status() const;
+  llvm::Error dump(llvm::raw_ostream &OS) const;
+  llvm::Error verify() const;
+
+  /// Immutable after init().
+  DispatcherConfig Config;
+  /// Set once init() succeeded and the dispatcher went to its owner.
+  bool Created = false;
+  bool Supported = false;
+  /// The address callers call, set once init() succeeded; it never changes,
+  /// so entry() reads it without the mutex.
+  uint64_t EntryAddress = 0;
+  std::unique_ptr<Trampoline> Entry;
+  std::unique_ptr<ImageLinker> Linker;
+
+  /// Everything below is guarded by UpdateMutex: updates are serialised, and
+  /// status()/dump() read under it. Reclamation callbacks touch only what
+  /// they captured, and the linker (thread-safe through ORC).
+  mutable std::mutex UpdateMutex;
+  ProgramSet Set;
+  llvm::DenseMap<uint64_t, uint64_t> Weights;
+  /// Where compiled images are built (made by the first one).
+  std::unique_ptr<llvm::LLVMContext> Ctx;
+  llvm::FunctionType *Signature = nullptr;
+  /// The image the entry jumps to; none while the set is empty (then a JIT
+  /// entry leads to Empty, and a compiled-in one does its own indirect
+  /// call).
+  BuiltImage Live;
+  /// A JIT entry's image for the empty set (the indirect call), made once.
+  BuiltImage Empty;
+  uint64_t Generation = 0;
+  size_t DirectTargets = 0, FallbackTargets = 0;
+  /// The copy of the image in the entry's resident area; made by init()
+  /// for a JIT entry that has an area.
+  std::unique_ptr<ResidentImage> Resident;
+  Clock::duration LastUpdate{}, LastGrace{};
+
+  /// Where the selector arrives when images can be laid out directly
+  /// (x86-64 and ImageLowering::Auto); immutable after init().
+  std::optional<unsigned> SelectorReg;
+  /// Where it arrives whatever the lowering (x86-64, a register by a
+  /// simple rule): what verify() runs images from. Immutable after init().
+  std::optional<unsigned> RouteReg;
+  /// Whether the fallback jumps to the thunk (a retpoline, or the testing
+  /// hook's) rather than through the selector; immutable.
+  bool ThunkFallback = false;
+
+  Reclaimer Reclaim;
+  /// Made on first use; used under UpdateMutex only (not thread-safe).
+  mutable std::unique_ptr<CodeInspector> Inspector;
+
+private:
+  /// The resident copy while calls run it; null otherwise.
+  const ResidentImage *residentCopy() const {
+    return Resident && Resident->isOpen() ? Resident.get() : nullptr;
+  }
+
+  // DispatcherInspection.cpp.
+  llvm::Expected<CodeInspector &> inspector() const;
+  llvm::Error verifyImage(const LinkedImage &Image,
+                          llvm::ArrayRef<uint64_t> Programs) const;
+  /// Runs the image for every program and for keys of none (see verify()).
+  llvm::Error verifyRoutes(const CodeInspector &I,
+                           llvm::ArrayRef<uint8_t> Bytes, uint64_t Address,
+                           llvm::ArrayRef<uint64_t> Programs,
+                           uint64_t Thunk) const;
+
+  // DispatcherBuild.cpp.
+  /// Makes the image for the current set; Laid tells whether it was laid
+  /// out directly (X86ImageEmitter) rather than compiled.
+  llvm::Expected<BuiltImage> build(uint64_t Gen);
+  llvm::Expected<LinkedImage> buildWithCodegen(uint64_t Gen,
+                                               llvm::StringRef ImageSymbol,
+                                               llvm::ArrayRef<ImageCase> Cases);
+  void resetContextIfOld();
+
+  // Dispatcher.cpp.
+  /// Has Resident copy the image the entry leads to behind the entry and
+  /// open the gate (see ResidentImage::settle()).
+  void settleResident();
+  llvm::Error switchTo(LinkedImage &Image);
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_LIB_DISPATCHER_DISPATCHERIMPL_H

@@ -1,0 +1,186 @@
+//===- BenchTest.cpp - Tests of the benchmarks' pure parts ----------------===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// Call patterns, statistics and reports only: the measurements themselves are
+// benchmarks, and tests never assert timings.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/Benchmark.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "gtest/gtest.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <sstream>
+
+using namespace dispatchgen;
+using namespace dispatchgen::bench;
+
+namespace {
+
+TEST(PatternTest, OneHotSelectsOnlyTheFirstProgram) {
+  std::vector<uint32_t> P = makePattern(Pattern::OneHot, 48, 1024);
+  ASSERT_EQ(P.size(), 1024u);
+  EXPECT_TRUE(
+      std::all_of(P.begin(), P.end(), [](uint32_t X) { return X == 0; }));
+}
+
+TEST(PatternTest, RoundRobinVisitsEveryProgramInTurn) {
+  std::vector<uint32_t> P = makePattern(Pattern::RoundRobin, 5, 12);
+  EXPECT_EQ(P, (std::vector<uint32_t>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1}));
+}
+
+TEST(PatternTest, SameSeedGivesSamePattern) {
+  for (Pattern Pt : {Pattern::Uniform, Pattern::Zipf}) {
+    EXPECT_EQ(makePattern(Pt, 48, 4096, 7), makePattern(Pt, 48, 4096, 7));
+    EXPECT_NE(makePattern(Pt, 48, 4096, 7), makePattern(Pt, 48, 4096, 8));
+  }
+}
+
+TEST(PatternTest, UniformStaysInRangeAndCoversEveryProgram) {
+  std::vector<uint32_t> P = makePattern(Pattern::Uniform, 16, 1u << 14);
+  std::vector<uint64_t> F = frequencies(P, 16);
+  for (uint64_t Count : F) {
+    // Expected 1024 each; a fair draw is far inside these bounds.
+    EXPECT_GT(Count, 800u);
+    EXPECT_LT(Count, 1250u);
+  }
+}
+
+TEST(ZipfTest, ProbabilitiesSumToOneAndFallAsRankToTheMinusS) {
+  std::vector<double> P = zipfProbabilities(100, ZipfExponent);
+  EXPECT_NEAR(std::accumulate(P.begin(), P.end(), 0.0), 1.0, 1e-12);
+  EXPECT_NEAR(P[0] / P[1], std::pow(2.0, ZipfExponent), 1e-9);
+  EXPECT_NEAR(P[0] / P[9], std::pow(10.0, ZipfExponent), 1e-9);
+  EXPECT_TRUE(std::is_sorted(P.rbegin(), P.rend()));
+}
+
+TEST(ZipfTest, PatternFrequenciesFollowTheDistribution) {
+  constexpr unsigned N = 48;
+  constexpr size_t Length = 1u << 18;
+  std::vector<uint64_t> F =
+      frequencies(makePattern(Pattern::Zipf, N, Length), N);
+  std::vector<uint64_t> Sorted = F;
+  std::sort(Sorted.rbegin(), Sorted.rend());
+  std::vector<double> P = zipfProbabilities(N, ZipfExponent);
+  for (unsigned Rank : {0u, 1u, 4u, 20u})
+    EXPECT_NEAR(static_cast<double>(Sorted[Rank]) / Length, P[Rank],
+                0.1 * P[Rank])
+        << "rank " << Rank + 1;
+  // The hot programs are spread over the set, not the first ones.
+  EXPECT_NE(std::max_element(F.begin(), F.end()) - F.begin(), 0);
+}
+
+TEST(FrequenciesTest, CountsEachIndexAndIgnoresOutOfRange) {
+  EXPECT_EQ(frequencies({0, 2, 2, 7, 1, 2}, 3),
+            (std::vector<uint64_t>{1, 1, 3}));
+}
+
+TEST(StatisticsTest, MedianOfOddAndEvenCounts) {
+  EXPECT_EQ(median({}), 0);
+  EXPECT_EQ(median({5}), 5);
+  EXPECT_EQ(median({9, 1, 5}), 5);
+  // The upper of the two middle samples.
+  EXPECT_EQ(median({4, 1, 3, 2}), 3);
+}
+
+TEST(StatisticsTest, PercentileIsNearestRank) {
+  std::vector<double> Samples(100);
+  std::iota(Samples.begin(), Samples.end(), 1.0); // 1..100
+  std::reverse(Samples.begin(), Samples.end());
+  EXPECT_EQ(percentile(Samples, 0.99), 99);
+  EXPECT_EQ(percentile(Samples, 0.50), 50);
+  EXPECT_EQ(percentile(Samples, 1.0), 100);
+  // With fewer than 100 samples p99 is the maximum.
+  EXPECT_EQ(percentile({3, 1, 2}, 0.99), 3);
+  EXPECT_EQ(percentile({}, 0.99), 0);
+}
+
+/// Report lines with their runs of spaces collapsed to one.
+std::vector<std::string> reportLines(const Report &R) {
+  std::string Text;
+  llvm::raw_string_ostream OS(Text);
+  printReport(R, OS);
+  std::vector<std::string> Lines;
+  std::istringstream In(Text);
+  for (std::string Line; std::getline(In, Line);) {
+    std::istringstream Words(Line);
+    std::string Word, Joined;
+    while (Words >> Word)
+      Joined += (Joined.empty() ? "" : " ") + Word;
+    Lines.push_back(Joined);
+  }
+  return Lines;
+}
+
+TEST(ReportTest, UpdateP99OnlyFromEnoughSamplesAndAlwaysTheCountAndMaximum) {
+  Report R;
+  R.Updates.push_back(
+      {48, ReclaimMode::Asynchronous, MinP99Samples, 100, 900, 500.0});
+  R.Updates.push_back(
+      {4096, ReclaimMode::Synchronous, 10, 6000, 8000, std::nullopt});
+  std::vector<std::string> Lines = reportLines(R);
+  EXPECT_TRUE(llvm::is_contained(Lines, "mode N updates median p99 max"));
+  EXPECT_TRUE(llvm::is_contained(Lines, "async 48 200 100.0 500.0 900.0"));
+  EXPECT_TRUE(llvm::is_contained(Lines, "sync 4096 10 6000.0 - 8000.0"));
+
+  std::string JSON;
+  llvm::raw_string_ostream OS(JSON);
+  writeJSON(R, OS);
+  llvm::Expected<llvm::json::Value> V = llvm::json::parse(JSON);
+  ASSERT_TRUE(static_cast<bool>(V)) << llvm::toString(V.takeError());
+  const llvm::json::Array *Updates = V->getAsObject()->getArray("updates");
+  ASSERT_TRUE(Updates && Updates->size() == 2);
+  const llvm::json::Object &Many = *(*Updates)[0].getAsObject();
+  const llvm::json::Object &Few = *(*Updates)[1].getAsObject();
+  EXPECT_EQ(Many.getInteger("updates"), MinP99Samples);
+  EXPECT_EQ(Many.getNumber("p99_us"), 500.0);
+  EXPECT_EQ(Many.getNumber("max_us"), 900.0);
+  EXPECT_EQ(Few.getInteger("updates"), 10);
+  EXPECT_FALSE(Few.getNumber("p99_us"));
+  EXPECT_EQ(Few.getNumber("max_us"), 8000.0);
+}
+
+TEST(ReportTest, NamesTheMachineAndTheSamplesOfTheCallCost) {
+  Report R;
+  R.Machine = MachineInfo{"Some CPU", 2, 0.25, "22.1.0", "RelWithDebInfo"};
+  R.CallLoops = 21;
+  R.CallsPerLoop = 1024;
+  R.Calls = {{1, Pattern::OneHot, CallVariant::Direct, 1.0}};
+  std::vector<std::string> Lines = reportLines(R);
+  ASSERT_GE(Lines.size(), 3u);
+  EXPECT_EQ(Lines[0], "machine: Some CPU, 2 CPUs, 1-minute load average 0.25 "
+                      "before measuring; LLVM 22.1.0, RelWithDebInfo build");
+  EXPECT_EQ(Lines[2], "call cost: ns per call (ratio to the direct call), "
+                      "median of 21 timed loops of 1024 calls");
+
+  std::string JSON;
+  llvm::raw_string_ostream OS(JSON);
+  writeJSON(R, OS);
+  llvm::Expected<llvm::json::Value> V = llvm::json::parse(JSON);
+  ASSERT_TRUE(static_cast<bool>(V)) << llvm::toString(V.takeError());
+  const llvm::json::Object *Machine = V->getAsObject()->getObject("machine");
+  ASSERT_TRUE(Machine);
+  EXPECT_EQ(Machine->getString("cpu_model"), "Some CPU");
+  EXPECT_EQ(Machine->getInteger("cpus"), 2);
+  EXPECT_EQ(V->getAsObject()->getInteger("call_loops"), 21);
+}
+
+TEST(MachineTest, DescribesThisMachine) {
+  MachineInfo M = describeMachine();
+  EXPECT_FALSE(M.CPUModel.empty());
+  EXPECT_GE(M.CPUs, 1u);
+  EXPECT_EQ(M.LLVMVersion.substr(0, 3), "22.");
+}
+
+} // namespace
