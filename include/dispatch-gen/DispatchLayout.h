@@ -14,20 +14,24 @@
 // and GlobalISel, is the model: the clustering and the tree are decided
 // once, then each instruction selector emits them.
 //
-// Three shapes:
+// Four shapes:
 //
-//   Chain     keys unknown (symbols resolved at link time): one equality
-//             test per case, hottest first.
-//   Bisect    unweighted: a binary search, balanced by count, down to
-//             chains of at most three cases (where LLVM's switch lowering
-//             stops splitting too).
-//   HotScan   weighted: the hottest cases tested one by one (a prefix as
-//             long as the cost model favours), then a scan of the rest: up
-//             to 16 bounds tested in key order per level (`sel < bound`, one
-//             misprediction per level, 4 bits resolved), down to chains of
-//             up to 16 cases, hottest first. A weight-balanced binary tree
-//             is the branch predictor's worst case: with calls drawn at
-//             random, each of its branches is a coin toss.
+//   Chain         keys unknown (symbols resolved at link time): one
+//                 equality test per case, hottest first.
+//   Bisect        unweighted: a binary search, balanced by count, down to
+//                 chains of at most three cases (where LLVM's switch
+//                 lowering stops splitting too).
+//   HotScan       weighted: the hottest cases tested one by one (a prefix
+//                 as long as the cost model favours; every case makes it a
+//                 linear scan), then a scan of the rest: up to 16 bounds
+//                 tested in key order per level (`sel < bound`, one
+//                 misprediction per level, 4 bits resolved), down to chains
+//                 of up to 16 cases, hottest first. A weight-balanced binary
+//                 tree is the branch predictor's worst case: with calls
+//                 drawn at random, each of its branches is a coin toss.
+//   FallbackOnly  no tree: the entry performs the fallback for every call,
+//                 where the model finds the retpoline or the indirect call
+//                 cheaper than any tree (only when the options allow it).
 //
 //===----------------------------------------------------------------------===//
 
@@ -61,18 +65,42 @@ struct LayoutCase {
 /// frequencies, so a branch taken with probability q is mispredicted
 /// min(q, 1 - q) of the time (with independent draws history does not help
 /// the predictor).
+///
+/// The defaults fit the ratios `dispatch-gen bench` measures on an Intel
+/// Xeon: a chain of eight equally likely cases (4.5 compares, 0.875
+/// mispredictions) costs about 0.9 of a retpoline, and an indirect call
+/// among eight equally likely targets about 0.85.
 struct LayoutCostModel {
   /// A compare and a branch that is predicted.
   double Compare = 1;
   /// A mispredicted branch.
   double Mispredict = 16;
+  /// An indirect branch whose target the predictor has.
+  double IndirectBranch = 2;
+  /// A retpoline: never predicted; about a misprediction and the thunk.
+  double Retpoline = 20;
+};
+
+/// What a layout is chosen for besides its cases' weights.
+struct LayoutOptions {
+  /// Calls that took the fallback (selectors of no case), counted over the
+  /// same period as the weights. They pay every test on their way and then
+  /// the fallback.
+  uint64_t FallbackWeight = 0;
+  /// The fallback is a retpoline rather than a predicted indirect branch.
+  bool RetpolineFallback = false;
+  /// Whether no tree at all may be chosen: the entry then performs the
+  /// fallback for every call, registered programs included. An adaptive
+  /// dispatcher allows it where that is cheapest; a plain one, which
+  /// promises a direct call to each program, does not.
+  bool AllowFallbackOnly = false;
 };
 
 /// A dispatcher's compare tree. Cases are named by their index in the
 /// ArrayRef<LayoutCase> the layout was made for.
 class DispatchLayout {
 public:
-  enum class Shape : uint8_t { Chain, Bisect, HotScan };
+  enum class Shape : uint8_t { Chain, Bisect, HotScan, FallbackOnly };
 
   enum class NodeKind : uint8_t {
     /// `sel == key` for each of Cases in turn, each leading to its case; a
@@ -94,8 +122,11 @@ public:
   };
 
   /// The layout the cost model picks for Cases, whose keys must be distinct
-  /// (callers check): Bisect without weights, HotScan with them.
+  /// (callers check). Without weights: Bisect. With them, the cheapest the
+  /// model predicts of HotScan (whose prefix may hold every case: a linear
+  /// scan), Bisect and, where Options allow it, FallbackOnly.
   static DispatchLayout choose(llvm::ArrayRef<LayoutCase> Cases,
+                               const LayoutOptions &Options = {},
                                const LayoutCostModel &Model = {});
 
   /// A Chain for cases whose keys are not known: hottest first when
@@ -110,8 +141,10 @@ public:
   const Node &root() const { return Nodes.front(); }
   const Node &node(uint32_t Index) const { return Nodes[Index]; }
   size_t numNodes() const { return Nodes.size(); }
-  /// The model's cost of an average call to a case (not the fallback), in
-  /// its cycles; unweighted layouts count every case equally.
+  /// The model's cost of an average call, in its cycles: calls to the
+  /// cases as weighted (unweighted layouts count every case equally) and
+  /// Options.FallbackWeight calls to the fallback, which are taken to
+  /// spread over the tree as the cases do.
   double predictedCost() const { return Cost; }
 
   /// Writes the layout one node per line: the shape and predicted cost,
@@ -127,7 +160,7 @@ private:
                      llvm::ArrayRef<uint32_t> Sorted);
   uint32_t addScan(llvm::ArrayRef<LayoutCase> Cases,
                    llvm::ArrayRef<uint32_t> Sorted);
-  double predict(llvm::ArrayRef<LayoutCase> Cases,
+  double predict(llvm::ArrayRef<LayoutCase> Cases, const LayoutOptions &Options,
                  const LayoutCostModel &Model) const;
 
   Shape TheShape = Shape::Chain;

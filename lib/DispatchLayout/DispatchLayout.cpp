@@ -94,8 +94,9 @@ uint32_t DispatchLayout::addChain(ArrayRef<uint32_t> Ordered) {
 
 uint32_t DispatchLayout::addBisect(ArrayRef<LayoutCase> Cases,
                                    ArrayRef<uint32_t> Sorted) {
+  // Hottest first when weighted (byWeight keeps key order otherwise).
   if (Sorted.size() <= MaxBisectChain)
-    return addChain(Sorted);
+    return addChain(byWeight(Cases, {Sorted.begin(), Sorted.end()}));
   uint32_t Index = Nodes.size();
   size_t Split = Sorted.size() / 2;
   Nodes.push_back({NodeKind::Bisect, {Sorted[Split]}, {}});
@@ -127,32 +128,52 @@ uint32_t DispatchLayout::addScan(ArrayRef<LayoutCase> Cases,
 }
 
 DispatchLayout DispatchLayout::choose(ArrayRef<LayoutCase> Cases,
+                                      const LayoutOptions &Options,
                                       const LayoutCostModel &Model) {
-  DispatchLayout L;
   std::vector<uint32_t> Sorted(Cases.size());
   std::iota(Sorted.begin(), Sorted.end(), 0);
   llvm::sort(Sorted, [&](uint32_t A, uint32_t B) {
     return Cases[A].Key < Cases[B].Key;
   });
+  auto Finish = [&](DispatchLayout L) {
+    L.Cost = L.predict(Cases, Options, Model);
+    return L;
+  };
+  DispatchLayout Bisect;
+  Bisect.TheShape = Shape::Bisect;
+  Bisect.addBisect(Cases, Sorted);
   bool Weighted =
       any_of(Cases, [](const LayoutCase &C) { return C.Weight != 0; });
-  if (!Weighted) {
-    L.TheShape = Shape::Bisect;
-    L.addBisect(Cases, Sorted);
-  } else {
-    L.TheShape = Shape::HotScan;
-    std::vector<uint32_t> Hot = byWeight(Cases, Sorted);
-    Hot.resize(choosePrefix(Cases, Hot, Model));
-    L.Prefix = Hot;
-    // The rest, still in key order.
-    std::vector<bool> InPrefix(Cases.size());
-    for (uint32_t C : Hot)
-      InPrefix[C] = true;
-    llvm::erase_if(Sorted, [&](uint32_t C) { return InPrefix[C]; });
-    L.addScan(Cases, Sorted);
+  if (!Weighted)
+    return Finish(std::move(Bisect));
+
+  DispatchLayout Scan;
+  Scan.TheShape = Shape::HotScan;
+  std::vector<uint32_t> Hot = byWeight(Cases, Sorted);
+  Hot.resize(choosePrefix(Cases, Hot, Model));
+  Scan.Prefix = Hot;
+  // The rest, still in key order.
+  std::vector<bool> InPrefix(Cases.size());
+  for (uint32_t C : Hot)
+    InPrefix[C] = true;
+  llvm::erase_if(Sorted, [&](uint32_t C) { return InPrefix[C]; });
+  Scan.addScan(Cases, Sorted);
+
+  // The cheapest; on a tie the first: the scan, then the bisection.
+  SmallVector<DispatchLayout, 3> Candidates;
+  Candidates.push_back(Finish(std::move(Scan)));
+  Candidates.push_back(Finish(std::move(Bisect)));
+  if (Options.AllowFallbackOnly) {
+    DispatchLayout None;
+    None.TheShape = Shape::FallbackOnly;
+    None.addChain({});
+    Candidates.push_back(Finish(std::move(None)));
   }
-  L.Cost = L.predict(Cases, Model);
-  return L;
+  size_t Best = 0;
+  for (size_t I = 1; I < Candidates.size(); ++I)
+    if (Candidates[I].Cost < Candidates[Best].Cost)
+      Best = I;
+  return std::move(Candidates[Best]);
 }
 
 DispatchLayout DispatchLayout::chain(ArrayRef<LayoutCase> Cases,
@@ -161,22 +182,39 @@ DispatchLayout DispatchLayout::chain(ArrayRef<LayoutCase> Cases,
   std::vector<uint32_t> Order(Cases.size());
   std::iota(Order.begin(), Order.end(), 0);
   L.addChain(byWeight(Cases, std::move(Order)));
-  L.Cost = L.predict(Cases, Model);
+  L.Cost = L.predict(Cases, LayoutOptions(), Model);
   return L;
 }
 
 double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
+                               const LayoutOptions &Options,
                                const LayoutCostModel &Model) const {
   bool Weighted =
       any_of(Cases, [](const LayoutCase &C) { return C.Weight != 0; });
-  auto Weight = [&](uint32_t C) {
-    return Weighted ? static_cast<double>(Cases[C].Weight) : 1.0;
-  };
-  double Total = 0;
-  for (uint32_t C = 0; C < Cases.size(); ++C)
-    Total += Weight(C);
+  double Total = static_cast<double>(Options.FallbackWeight);
+  for (const LayoutCase &C : Cases)
+    Total += Weighted ? static_cast<double>(C.Weight) : 1.0;
   if (Total == 0)
     return 0;
+  // Shares of all calls: each case's, and the fallback's.
+  auto Share = [&](uint32_t C) {
+    return (Weighted ? static_cast<double>(Cases[C].Weight) : 1.0) / Total;
+  };
+  double FallbackShare = static_cast<double>(Options.FallbackWeight) / Total;
+  double FallbackCost =
+      Options.RetpolineFallback ? Model.Retpoline : Model.IndirectBranch;
+
+  if (TheShape == Shape::FallbackOnly) {
+    if (Options.RetpolineFallback)
+      return Model.Retpoline;
+    // The predictor guesses one target; with random draws it is right
+    // sum(p^2) of the time (the fallback's calls counted as one target).
+    double Hits = FallbackShare * FallbackShare;
+    for (uint32_t C = 0; C < Cases.size(); ++C)
+      Hits += Share(C) * Share(C);
+    return Model.IndirectBranch + Model.Mispredict * (1 - Hits);
+  }
+
   // Each test reached with mass Reach (the share of calls that get there)
   // whose taken side holds Taken of it costs a compare for each and a
   // misprediction for the smaller side.
@@ -184,34 +222,50 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
     return Model.Compare * Reach +
            Model.Mispredict * std::min(Taken, std::max(Reach - Taken, 0.0));
   };
-  std::vector<double> Mass(Nodes.size());
+  // Per node: the cases' share below it, how many cases, and the share of
+  // fallback calls that reach it (spread as the cases are).
+  std::vector<double> Mass(Nodes.size()), Fallback(Nodes.size());
+  std::vector<size_t> Count(Nodes.size());
   for (size_t I = Nodes.size(); I-- > 0;) {
     const Node &N = Nodes[I];
-    if (N.Kind == NodeKind::Chain)
+    if (N.Kind == NodeKind::Chain) {
+      Count[I] = N.Cases.size();
       for (uint32_t C : N.Cases)
-        Mass[I] += Weight(C) / Total;
-    else
-      for (uint32_t Child : N.Children)
-        Mass[I] += Mass[Child];
+        Mass[I] += Share(C);
+      continue;
+    }
+    for (uint32_t Child : N.Children) {
+      Mass[I] += Mass[Child];
+      Count[I] += Count[Child];
+    }
   }
+  Fallback[0] = FallbackShare;
+  for (size_t I = 0; I < Nodes.size(); ++I)
+    for (uint32_t Child : Nodes[I].Children)
+      Fallback[Child] = Count[I]
+                            ? Fallback[I] * static_cast<double>(Count[Child]) /
+                                  static_cast<double>(Count[I])
+                            : 0;
   auto Chain = [&](ArrayRef<uint32_t> Order, double Reach) {
     double Cost = 0;
     for (uint32_t C : Order) {
-      Cost += Test(Reach, Weight(C) / Total);
-      Reach -= Weight(C) / Total;
+      Cost += Test(Reach, Share(C));
+      Reach -= Share(C);
     }
     return Cost;
   };
-  double Cost = Chain(Prefix, 1);
-  for (const Node &N : Nodes) {
+  double Cost = Chain(Prefix, 1) + FallbackShare * FallbackCost;
+  for (size_t I = 0; I < Nodes.size(); ++I) {
+    const Node &N = Nodes[I];
+    double Reach = Mass[I] + Fallback[I];
     if (N.Kind == NodeKind::Chain) {
-      Cost += Chain(N.Cases, Mass[&N - Nodes.data()]);
+      Cost += Chain(N.Cases, Reach);
       continue;
     }
-    double Reach = Mass[&N - Nodes.data()];
     for (size_t J = 0; J + 1 < N.Children.size(); ++J) {
-      Cost += Test(Reach, Mass[N.Children[J]]);
-      Reach -= Mass[N.Children[J]];
+      double Taken = Mass[N.Children[J]] + Fallback[N.Children[J]];
+      Cost += Test(Reach, Taken);
+      Reach -= Taken;
     }
   }
   return Cost;
@@ -219,7 +273,8 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
 
 void DispatchLayout::print(raw_ostream &OS, ArrayRef<LayoutCase> Cases,
                            function_ref<std::string(uint32_t)> NameOf) const {
-  static const char *ShapeNames[] = {"chain", "bisect", "hot-scan"};
+  static const char *ShapeNames[] = {"chain", "bisect", "hot-scan",
+                                     "fallback-only"};
   OS << "layout " << ShapeNames[static_cast<int>(TheShape)] << ", predicted "
      << format("%.1f", Cost) << " cycles per call\n";
   auto Key = [&](uint32_t C) {

@@ -170,6 +170,62 @@ TEST(DispatchLayoutTest, UniformWeightsMakeAScanWithoutPrefix) {
   expectRoutesEverything(Scan, Large);
 }
 
+TEST(DispatchLayoutTest, UniformLargeWithARetpolineFallbackHasNoTree) {
+  // 1024 equally likely cases: any tree costs several mispredictions, more
+  // than the retpoline it would replace; where allowed, the model drops
+  // the tree and the entry performs the fallback.
+  auto Cases = makeCases(1024, [](size_t) { return 10; });
+  LayoutOptions Options;
+  Options.RetpolineFallback = true;
+  DispatchLayout Tree = DispatchLayout::choose(Cases, Options);
+  EXPECT_EQ(Tree.shape(), DispatchLayout::Shape::HotScan);
+  LayoutCostModel Model;
+  EXPECT_GT(Tree.predictedCost(), Model.Retpoline);
+  Options.AllowFallbackOnly = true;
+  DispatchLayout None = DispatchLayout::choose(Cases, Options);
+  EXPECT_EQ(None.shape(), DispatchLayout::Shape::FallbackOnly);
+  EXPECT_EQ(None.predictedCost(), Model.Retpoline);
+  EXPECT_TRUE(None.prefix().empty());
+  EXPECT_EQ(None.root().Kind, NodeKind::Chain);
+  EXPECT_TRUE(None.root().Cases.empty());
+  for (const LayoutCase &C : Cases)
+    EXPECT_EQ(route(None, Cases, C.Key), std::nullopt);
+
+  // A few cases, or one hot one, still get their tree: it is cheaper.
+  for (auto Small :
+       {makeCases(4, [](size_t) { return 10; }),
+        makeCases(1024, [](size_t I) { return I ? 1 : 100000; })}) {
+    DispatchLayout L = DispatchLayout::choose(Small, Options);
+    EXPECT_NE(L.shape(), DispatchLayout::Shape::FallbackOnly);
+    EXPECT_LT(L.predictedCost(), Model.Retpoline);
+  }
+  // A plain indirect fallback among 8 equally likely targets (hit 1/8 of
+  // the time) costs less than a scan of 8 under the model.
+  LayoutOptions Plain;
+  Plain.AllowFallbackOnly = true;
+  DispatchLayout Indirect =
+      DispatchLayout::choose(makeCases(8, [](size_t) { return 10; }), Plain);
+  EXPECT_EQ(Indirect.shape(), DispatchLayout::Shape::FallbackOnly);
+  EXPECT_NEAR(Indirect.predictedCost(),
+              Model.IndirectBranch + Model.Mispredict * 7 / 8, 1e-9);
+}
+
+TEST(DispatchLayoutTest, FallbackCallsAddTheirTestsAndTheFallback) {
+  // Two equally likely cases and as many calls to neither: those pay the
+  // chain's two tests and the fallback.
+  auto Cases = makeCases(2, [](size_t) { return 10; });
+  LayoutOptions Options;
+  Options.FallbackWeight = 20;
+  LayoutCostModel Model;
+  DispatchLayout L = DispatchLayout::choose(Cases, Options, Model);
+  ASSERT_EQ(L.shape(), DispatchLayout::Shape::HotScan);
+  // Shares 1/4, 1/4, and 1/2 to the fallback. First test: reached by all,
+  // taken 1/4; second: reached by 3/4, taken 1/4.
+  double Expected =
+      (1 + 16 * 0.25) + (0.75 + 16 * 0.25) + 0.5 * Model.IndirectBranch;
+  EXPECT_NEAR(L.predictedCost(), Expected, 1e-9);
+}
+
 TEST(DispatchLayoutTest, ChainsTestTheHottestFirstAndKeepTheGivenOrderOnTies) {
   std::vector<LayoutCase> Cases = {{0, 5}, {0, 900}, {0, 5}, {0, 50}};
   DispatchLayout L = DispatchLayout::chain(Cases);
@@ -186,13 +242,13 @@ TEST(DispatchLayoutTest, PredictedCostFollowsTheModel) {
   // first two tests, the smaller side (1/6 each) mispredicted.
   auto Cases = makeCases(6, [](size_t) { return 0; });
   LayoutCostModel Model;
-  DispatchLayout L = DispatchLayout::choose(Cases, Model);
+  DispatchLayout L = DispatchLayout::choose(Cases, {}, Model);
   double Expected = (1 + 16 * 0.5) + 2 * (1 + 16 * (1.0 / 6 + 1.0 / 6));
   EXPECT_NEAR(L.predictedCost(), Expected, 1e-9);
   // A dearer misprediction raises it, and one that costs nothing leaves
   // only the compares.
   LayoutCostModel Free{1, 0};
-  EXPECT_NEAR(DispatchLayout::choose(Cases, Free).predictedCost(), 3, 1e-9);
+  EXPECT_NEAR(DispatchLayout::choose(Cases, {}, Free).predictedCost(), 3, 1e-9);
 }
 
 TEST(DispatchLayoutTest, PrintShowsTheTreeByName) {
@@ -206,6 +262,27 @@ TEST(DispatchLayoutTest, PrintShowsTheTreeByName) {
                   "  bisect below p4\n"
                   "    chain: p1 p2 p3\n"
                   "    chain: p4 p5 p6\n");
+}
+
+TEST(DispatchLayoutTest, WeightedChainsTestTheHottestFirst) {
+  // Whichever shape the model picks, every chain (and the prefix) runs
+  // from the hottest case down.
+  for (size_t N : {4u, 9u, 40u, 300u})
+    for (double Skew : {0.0, 0.5, 1.1, 2.0}) {
+      SCOPED_TRACE(formatv("N = {0}, skew {1}", N, Skew).str());
+      auto Cases = makeCases(N, [&](size_t I) {
+        return 1 + static_cast<uint64_t>(1e6 / std::pow(I + 1, Skew));
+      });
+      DispatchLayout L = DispatchLayout::choose(Cases);
+      auto Hottest = [&](uint32_t A, uint32_t B) {
+        return Cases[A].Weight > Cases[B].Weight;
+      };
+      EXPECT_TRUE(is_sorted(L.prefix(), Hottest));
+      for (size_t I = 0; I < L.numNodes(); ++I)
+        if (L.node(I).Kind == NodeKind::Chain)
+          EXPECT_TRUE(is_sorted(L.node(I).Cases, Hottest)) << "chain " << I;
+      expectRoutesEverything(L, Cases);
+    }
 }
 
 TEST(DispatchLayoutTest, RandomLayoutsRouteEveryKey) {

@@ -15,6 +15,8 @@
 
 #include "dispatch-gen/X86ImageEmitter.h"
 
+#include "dispatch-gen/DispatchLayout.h"
+
 #include "dispatch-gen/CodeInspector.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -251,13 +253,14 @@ TEST(X86ImageEmitterTest, SkewedWeightsTestTheHottestFirst) {
   checkRouting(Area, Cases, Keys, Targets, RDI);
 }
 
-TEST(X86ImageEmitterTest, WeightedLeavesTestTheHottestFirst) {
-  // Up to 16 cases make one leaf after any prefix, so the whole chain of
-  // `je` must run from the hottest case down, whatever the distribution.
+TEST(X86ImageEmitterTest, WeightedImagesTestInTheLayoutsOrder) {
+  // Whatever layout the model picks for a distribution, the image makes its
+  // tests: the prefix first, in order, and each chain's cases in the
+  // chain's order (hottest first; DispatchLayoutTest checks that).
   CodeArea Area;
   ASSERT_TRUE(Area.valid());
   std::mt19937_64 Rng(29);
-  for (size_t N : {4u, 9u, 16u}) {
+  for (size_t N : {4u, 9u, 16u, 40u}) {
     for (double Skew : {0.0, 0.3, 1.1}) {
       SCOPED_TRACE(formatv("N = {0}, skew {1}", N, Skew).str());
       std::vector<size_t> Keys, Targets;
@@ -274,10 +277,25 @@ TEST(X86ImageEmitterTest, WeightedLeavesTestTheHottestFirst) {
       auto Img = emitX86Image(Cases, RDI, false);
       ASSERT_TRUE(!!Img) << toString(Img.takeError());
       ASSERT_EQ(Img->Branches.size(), N);
-      for (size_t B = 1; B < N; ++B)
-        EXPECT_GE(Cases[Img->Branches[B - 1].Case].Weight,
-                  Cases[Img->Branches[B].Case].Weight)
-            << "je " << B;
+      std::vector<uint32_t> Order;
+      for (const X86Image::CaseBranch &B : Img->Branches)
+        Order.push_back(B.Case);
+
+      std::vector<LayoutCase> ForLayout;
+      for (const ImageCase &C : Cases)
+        ForLayout.push_back({C.Key, C.Weight});
+      DispatchLayout L = DispatchLayout::choose(ForLayout);
+      ASSERT_GE(Order.size(), L.prefix().size());
+      EXPECT_TRUE(
+          std::equal(L.prefix().begin(), L.prefix().end(), Order.begin()));
+      for (size_t I = 0; I < L.numNodes(); ++I) {
+        if (L.node(I).Kind != DispatchLayout::NodeKind::Chain)
+          continue;
+        auto Pos = [&](uint32_t C) { return llvm::find(Order, C); };
+        ArrayRef<uint32_t> Chain = L.node(I).Cases;
+        for (size_t J = 1; J < Chain.size(); ++J)
+          EXPECT_LT(Pos(Chain[J - 1]), Pos(Chain[J])) << "chain " << I;
+      }
       checkRouting(Area, Cases, Keys, Targets, RDI);
     }
   }
