@@ -50,6 +50,8 @@ class FunctionType;
 
 namespace dispatchgen {
 
+class DispatchLayout;
+
 /// One program of an image: the selector value that picks it and where its
 /// direct jump goes. The two are the same program address in a dispatcher;
 /// tests give them apart to see which path a call took.
@@ -81,6 +83,63 @@ struct X86Image {
 std::optional<unsigned>
 getX86SelectorRegister(llvm::FunctionType *Signature,
                        std::optional<unsigned> SelectorArg);
+
+/// Where a counting image (a learning window's, see X86ImageOptions)
+/// counts. Per CPU: block J (J = the CPU's number modulo NumBlocks, a power
+/// of two) is at Base + J * BlockBytes and holds 8-byte counters: one per
+/// case, in Cases' order, then the fallback's, then a ring of RingSlots (a
+/// power of two) selectors that took the fallback, the newest at slot
+/// (fallback count - 1) mod RingSlots. Each thread writes the block of the
+/// CPU it runs on, without a lock prefix: no cache line is written by every
+/// calling thread, and a thread preempted between reading its CPU number
+/// and the increment may lose a count or add it to another CPU's block,
+/// which a sample tolerates.
+struct X86CountingPlan {
+  uint64_t Base = 0;
+  uint32_t BlockBytes = 0;
+  uint32_t NumBlocks = 1;
+  uint32_t RingSlots = 1;
+  /// Read the CPU number with `rdpid`; else with `lsl` of the per-CPU
+  /// segment Linux sets up for vgetcpu (slower, always there on x86-64).
+  bool UseRDPID = false;
+
+  /// The bytes of one block for NumCases cases, rounded up to a multiple
+  /// of 64 so blocks share no cache line.
+  static uint32_t blockBytesFor(size_t NumCases, uint32_t RingSlots);
+  /// The offsets in a block of a case's counter, the fallback's and the
+  /// ring's first slot.
+  static uint32_t caseCounter(uint32_t Case) { return 8 * Case; }
+  static uint32_t fallbackCounter(size_t NumCases) { return 8 * NumCases; }
+  static uint32_t ringSlot(size_t NumCases, uint32_t Slot) {
+    return 8 * (NumCases + 1 + Slot);
+  }
+  /// Whether this CPU has `rdpid`.
+  static bool hostHasRDPID();
+};
+
+/// How emitX86Image lays an image out.
+struct X86ImageOptions {
+  /// The fallback moves the selector to %r11 and jumps to a thunk (a
+  /// retpoline, or a counting one in tests) instead of `jmp *%sel`.
+  bool ThunkFallback = false;
+  /// Testing only: > 0 starts the image with a loop of that many `pause`s
+  /// over %eax.
+  unsigned DelayPauses = 0;
+  /// The layout to lower, made for Cases; null: DispatchLayout::choose of
+  /// the cases' weights.
+  const DispatchLayout *Layout = nullptr;
+  /// Set: a counting image. Each case's `je` goes to a stub that counts
+  /// the call in this CPU's block and jumps on to the program (still a
+  /// direct rel32 jump); the fallback records the selector first.
+  std::optional<X86CountingPlan> Counting;
+};
+
+/// Lays out the image for Cases (any order; keys distinct and non-zero) as
+/// Options say. Fails when the keys span more than 2 GiB, which a 32-bit
+/// compare cannot cover: the codegen path handles that.
+llvm::Expected<X86Image> emitX86Image(llvm::ArrayRef<ImageCase> Cases,
+                                      unsigned SelectorReg,
+                                      const X86ImageOptions &Options);
 
 /// Lays out the image for Cases (any order; keys distinct and non-zero) as
 /// DispatchLayout::choose lays them out.

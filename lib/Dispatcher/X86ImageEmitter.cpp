@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cpuid.h>
 #include <cstring>
 #include <limits>
 
@@ -95,6 +96,10 @@ public:
   void jumpToCase(uint8_t Cond, uint32_t Case) {
     Items.push_back({Item::IK_Case, Cond, Case});
   }
+  /// `jmp rel32` to Cases[Case].Target, resolved by the linker.
+  void jmpToCase(uint32_t Case) {
+    Items.push_back({Item::IK_Case, NoCond, Case});
+  }
   /// `jmp rel32` to the retpoline thunk, resolved by the linker.
   void jumpToThunk() { Items.push_back({Item::IK_Thunk, NoCond, 0}); }
 
@@ -125,7 +130,10 @@ public:
         break;
       }
       case Item::IK_Case:
-        Out.Code.insert(Out.Code.end(), {0x0F, uint8_t(0x80 | I.Cond)});
+        if (I.Cond == NoCond)
+          Out.Code.push_back(0xE9);
+        else
+          Out.Code.insert(Out.Code.end(), {0x0F, uint8_t(0x80 | I.Cond)});
         Out.Branches.push_back({uint32_t(Out.Code.size()), I.Index});
         append32(Out.Code, 0);
         break;
@@ -161,7 +169,7 @@ private:
     case Item::IK_Local:
       return !I.Long ? 2 : I.Cond == NoCond ? 5 : 6;
     case Item::IK_Case:
-      return 6;
+      return I.Cond == NoCond ? 5 : 6;
     case Item::IK_Thunk:
       return 5;
     }
@@ -208,16 +216,18 @@ private:
 /// of the blocks (a node's first child falls through from its tests).
 class LayoutLowering {
 public:
+  /// CaseLabels: where each case's `je` goes (a counting stub); empty:
+  /// straight to the program.
   LayoutLowering(const DispatchLayout &L, ArrayRef<ImageCase> Cases,
                  uint64_t Base, unsigned CmpReg, Assembler &A,
-                 unsigned FallbackLabel)
+                 unsigned FallbackLabel, ArrayRef<unsigned> CaseLabels)
       : L(L), Cases(Cases), Base(Base), CmpReg(CmpReg), A(A),
-        FallbackLabel(FallbackLabel) {}
+        FallbackLabel(FallbackLabel), CaseLabels(CaseLabels) {}
 
   void lower() {
     for (uint32_t C : L.prefix()) {
       compare(C);
-      A.jumpToCase(CondE, C);
+      toCase(C);
     }
     lowerNode(0, /*Last=*/true, std::nullopt);
   }
@@ -233,7 +243,7 @@ private:
         if (C != Flags)
           compare(C);
         Flags.reset();
-        A.jumpToCase(CondE, C);
+        toCase(C);
       }
       if (!Last)
         A.jump(std::nullopt, FallbackLabel);
@@ -267,6 +277,14 @@ private:
     }
   }
 
+  /// `je` to case C (or its counting stub).
+  void toCase(uint32_t C) {
+    if (CaseLabels.empty())
+      A.jumpToCase(CondE, C);
+    else
+      A.jump(CondE, CaseLabels[C]);
+  }
+
   /// `cmp $(key - Base), %CmpReg`, with an 8-bit immediate when it fits.
   void compare(uint32_t C) {
     uint64_t Imm = Cases[C].Key - Base;
@@ -287,6 +305,7 @@ private:
   unsigned CmpReg;
   Assembler &A;
   unsigned FallbackLabel;
+  ArrayRef<unsigned> CaseLabels;
 };
 
 /// `mov %From, %To` (64-bit).
@@ -295,7 +314,62 @@ void emitMove(Assembler &A, unsigned From, unsigned To) {
   A.bytes({Rex, 0x89, uint8_t(0xC0 | ((From & 7) << 3) | (To & 7))});
 }
 
+/// %rax = the byte offset of this CPU's block: the CPU number (the low 12
+/// bits of what `rdpid` reads, TSC_AUX, or of the limit of Linux's per-CPU
+/// segment 0x7b, as vgetcpu reads it) modulo NumBlocks, times BlockBytes.
+void emitBlockOffset(Assembler &A, const X86CountingPlan &P) {
+  if (P.UseRDPID)
+    A.bytes({0xF3, 0x0F, 0xC7, 0xF8}); // rdpid %rax
+  else
+    A.bytes({0xB8, 0x7B, 0x00, 0x00, 0x00, // mov $0x7b, %eax
+             0x0F, 0x03, 0xC0});           // lsl %eax, %eax
+  A.bytes({0x25});                         // and $0xfff, %eax
+  A.bytes32(0xFFF);
+  A.bytes({0x25}); // and $(NumBlocks - 1), %eax
+  A.bytes32(P.NumBlocks - 1);
+  A.bytes({0x69, 0xC0}); // imul $BlockBytes, %eax, %eax
+  A.bytes32(P.BlockBytes);
+}
+
+/// At the fallback of a counting image (%rax = the block's offset): count
+/// the call and put the selector in the ring.
+void emitFallbackRecord(Assembler &A, const X86CountingPlan &P, size_t NumCases,
+                        unsigned SelectorReg) {
+  A.bytes({0x49, 0xBB}); // movabs $Base, %r11
+  A.bytes64(P.Base);
+  A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11
+  uint32_t Count = X86CountingPlan::fallbackCounter(NumCases);
+  A.bytes({0x49, 0x8B, 0x83}); // mov Count(%r11), %rax
+  A.bytes32(Count);
+  A.bytes({0x49, 0xFF, 0x83}); // incq Count(%r11)
+  A.bytes32(Count);
+  A.bytes({0x25}); // and $(RingSlots - 1), %eax
+  A.bytes32(P.RingSlots - 1);
+  // mov %sel, Ring(%r11,%rax,8)
+  A.bytes({uint8_t(0x49 | (SelectorReg >= 8 ? 0x04 : 0x00)), 0x89,
+           uint8_t(0x84 | ((SelectorReg & 7) << 3)), 0xC3});
+  A.bytes32(X86CountingPlan::ringSlot(NumCases, 0));
+}
+
+/// A counting image's stub for case C (%rax = the block's offset): count
+/// the call, then jump to the program.
+void emitCaseCount(Assembler &A, const X86CountingPlan &P, uint32_t C) {
+  A.bytes({0x49, 0xBB}); // movabs $(Base + counter), %r11
+  A.bytes64(P.Base + X86CountingPlan::caseCounter(C));
+  A.bytes({0x49, 0xFF, 0x04, 0x03}); // incq (%r11,%rax)
+  A.jmpToCase(C);
+}
+
 } // namespace
+
+uint32_t X86CountingPlan::blockBytesFor(size_t NumCases, uint32_t RingSlots) {
+  return static_cast<uint32_t>(alignTo(8 * (NumCases + 1 + RingSlots), 64));
+}
+
+bool X86CountingPlan::hostHasRDPID() {
+  unsigned EAX, EBX, ECX, EDX;
+  return __get_cpuid_count(7, 0, &EAX, &EBX, &ECX, &EDX) && (ECX >> 22) & 1;
+}
 
 std::optional<unsigned>
 getX86SelectorRegister(FunctionType *Signature,
@@ -322,6 +396,14 @@ getX86SelectorRegister(FunctionType *Signature,
 
 Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
                                 bool ThunkFallback, unsigned DelayPauses) {
+  X86ImageOptions Options;
+  Options.ThunkFallback = ThunkFallback;
+  Options.DelayPauses = DelayPauses;
+  return emitX86Image(Cases, SelectorReg, Options);
+}
+
+Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
+                                const X86ImageOptions &Options) {
   if (SelectorReg > 15 || SelectorReg == RegRAX || SelectorReg == RegR11 ||
       SelectorReg == 4 /*rsp*/)
     return createStringError(
@@ -340,8 +422,17 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
           formatv("two programs have the address {0:x}", Cases[Sorted[I]].Key));
   }
 
+  const std::optional<X86CountingPlan> &Counting = Options.Counting;
+  if (Counting &&
+      (!isPowerOf2_32(Counting->NumBlocks) ||
+       !isPowerOf2_32(Counting->RingSlots) ||
+       Counting->BlockBytes <
+           X86CountingPlan::blockBytesFor(Cases.size(), Counting->RingSlots)))
+    return createStringError("a counting plan needs power-of-two blocks and "
+                             "ring slots, and blocks that hold every counter");
+
   Assembler A;
-  if (DelayPauses) {
+  if (unsigned DelayPauses = Options.DelayPauses) {
     // mov $N, %eax; 1: pause; dec %eax; jnz 1b
     A.bytes({0xB8});
     A.bytes32(DelayPauses);
@@ -367,22 +458,41 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     CmpReg = RegR11;
   }
 
-  std::vector<LayoutCase> ForLayout;
-  for (const ImageCase &C : Cases)
-    ForLayout.push_back({C.Key, C.Weight});
+  // A counting image keeps its block's offset in %rax, which nothing else
+  // uses from here on.
+  SmallVector<unsigned, 0> CaseLabels;
+  if (Counting) {
+    emitBlockOffset(A, *Counting);
+    for (size_t C = 0; C < Cases.size(); ++C)
+      CaseLabels.push_back(A.newLabel());
+  }
+
+  std::optional<DispatchLayout> Chosen;
+  if (!Options.Layout) {
+    std::vector<LayoutCase> ForLayout;
+    for (const ImageCase &C : Cases)
+      ForLayout.push_back({C.Key, C.Weight});
+    Chosen = DispatchLayout::choose(ForLayout);
+  }
   unsigned Fallback = A.newLabel();
-  LayoutLowering(DispatchLayout::choose(ForLayout), Cases, Base, CmpReg, A,
-                 Fallback)
+  LayoutLowering(Options.Layout ? *Options.Layout : *Chosen, Cases, Base,
+                 CmpReg, A, Fallback, CaseLabels)
       .lower();
 
   A.bind(Fallback);
-  if (ThunkFallback) {
+  if (Counting)
+    emitFallbackRecord(A, *Counting, Cases.size(), SelectorReg);
+  if (Options.ThunkFallback) {
     emitMove(A, SelectorReg, RegR11);
     A.jumpToThunk();
   } else if (SelectorReg >= 8) {
     A.bytes({0x41, 0xFF, uint8_t(0xE0 | (SelectorReg & 7))}); // jmp *%reg
   } else {
     A.bytes({0xFF, uint8_t(0xE0 | SelectorReg)});
+  }
+  for (size_t C = 0; C < CaseLabels.size(); ++C) {
+    A.bind(CaseLabels[C]);
+    emitCaseCount(A, *Counting, C);
   }
   return A.finish();
 }

@@ -26,11 +26,15 @@
 
 #include "gtest/gtest.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <sched.h>
 #include <set>
 #include <sys/mman.h>
+#include <thread>
+#include <unistd.h>
 
 using namespace dispatchgen;
 using namespace llvm;
@@ -298,6 +302,162 @@ TEST(X86ImageEmitterTest, WeightedImagesTestInTheLayoutsOrder) {
       }
       checkRouting(Area, Cases, Keys, Targets, RDI);
     }
+  }
+}
+
+/// Zeroed counter blocks for a counting image, 64-byte aligned.
+class CounterBlocks {
+public:
+  CounterBlocks(size_t NumCases, uint32_t NumBlocks, uint32_t RingSlots,
+                bool UseRDPID)
+      : NumCases(NumCases) {
+    Plan.NumBlocks = NumBlocks;
+    Plan.RingSlots = RingSlots;
+    Plan.BlockBytes = X86CountingPlan::blockBytesFor(NumCases, RingSlots);
+    Plan.UseRDPID = UseRDPID;
+    Words.assign(size_t(NumBlocks) * Plan.BlockBytes / 8 + 8, 0);
+    uint64_t Raw = reinterpret_cast<uint64_t>(Words.data());
+    Plan.Base = alignTo(Raw, 64);
+  }
+  const X86CountingPlan &plan() const { return Plan; }
+  uint64_t at(uint32_t Block, uint32_t Offset) const {
+    return *reinterpret_cast<const uint64_t *>(
+        Plan.Base + Block * Plan.BlockBytes + Offset);
+  }
+  uint64_t caseCount(uint32_t C) const {
+    uint64_t Sum = 0;
+    for (uint32_t B = 0; B < Plan.NumBlocks; ++B)
+      Sum += at(B, X86CountingPlan::caseCounter(C));
+    return Sum;
+  }
+  uint64_t fallbackCount(uint32_t Block) const {
+    return at(Block, X86CountingPlan::fallbackCounter(NumCases));
+  }
+  uint64_t ring(uint32_t Block, uint32_t Slot) const {
+    return at(Block, X86CountingPlan::ringSlot(NumCases, Slot));
+  }
+
+private:
+  size_t NumCases;
+  X86CountingPlan Plan;
+  std::vector<uint64_t> Words;
+};
+
+/// Pins the calling thread to the CPU it runs on, for its lifetime.
+class PinToThisCPU {
+public:
+  PinToThisCPU() {
+    sched_getaffinity(0, sizeof(Old), &Old);
+    CPU = sched_getcpu();
+    cpu_set_t One;
+    CPU_ZERO(&One);
+    CPU_SET(CPU, &One);
+    Pinned = sched_setaffinity(0, sizeof(One), &One) == 0;
+  }
+  ~PinToThisCPU() { sched_setaffinity(0, sizeof(Old), &Old); }
+  int CPU = 0;
+  bool Pinned = false;
+
+private:
+  cpu_set_t Old;
+};
+
+TEST(X86ImageEmitterTest, CountingImagesCountEveryCallAndRecordTheFallback) {
+  // One pinned thread: every call lands in its CPU's block, exactly.
+  for (bool UseRDPID : {false, true}) {
+    if (UseRDPID && !X86CountingPlan::hostHasRDPID())
+      continue;
+    for (bool Low : {false, true}) {
+      SCOPED_TRACE(formatv("{0}, {1} addresses", UseRDPID ? "rdpid" : "lsl",
+                           Low ? "low" : "high")
+                       .str());
+      CodeArea Area(Low ? reinterpret_cast<void *>(uint64_t(0x30000000))
+                        : nullptr,
+                    Low ? MAP_FIXED_NOREPLACE : 0);
+      if (!Area.valid())
+        continue;
+      std::mt19937_64 Rng(31);
+      std::vector<size_t> Keys, Targets;
+      auto Cases = randomCases(Area, 9, /*Weighted=*/false, Rng, Keys, Targets);
+      CounterBlocks Counters(Cases.size(), 64, 8, UseRDPID);
+      X86ImageOptions Options;
+      Options.Counting = Counters.plan();
+      auto Img = emitX86Image(Cases, RDX, Options);
+      ASSERT_TRUE(!!Img) << toString(Img.takeError());
+      Area.install(*Img, Cases);
+
+      PinToThisCPU Pin;
+      ASSERT_TRUE(Pin.Pinned);
+      for (size_t I = 0; I < Cases.size(); ++I)
+        for (size_t K = 0; K < 3 * (I + 1); ++K)
+          ASSERT_EQ(Area.call(RDX, Cases[I].Key), static_cast<int>(Targets[I]));
+      // Ten selectors of no case: the ring of 8 keeps the last eight.
+      std::set<size_t> Members(Keys.begin(), Keys.end());
+      std::vector<uint64_t> Others;
+      for (size_t S = 0; Others.size() < 10; ++S)
+        if (!Members.count(S))
+          Others.push_back(Area.stub(S));
+      for (uint64_t Sel : Others)
+        ASSERT_EQ(Area.call(RDX, Sel),
+                  static_cast<int>((Sel - Area.stub(0)) / CodeArea::StubBytes));
+
+      for (size_t I = 0; I < Cases.size(); ++I)
+        EXPECT_EQ(Counters.caseCount(I), 3 * (I + 1)) << "case " << I;
+      uint32_t Block = Pin.CPU % 64;
+      EXPECT_EQ(Counters.fallbackCount(Block), 10u);
+      for (uint32_t K = 2; K < 10; ++K)
+        EXPECT_EQ(Counters.ring(Block, K % 8), Others[K]) << "call " << K;
+
+      // Still one indirect branch, the fallback; every program direct.
+      auto Inspector = cantFail(CodeInspector::create());
+      ArrayRef<uint8_t> Installed(
+          reinterpret_cast<const uint8_t *>(Area.image()), Img->Code.size());
+      std::vector<uint64_t> Allowed;
+      for (const ImageCase &C : Cases)
+        Allowed.push_back(C.Target);
+      ImageCheck Check = Inspector->check(Installed, Area.image(), Allowed);
+      EXPECT_TRUE(Check.DecodeErrors.empty());
+      EXPECT_EQ(Check.IndirectBranches.size(), 1u);
+      EXPECT_TRUE(Check.UnknownTargets.empty());
+      EXPECT_EQ(Check.DirectTargets.size(), Cases.size());
+    }
+  }
+}
+
+TEST(X86ImageEmitterTest, CountingThreadsWriteTheirOwnCPUsBlocks) {
+  // Two threads free to migrate: each call is counted in the block of the
+  // CPU it ran on, so only blocks of CPUs that exist are written, and
+  // (without a lock prefix) nearly every call is counted.
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(37);
+  std::vector<size_t> Keys, Targets;
+  auto Cases = randomCases(Area, 16, /*Weighted=*/false, Rng, Keys, Targets);
+  CounterBlocks Counters(Cases.size(), 256, 4, X86CountingPlan::hostHasRDPID());
+  X86ImageOptions Options;
+  Options.Counting = Counters.plan();
+  auto Img = emitX86Image(Cases, RDI, Options);
+  ASSERT_TRUE(!!Img) << toString(Img.takeError());
+  Area.install(*Img, Cases);
+  constexpr size_t Rounds = 20000;
+  std::atomic<size_t> Wrong{0};
+  auto Work = [&] {
+    for (size_t R = 0; R < Rounds; ++R)
+      for (size_t I = 0; I < Cases.size(); ++I)
+        if (Area.call(RDI, Cases[I].Key) != static_cast<int>(Targets[I]))
+          ++Wrong;
+  };
+  std::thread T1(Work), T2(Work);
+  T1.join();
+  T2.join();
+  EXPECT_EQ(Wrong.load(), 0u);
+  long CPUs = sysconf(_SC_NPROCESSORS_CONF);
+  for (size_t I = 0; I < Cases.size(); ++I) {
+    EXPECT_LE(Counters.caseCount(I), 2 * Rounds);
+    EXPECT_GE(Counters.caseCount(I), 2 * Rounds * 99 / 100) << "case " << I;
+    for (uint32_t B = static_cast<uint32_t>(CPUs); B < 256; ++B)
+      ASSERT_EQ(Counters.at(B, X86CountingPlan::caseCounter(I)), 0u)
+          << "block " << B << " of no CPU";
   }
 }
 
