@@ -41,6 +41,7 @@
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
 
 #include <string>
 
@@ -135,6 +136,16 @@ public:
                               const LayoutCostModel &Model = {});
 
   Shape shape() const { return TheShape; }
+  /// "chain", "bisect", "hot-scan" or "fallback-only".
+  llvm::StringRef shapeName() const;
+  /// The model's cost of an average call of this layout (made for other
+  /// weights, perhaps) under Cases' weights and Options: what keeping it
+  /// would cost, next to a new layout's predictedCost().
+  double costUnder(llvm::ArrayRef<LayoutCase> Cases,
+                   const LayoutOptions &Options,
+                   const LayoutCostModel &Model = {}) const {
+    return predict(Cases, Options, Model);
+  }
   /// The cases tested one by one before the tree, in order.
   llvm::ArrayRef<uint32_t> prefix() const { return Prefix; }
   /// The tree's root; its nodes are made before their children.

@@ -99,6 +99,66 @@ enum class ImageLowering {
   Codegen,
 };
 
+/// Adaptive dispatch: the dispatcher measures its call site itself and
+/// lays its image out for what it saw. A learning window runs a counting
+/// image (X86ImageEmitter.h: per-CPU counts of each target and a sample of
+/// the selectors that took the fallback; no cache line written by every
+/// caller); when it closes, the counts become the layout's weights,
+/// unregistered targets hot at the fallback are *promoted* (the next image
+/// compares with them and jumps to them directly, as the indirect call
+/// would), cold promoted ones are demoted, and the cost model
+/// (DispatchLayout.h) picks the layout, none at all included where the
+/// plain fallback is cheapest. Between windows the image has no counting
+/// code. Every image goes through the normal update path.
+///
+/// Promoted targets take no reference and get no OnRelease call: the
+/// dispatcher jumps to them only when a caller asked for exactly that
+/// address, as the fallback would. Adaptive dispatch needs images laid out
+/// directly (x86-64, ImageLowering::Auto, the selector in a register).
+struct AdaptiveConfig {
+  bool Enabled = false;
+  /// Windows are opened and closed by a thread of the library, one for
+  /// the whole process (false: only by the host, with beginLearning() and
+  /// endLearning()).
+  bool Background = true;
+  /// How long a window stays open.
+  std::chrono::microseconds Window{2000};
+  /// The time from one window's close to the next window's open; doubles
+  /// after a window that changed nothing, up to MaxPeriod, and goes back to
+  /// Period after one that changed the image.
+  std::chrono::microseconds Period{10000};
+  std::chrono::microseconds MaxPeriod{320000};
+  /// At most this many promoted targets at once.
+  unsigned MaxPromoted = 8;
+  /// A fallback target is promoted once its share of a window's calls
+  /// reaches this, and demoted when it falls below half of it.
+  double PromoteShare = 0.02;
+  /// A new layout replaces the current one only when the model predicts it
+  /// at least this much cheaper (relative) for the calls just counted.
+  double Hysteresis = 0.1;
+  /// Selectors of the fallback kept per CPU and window (a power of two):
+  /// the most recent ones, a fair sample of a window whose calls are mixed,
+  /// and the newest hot targets of a call site whose target moves.
+  unsigned FallbackSamples = 64;
+};
+
+/// What one learning window saw and did (Dispatcher::endLearning()).
+struct LearningReport {
+  /// Calls counted: to image cases (registered and promoted), and to the
+  /// fallback.
+  uint64_t CaseCalls = 0;
+  uint64_t FallbackCalls = 0;
+  std::vector<uint64_t> Promoted, Demoted;
+  /// Whether the window's counts replaced the layout's weights (a target
+  /// promoted or demoted, or the model predicting the new layout cheaper
+  /// by more than the hysteresis).
+  bool LayoutChanged = false;
+  /// The layout now live, as DispatchLayout names its shape, and the
+  /// model's cost of an average call under the counts.
+  std::string Layout;
+  double PredictedCost = 0;
+};
+
 struct DispatcherConfig {
   /// Base name of the dispatcher's symbols (images, JITDylibs, the entry).
   std::string Name = "dispatch";
@@ -148,6 +208,8 @@ struct DispatcherConfig {
   /// The interface takes object files, so images are then always compiled
   /// (ImageLowering::Codegen): milliseconds per update.
   bool RegisterWithDebugger = false;
+  /// Adaptive dispatch (see AdaptiveConfig); off by default.
+  AdaptiveConfig Adaptive;
   /// Called once for each program whose last reference went, after no
   /// caller can still reach it through an image: on the updating thread
   /// (Synchronous) or on liburcu's call_rcu thread (Asynchronous).
@@ -211,6 +273,20 @@ struct DispatcherStatus {
   std::chrono::nanoseconds LastGracePeriod{0};
   /// JIT allocations alive (images waiting for reclamation included).
   uint64_t LiveAllocations = 0;
+  /// Adaptive dispatch: whether a learning window is open (the live image
+  /// counts), windows closed so far, the targets promoted now, the counts
+  /// of the last window per image case (registered and promoted, by
+  /// address) and of its fallback, and the live layout with its predicted
+  /// cost per call (DispatchLayout::predictedCost()).
+  bool Learning = false;
+  uint64_t LearningWindows = 0;
+  std::vector<uint64_t> Promoted;
+  std::vector<std::pair<uint64_t, uint64_t>> LearnedCounts;
+  uint64_t LearnedFallbackCalls = 0;
+  std::string Layout;
+  double PredictedCost = 0;
+  /// The last background window's failure; empty when none failed.
+  std::string LearningError;
 };
 
 class Dispatcher {
@@ -278,8 +354,20 @@ public:
   /// Rebuilds the image for the current set (e.g. after setWeights).
   llvm::Error regenerate();
 
+  /// Adaptive dispatch (DispatcherConfig::Adaptive): opens a learning
+  /// window (the live image becomes a counting one), and closes it: the
+  /// counts become weights, hot fallback targets are promoted, cold ones
+  /// demoted, and the image is laid out anew without counting code. The
+  /// background learner calls these; a host that drives windows itself
+  /// (Background = false) calls them in pairs. An error for a dispatcher
+  /// without adaptive dispatch, or for a window already open (begin) or not
+  /// open (end).
+  llvm::Error beginLearning();
+  llvm::Expected<LearningReport> endLearning();
+
   DispatcherStatus status() const;
-  /// The registered programs, by address.
+  /// The registered programs, by address, then the promoted targets
+  /// (Promoted set, no Users: they hold no reference).
   std::vector<ProgramEntry> programs() const;
   /// Writes the live image's disassembly, naming the programs it reaches.
   llvm::Error dump(llvm::raw_ostream &OS) const;

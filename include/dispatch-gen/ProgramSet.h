@@ -45,6 +45,9 @@ struct ProgramEntry {
   std::string Name;
   /// How many adds are not yet matched by a remove.
   unsigned Users = 0;
+  /// Not registered: a target an adaptive dispatcher promoted
+  /// (Dispatcher::programs()); it has no users.
+  bool Promoted = false;
 };
 
 /// The prior state of one address an update touched (ProgramSet::revert).

@@ -271,12 +271,24 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
   return Cost;
 }
 
+StringRef DispatchLayout::shapeName() const {
+  switch (TheShape) {
+  case Shape::Chain:
+    return "chain";
+  case Shape::Bisect:
+    return "bisect";
+  case Shape::HotScan:
+    return "hot-scan";
+  case Shape::FallbackOnly:
+    return "fallback-only";
+  }
+  return "?";
+}
+
 void DispatchLayout::print(raw_ostream &OS, ArrayRef<LayoutCase> Cases,
                            function_ref<std::string(uint32_t)> NameOf) const {
-  static const char *ShapeNames[] = {"chain", "bisect", "hot-scan",
-                                     "fallback-only"};
-  OS << "layout " << ShapeNames[static_cast<int>(TheShape)] << ", predicted "
-     << format("%.1f", Cost) << " cycles per call\n";
+  OS << "layout " << shapeName() << ", predicted " << format("%.1f", Cost)
+     << " cycles per call\n";
   auto Key = [&](uint32_t C) {
     return NameOf ? NameOf(C) : formatv("{0:x}", Cases[C].Key).str();
   };

@@ -15,6 +15,7 @@
 #include "dispatch-gen/Dispatcher.h"
 
 #include "DispatcherImpl.h"
+#include "Learner.h"
 
 #include "dispatch-gen/DispatchIRBuilder.h"
 
@@ -152,22 +153,22 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
     return E;
   // No caller knows the entry yet.
   settleResident();
-  return Error::success();
+  return initLearning();
 }
 
 void Dispatcher::Impl::settleResident() {
   if (!Resident)
     return;
   const BuiltImage &Current = Live ? Live : Empty;
-  auto Verify = [this](uint64_t Address, uint64_t Size) -> Error {
+  auto Verify = [this, &Current](uint64_t Address, uint64_t Size) -> Error {
     LinkedImage Copy;
     Copy.Address = Address;
     Copy.Size = Size;
     std::vector<uint64_t> Programs;
-    if (Live)
+    if (Live && Live.Layout != "fallback-only")
       for (const ImageCase &C : Live.Cases)
         Programs.push_back(C.Target);
-    return verifyImage(Copy, Programs);
+    return verifyImage(Copy, Programs, Current.Counting);
   };
   Resident->settle(Current.Code, Current.Cases,
                    Config.VerifyImages ? ResidentImage::Verifier(Verify)
@@ -176,6 +177,8 @@ void Dispatcher::Impl::settleResident() {
 }
 
 Dispatcher::Impl::~Impl() {
+  // First: the learner thread may be opening a window on this dispatcher.
+  freeLearning();
   // A dispatcher whose creation failed was never seen by a caller: nothing
   // to wait for (and a create() that fails inside a read-side section must
   // return its error, not wait for itself).
@@ -229,6 +232,8 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
                 "read-side section on this thread; it would wait "
                 "forever for its own grace period",
                 Config.Name));
+  if (Config.Adaptive.Enabled && Config.Adaptive.Background && Created)
+    Learner::get().ensureRunning();
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   // On a failure below, Set.revert(*Delta) puts the set back as it was.
   auto Delta = Set.apply(B);
@@ -254,7 +259,9 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   // Without an image (unsupported, or the empty set) every program takes
   // the entry's own indirect call.
   Next.Fallback = Set.size();
-  if (Supported && !Set.empty()) {
+  // Adaptive dispatch: promoted targets, or a window's counting, need an
+  // image even for an empty set.
+  if (Supported && (!Set.empty() || !Promoted.empty() || Learning)) {
     auto Image = build(Gen);
     if (!Image) {
       Set.revert(*Delta);
@@ -337,6 +344,15 @@ DispatcherStatus Dispatcher::Impl::status() const {
   S.LastGracePeriod =
       std::chrono::duration_cast<std::chrono::nanoseconds>(LastGrace);
   S.LiveAllocations = Linker ? Linker->liveAllocations() : 0;
+  S.Learning = Learning;
+  S.LearningWindows = LearningWindows;
+  S.Promoted = Promoted;
+  S.LearnedCounts = LastCounts;
+  S.LearnedFallbackCalls = LastFallback;
+  S.LearningError = LearningError;
+  const BuiltImage &Current = Live ? Live : Empty;
+  S.Layout = Current ? Current.Layout : "";
+  S.PredictedCost = Current ? Current.PredictedCost : 0;
   return S;
 }
 
@@ -437,7 +453,19 @@ Error Dispatcher::verify() const { return I->verify(); }
 
 std::vector<ProgramEntry> Dispatcher::programs() const {
   std::lock_guard<std::mutex> Lock(I->UpdateMutex);
-  return I->Set.entries();
+  std::vector<ProgramEntry> All = I->Set.entries();
+  for (uint64_t P : I->Promoted)
+    if (!I->Set.contains(P)) {
+      ProgramEntry E;
+      E.Address = P;
+      E.Promoted = true;
+      All.push_back(E);
+    }
+  return All;
 }
+
+Error Dispatcher::beginLearning() { return I->beginLearning(); }
+
+Expected<LearningReport> Dispatcher::endLearning() { return I->endLearning(); }
 
 } // namespace dispatchgen

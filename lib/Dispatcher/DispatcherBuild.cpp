@@ -16,6 +16,7 @@
 #include "DispatcherImpl.h"
 
 #include "dispatch-gen/DispatchIRBuilder.h"
+#include "dispatch-gen/DispatchLayout.h"
 
 #include "llvm/IR/Module.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -41,6 +42,12 @@ void Dispatcher::Impl::resetContextIfOld() {
 Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
   std::string ImageSymbol = formatv("{0}.image.g{1}", Config.Name, Gen).str();
   BuiltImage Built;
+  bool Adaptive = Config.Adaptive.Enabled;
+  auto WeightOf = [&](uint64_t Address) -> uint64_t {
+    if (Adaptive)
+      return Learned.lookup(Address);
+    return Weights.empty() ? 0 : Weights.lookup(Address);
+  };
   for (const ProgramEntry &P : Set.entries()) {
     // A program out of rel32 reach would need a stub, an indirect jump:
     // leave it to the fallback and say so in the status.
@@ -49,16 +56,47 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
       continue;
     }
     ++Built.Direct;
-    Built.Cases.push_back({P.Address, P.Address,
-                           Weights.empty() ? 0 : Weights.lookup(P.Address)});
+    Built.Cases.push_back({P.Address, P.Address, WeightOf(P.Address)});
+  }
+  // Promoted targets that have since been registered are cases already.
+  for (uint64_t Address : Promoted)
+    if (!Set.contains(Address))
+      Built.Cases.push_back({Address, Address, WeightOf(Address)});
+
+  // The layout: the cost model's choice for the weights; an adaptive
+  // dispatcher may drop the tree (not while counting: a window counts the
+  // cases).
+  std::vector<LayoutCase> ForLayout;
+  for (const ImageCase &C : Built.Cases)
+    ForLayout.push_back({C.Key, C.Weight});
+  LayoutOptions Options;
+  Options.RetpolineFallback = Config.RetpolineFallback;
+  if (Adaptive) {
+    Options.FallbackWeight = LearnedFallback;
+    Options.AllowFallbackOnly = !Learning;
+  }
+  DispatchLayout Layout = DispatchLayout::choose(ForLayout, Options);
+  Built.Layout = Layout.shapeName();
+  Built.PredictedCost = Layout.predictedCost();
+  bool NoTree = Layout.shape() == DispatchLayout::Shape::FallbackOnly;
+  if (NoTree) {
+    Built.Fallback += Built.Direct;
+    Built.Direct = 0;
   }
 
   Expected<LinkedImage> Image = createStringError("no image");
   if (SelectorReg) {
+    X86ImageOptions Emit;
+    Emit.ThunkFallback = ThunkFallback;
+    Emit.DelayPauses = Config.ImageDelayForTesting;
+    Emit.Layout = &Layout;
+    if (Learning && CountingPlan) {
+      Emit.Counting = *CountingPlan;
+      Built.Counting = true;
+    }
     // Programs spread over more than 2 GiB are left to codegen's 64-bit
     // compares.
-    if (auto Code = emitX86Image(Built.Cases, *SelectorReg, ThunkFallback,
-                                 Config.ImageDelayForTesting)) {
+    if (auto Code = emitX86Image(Built.Cases, *SelectorReg, Emit)) {
       consumeError(Image.takeError());
       Image = Linker->place(*Code, Built.Cases);
       Built.Laid = true;
@@ -76,9 +114,10 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
   Built.Linked = std::move(*Image);
   if (Config.VerifyImages) {
     std::vector<uint64_t> Programs;
-    for (const ImageCase &C : Built.Cases)
-      Programs.push_back(C.Target);
-    if (Error E = verifyImage(Built.Linked, Programs)) {
+    if (!NoTree)
+      for (const ImageCase &C : Built.Cases)
+        Programs.push_back(C.Target);
+    if (Error E = verifyImage(Built.Linked, Programs, Built.Counting)) {
       consumeError(Linker->remove(Built.Linked));
       return createStringError(
           formatv("image of generation {0} failed verification: "

@@ -46,6 +46,11 @@ struct BuiltImage {
   size_t Direct = 0, Fallback = 0;
   /// Laid out without codegen.
   bool Laid = false;
+  /// A counting image (a learning window's): Cases[C] counts at counter C.
+  bool Counting = false;
+  /// The layout's shape (DispatchLayout) and the model's cost of a call.
+  std::string Layout;
+  double PredictedCost = 0;
   explicit operator bool() const { return bool(Linked); }
 };
 
@@ -112,6 +117,34 @@ public:
   /// Made on first use; used under UpdateMutex only (not thread-safe).
   mutable std::unique_ptr<CodeInspector> Inspector;
 
+  // Adaptive dispatch (DispatcherLearning.cpp), guarded by UpdateMutex but
+  // for the counters, which callers write while a window is open.
+  /// Per-CPU counter blocks of counting images; made by init().
+  std::optional<X86CountingPlan> CountingPlan;
+  void *CounterMemory = nullptr;
+  size_t CounterBytes = 0;
+  /// A window is open: images are made counting.
+  bool Learning = false;
+  uint64_t LearningWindows = 0;
+  /// Unregistered targets the image reaches directly.
+  std::vector<uint64_t> Promoted;
+  /// The weights the steady layout is made from (by address) and the
+  /// fallback's, from the window that last changed the layout.
+  llvm::DenseMap<uint64_t, uint64_t> Learned;
+  uint64_t LearnedFallback = 0;
+  /// What the last window counted, for status().
+  std::vector<std::pair<uint64_t, uint64_t>> LastCounts;
+  uint64_t LastFallback = 0;
+  /// When the window opened.
+  Clock::time_point WindowStart{};
+  /// The last background window's failure, for status().
+  std::string LearningError;
+
+  llvm::Error initLearning();
+  void freeLearning();
+  llvm::Error beginLearning();
+  llvm::Expected<LearningReport> endLearning();
+
 private:
   /// The resident copy while calls run it; null otherwise.
   const ResidentImage *residentCopy() const {
@@ -120,8 +153,11 @@ private:
 
   // DispatcherInspection.cpp.
   llvm::Expected<CodeInspector &> inspector() const;
+  /// Counting: a learning window's image, whose routes are not run (its
+  /// counting code is beyond followSelector), only its branches checked.
   llvm::Error verifyImage(const LinkedImage &Image,
-                          llvm::ArrayRef<uint64_t> Programs) const;
+                          llvm::ArrayRef<uint64_t> Programs,
+                          bool Counting = false) const;
   /// Runs the image for every program and for keys of none (see verify()).
   llvm::Error verifyRoutes(const CodeInspector &I,
                            llvm::ArrayRef<uint8_t> Bytes, uint64_t Address,

@@ -58,7 +58,8 @@ static std::vector<uint64_t> keysOfNoProgram(ArrayRef<uint64_t> Programs) {
 }
 
 Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
-                                    ArrayRef<uint64_t> Programs) const {
+                                    ArrayRef<uint64_t> Programs,
+                                    bool Counting) const {
   auto I = inspector();
   if (!I)
     return I.takeError();
@@ -92,7 +93,7 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
   for (uint64_t P : Programs)
     if (!llvm::is_contained(C.DirectTargets, P))
       Problems += formatv(" no direct branch to program {0:x};", P);
-  if (Problems.empty() && RouteReg)
+  if (Problems.empty() && RouteReg && !Counting)
     if (Error E = verifyRoutes(*I, Bytes, Image.Address, Programs, Thunk))
       Problems += " " + toString(std::move(E)) + ";";
   if (Problems.empty())
@@ -163,11 +164,21 @@ Error Dispatcher::Impl::verify() const {
   const LinkedImage &Image = Live ? Live.Linked : Empty.Linked;
   if (!Image)
     return Error::success(); // A compiled-in entry's own indirect call.
+  // Every program within reach, and every promoted target, must be
+  // reached directly, unless the layout has no tree (an adaptive
+  // dispatcher's choice where the fallback is cheapest).
+  const BuiltImage &Current = Live ? Live : Empty;
   std::vector<uint64_t> Programs;
-  for (const ProgramEntry &P : Set.entries())
-    if (Linker->reaches(P.Address))
-      Programs.push_back(P.Address);
-  if (Error E = verifyImage(Image, Programs))
+  if (Current.Layout != "fallback-only") {
+    for (const ProgramEntry &P : Set.entries())
+      if (Linker->reaches(P.Address))
+        Programs.push_back(P.Address);
+    for (uint64_t P : Promoted)
+      if (!Set.contains(P))
+        Programs.push_back(P);
+  }
+  bool Counting = Current.Counting;
+  if (Error E = verifyImage(Image, Programs, Counting))
     return E;
   const ResidentImage *Copied = residentCopy();
   if (!Copied)
@@ -176,7 +187,7 @@ Error Dispatcher::Impl::verify() const {
   LinkedImage Copy;
   Copy.Address = Copied->address();
   Copy.Size = Copied->size();
-  if (Error E = verifyImage(Copy, Programs))
+  if (Error E = verifyImage(Copy, Programs, Counting))
     return createStringError("the resident copy: " + toString(std::move(E)));
   return Error::success();
 }
@@ -190,6 +201,21 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
                 "{4} through the fallback)\n",
                 Config.Name, Generation, Set.size(), DirectTargets,
                 FallbackTargets);
+  if (Config.Adaptive.Enabled) {
+    const BuiltImage &Current = Live ? Live : Empty;
+    OS << formatv("adaptive: {0}, {1} windows, layout {2} (predicted {3:f1} "
+                  "cycles per call)\n",
+                  Learning ? "learning (counting image)" : "steady",
+                  LearningWindows, Current.Layout, Current.PredictedCost);
+    for (uint64_t P : Promoted)
+      OS << formatv("  promoted {0:x} (no reference)\n", P);
+    if (!LastCounts.empty() || LastFallback) {
+      OS << "  last window:";
+      for (const auto &[Address, Count] : LastCounts)
+        OS << formatv(" {0:x}={1}", Address, Count);
+      OS << formatv(" fallback={0}\n", LastFallback);
+    }
+  }
   OS << formatv("entry {0:x} -> ", Entry->address());
   if (!Image) {
     OS << "its own indirect call (no image)\n";
@@ -215,6 +241,8 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
   for (const ProgramEntry &P : Set.entries())
     Names[P.Address] =
         P.Name.empty() ? formatv("program {0:x}", P.Address).str() : P.Name;
+  for (uint64_t P : Promoted)
+    Names.try_emplace(P, formatv("promoted {0:x}", P).str());
   I->print(*Insts, OS, [&](uint64_t Address) {
     auto It = Names.find(Address);
     return It == Names.end() ? std::string() : It->second;

@@ -1,0 +1,259 @@
+//===- DispatcherLearning.cpp - Adaptive dispatch: learning windows -------===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// An adaptive dispatcher's learning windows (AdaptiveConfig in
+// Dispatcher.h). beginLearning() zeroes the per-CPU counter blocks and
+// makes the live image a counting one; endLearning() reads the blocks,
+// promotes the unregistered targets hot at the fallback and demotes cold
+// ones, keeps the counts as the layout's weights when the model predicts
+// the new layout enough cheaper (hysteresis), and makes the live image a
+// steady one again. Both go through update(), the normal path: A/B images,
+// a grace period, reclamation.
+//
+//===----------------------------------------------------------------------===//
+
+#include "DispatcherImpl.h"
+#include "Learner.h"
+
+#include "dispatch-gen/DispatchLayout.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+using namespace llvm;
+
+namespace dispatchgen {
+
+namespace {
+
+uint64_t loadCounter(uint64_t Address) {
+  // Callers increment it from JIT code; a relaxed load is all a sample
+  // needs.
+  return __atomic_load_n(reinterpret_cast<const uint64_t *>(Address),
+                         __ATOMIC_RELAXED);
+}
+
+} // namespace
+
+Error Dispatcher::Impl::initLearning() {
+  if (!Config.Adaptive.Enabled)
+    return Error::success();
+  const AdaptiveConfig &A = Config.Adaptive;
+  if (!SelectorReg)
+    return createStringError(
+        "adaptive dispatch needs images laid out directly (x86-64, "
+        "ImageLowering::Auto, no RegisterWithDebugger, the selector in a "
+        "register)");
+  if (!isPowerOf2_32(A.FallbackSamples) || A.FallbackSamples > 4096)
+    return createStringError(formatv("AdaptiveConfig::FallbackSamples must "
+                                     "be a power of two up to 4096, not {0}",
+                                     A.FallbackSamples));
+  if (!(A.PromoteShare > 0 && A.PromoteShare <= 1) || A.Hysteresis < 0 ||
+      A.Window.count() <= 0 || A.Period.count() <= 0 || A.MaxPeriod < A.Period)
+    return createStringError(
+        "AdaptiveConfig needs a PromoteShare in (0, 1], a Hysteresis of at "
+        "least 0, a Window and a Period above 0 and a MaxPeriod of at least "
+        "the Period");
+  long CPUs = sysconf(_SC_NPROCESSORS_CONF);
+  X86CountingPlan Plan;
+  Plan.NumBlocks = static_cast<uint32_t>(
+      std::min<uint64_t>(PowerOf2Ceil(std::max<long>(CPUs, 1)), 1024));
+  Plan.RingSlots = A.FallbackSamples;
+  Plan.BlockBytes = X86CountingPlan::blockBytesFor(
+      Config.Capacity + A.MaxPromoted, Plan.RingSlots);
+  Plan.UseRDPID = X86CountingPlan::hostHasRDPID();
+  CounterBytes = size_t(Plan.NumBlocks) * Plan.BlockBytes;
+  // Private, writable, never executable: only the images' counting code
+  // writes it.
+  void *Memory = mmap(nullptr, CounterBytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (Memory == MAP_FAILED)
+    return createStringError("cannot map the learning counters: " +
+                             errnoAsErrorCode().message());
+  CounterMemory = Memory;
+  Plan.Base = reinterpret_cast<uint64_t>(Memory);
+  CountingPlan = Plan;
+  if (A.Background)
+    Learner::get().add(this, A.Period);
+  return Error::success();
+}
+
+void Dispatcher::Impl::freeLearning() {
+  if (Config.Adaptive.Enabled && Config.Adaptive.Background)
+    Learner::get().remove(this);
+  if (CounterMemory)
+    munmap(CounterMemory, CounterBytes);
+  CounterMemory = nullptr;
+}
+
+Error Dispatcher::Impl::beginLearning() {
+  {
+    std::lock_guard<std::mutex> Lock(UpdateMutex);
+    if (!CountingPlan)
+      return createStringError(
+          formatv("dispatcher '{0}' has no adaptive dispatch to learn with",
+                  Config.Name));
+    if (Learning)
+      return createStringError(formatv(
+          "dispatcher '{0}' has a learning window open already", Config.Name));
+    // A caller still in the last window's image may add a count or two.
+    std::memset(CounterMemory, 0, CounterBytes);
+    Learning = true;
+    WindowStart = Clock::now();
+  }
+  if (Error E = update(ProgramSet::Batch(), /*Force=*/true)) {
+    std::lock_guard<std::mutex> Lock(UpdateMutex);
+    Learning = false;
+    return E;
+  }
+  return Error::success();
+}
+
+Expected<LearningReport> Dispatcher::Impl::endLearning() {
+  LearningReport R;
+  // The state before, for a failed update to restore.
+  bool Changed = false;
+  std::vector<uint64_t> OldPromoted;
+  DenseMap<uint64_t, uint64_t> OldLearned;
+  uint64_t OldFallback = 0;
+  {
+    std::lock_guard<std::mutex> Lock(UpdateMutex);
+    if (!Learning)
+      return createStringError(
+          formatv("dispatcher '{0}' has no learning window open", Config.Name));
+    OldPromoted = Promoted;
+    OldLearned = Learned;
+    OldFallback = LearnedFallback;
+    const X86CountingPlan &Plan = *CountingPlan;
+    // What the counting image counted: its cases in order, the fallback,
+    // and a sample of the fallback's selectors.
+    ArrayRef<ImageCase> Cases =
+        Live.Counting ? ArrayRef<ImageCase>(Live.Cases) : ArrayRef<ImageCase>();
+    size_t N = Cases.size();
+    std::vector<uint64_t> Counts(N);
+    DenseMap<uint64_t, uint64_t> Sampled;
+    uint64_t Samples = 0;
+    for (uint32_t B = 0; B < Plan.NumBlocks; ++B) {
+      uint64_t Block = Plan.Base + uint64_t(B) * Plan.BlockBytes;
+      for (size_t C = 0; C < N; ++C)
+        Counts[C] += loadCounter(Block + X86CountingPlan::caseCounter(C));
+      uint64_t F = loadCounter(Block + X86CountingPlan::fallbackCounter(N));
+      R.FallbackCalls += F;
+      for (uint64_t K = 0; K < std::min<uint64_t>(F, Plan.RingSlots); ++K) {
+        uint64_t Sel =
+            loadCounter(Block + X86CountingPlan::ringSlot(N, uint32_t(K)));
+        ++Sampled[Sel];
+        ++Samples;
+      }
+    }
+    for (uint64_t C : Counts)
+      R.CaseCalls += C;
+    uint64_t Total = R.CaseCalls + R.FallbackCalls;
+    double Threshold = Config.Adaptive.PromoteShare * double(Total);
+
+    // Demote promoted targets that went cold (below half the threshold).
+    DenseMap<uint64_t, uint64_t> CountOf;
+    for (size_t C = 0; C < N; ++C)
+      CountOf[Cases[C].Key] = Counts[C];
+    std::vector<uint64_t> Kept;
+    for (uint64_t P : Promoted) {
+      if (Set.contains(P) || double(CountOf.lookup(P)) * 2 >= Threshold)
+        Kept.push_back(P);
+      else
+        R.Demoted.push_back(P);
+    }
+    // Promote the fallback's hot targets: each sampled selector stands for
+    // its share of the fallback's calls.
+    std::vector<std::pair<uint64_t, uint64_t>> Hot;
+    for (auto &[Sel, Seen] : Sampled) {
+      uint64_t Estimate = Samples ? R.FallbackCalls * Seen / Samples : 0;
+      bool Own = Entry && Sel >= Entry->address() &&
+                 Sel < Entry->address() + Entry->span();
+      if (Sel == 0 || Own || Set.contains(Sel) || is_contained(Kept, Sel) ||
+          double(Estimate) < Threshold || !Linker->reaches(Sel))
+        continue;
+      Hot.push_back({Sel, Estimate});
+    }
+    llvm::sort(Hot, [](auto &L, auto &R) {
+      return L.second != R.second ? L.second > R.second : L.first < R.first;
+    });
+    uint64_t PromotedCalls = 0;
+    for (auto &[Sel, Estimate] : Hot) {
+      if (Kept.size() >= Config.Adaptive.MaxPromoted)
+        break;
+      Kept.push_back(Sel);
+      R.Promoted.push_back(Sel);
+      CountOf[Sel] = Estimate;
+      PromotedCalls += Estimate;
+    }
+
+    // The counts as weights, by address: every case of the next image.
+    DenseMap<uint64_t, uint64_t> NewLearned;
+    std::vector<LayoutCase> NewCases, OldCases;
+    for (const ProgramEntry &P : Set.entries()) {
+      NewLearned[P.Address] = CountOf.lookup(P.Address);
+      NewCases.push_back({P.Address, CountOf.lookup(P.Address)});
+      OldCases.push_back({P.Address, Learned.lookup(P.Address)});
+    }
+    for (uint64_t P : Kept)
+      if (!Set.contains(P)) {
+        NewLearned[P] = CountOf.lookup(P);
+        NewCases.push_back({P, CountOf.lookup(P)});
+        OldCases.push_back({P, Learned.lookup(P)});
+      }
+    uint64_t NewFallback =
+        R.FallbackCalls - std::min(R.FallbackCalls, PromotedCalls);
+    LayoutOptions Options;
+    Options.RetpolineFallback = Config.RetpolineFallback;
+    Options.AllowFallbackOnly = true;
+    Options.FallbackWeight = NewFallback;
+    DispatchLayout Next = DispatchLayout::choose(NewCases, Options);
+    // Hysteresis: keep the current layout (its weights) unless the set of
+    // cases changed or the new one is predicted enough cheaper for the calls
+    // just counted.
+    LayoutOptions OldOptions = Options;
+    OldOptions.FallbackWeight = LearnedFallback;
+    double Keep = DispatchLayout::choose(OldCases, OldOptions)
+                      .costUnder(NewCases, Options);
+    bool NewSet = !R.Promoted.empty() || !R.Demoted.empty();
+    if (NewSet || Learned.empty() ||
+        Next.predictedCost() < Keep * (1 - Config.Adaptive.Hysteresis)) {
+      Changed = true;
+      Learned = std::move(NewLearned);
+      LearnedFallback = NewFallback;
+    }
+    Promoted = std::move(Kept);
+    LastCounts.clear();
+    for (size_t C = 0; C < N; ++C)
+      LastCounts.push_back({Cases[C].Key, Counts[C]});
+    LastFallback = R.FallbackCalls;
+    Learning = false;
+    ++LearningWindows;
+  }
+  R.LayoutChanged = Changed;
+  if (Error E = update(ProgramSet::Batch(), /*Force=*/true)) {
+    std::lock_guard<std::mutex> Lock(UpdateMutex);
+    Promoted = std::move(OldPromoted);
+    Learned = std::move(OldLearned);
+    LearnedFallback = OldFallback;
+    Learning = true;
+    return std::move(E);
+  }
+  std::lock_guard<std::mutex> Lock(UpdateMutex);
+  R.Layout = Live ? Live.Layout : "none";
+  R.PredictedCost = Live ? Live.PredictedCost : 0;
+  return R;
+}
+
+} // namespace dispatchgen

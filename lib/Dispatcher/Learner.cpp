@@ -1,0 +1,112 @@
+//===- Learner.cpp - The process's thread of learning windows -------------===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+
+#include "Learner.h"
+
+#include "DispatcherImpl.h"
+
+#include "llvm/ADT/STLExtras.h"
+
+#include <thread>
+
+#include <unistd.h>
+
+using namespace llvm;
+
+namespace dispatchgen {
+
+Learner &Learner::get() {
+  // Never destroyed: the thread may run until the process ends.
+  static Learner *L = new Learner();
+  return *L;
+}
+
+void Learner::startLocked() {
+  if (Owner == getpid())
+    return;
+  Owner = getpid();
+  // A forked child inherits the list but not the thread, nor a step that
+  // was running in the parent.
+  Busy = nullptr;
+  std::thread([this] { run(); }).detach();
+}
+
+void Learner::ensureRunning() {
+  std::lock_guard<std::mutex> Lock(M);
+  if (!Entries.empty())
+    startLocked();
+}
+
+void Learner::add(Dispatcher::Impl *I, std::chrono::microseconds Period) {
+  std::lock_guard<std::mutex> Lock(M);
+  Entries.push_back({I, Clock::now() + Period, Period});
+  startLocked();
+  CV.notify_all();
+}
+
+void Learner::remove(Dispatcher::Impl *I) {
+  std::unique_lock<std::mutex> Lock(M);
+  llvm::erase_if(Entries, [&](const Entry &E) { return E.I == I; });
+  CV.wait(Lock, [&] { return Busy != I; });
+  CV.notify_all();
+}
+
+void Learner::run() {
+  std::unique_lock<std::mutex> Lock(M);
+  int Me = getpid();
+  while (Owner == Me) {
+    auto Next = llvm::min_element(
+        Entries, [](const Entry &L, const Entry &R) { return L.Due < R.Due; });
+    if (Next == Entries.end()) {
+      CV.wait(Lock);
+      continue;
+    }
+    if (Clock::now() < Next->Due) {
+      CV.wait_until(Lock, Next->Due);
+      continue;
+    }
+    Dispatcher::Impl *I = Next->I;
+    bool Open = Next->Open;
+    Busy = I;
+    Lock.unlock();
+    const AdaptiveConfig &A = I->Config.Adaptive;
+    bool Changed = false;
+    std::string Failure;
+    if (!Open) {
+      if (Error E = I->beginLearning())
+        Failure = toString(std::move(E));
+    } else if (auto R = I->endLearning()) {
+      Changed = R->LayoutChanged;
+    } else {
+      Failure = toString(R.takeError());
+    }
+    Lock.lock();
+    Busy = nullptr;
+    CV.notify_all();
+    if (!Failure.empty()) {
+      std::lock_guard<std::mutex> ImplLock(I->UpdateMutex);
+      I->LearningError = Failure;
+    }
+    // The entry may have gone (remove() waited for this step).
+    auto It = llvm::find_if(Entries, [&](const Entry &E) { return E.I == I; });
+    if (It == Entries.end())
+      continue;
+    auto Now = Clock::now();
+    if (!Open && Failure.empty()) {
+      It->Open = true;
+      It->Due = Now + A.Window;
+      continue;
+    }
+    It->Open = false;
+    It->Period = Changed
+                     ? Clock::duration(A.Period)
+                     : std::min<Clock::duration>(2 * It->Period, A.MaxPeriod);
+    It->Due = Now + It->Period;
+  }
+}
+
+} // namespace dispatchgen

@@ -1,0 +1,68 @@
+//===- Learner.h - The process's thread of learning windows -----*- C++ -*-===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// One thread per process opens and closes the learning windows of every
+// adaptive dispatcher with AdaptiveConfig::Background, each on its own
+// schedule: a window of Window, then Period until the next; the period
+// doubles (up to MaxPeriod) after a window that changed nothing and goes
+// back to Period after one that changed the image. The thread starts with
+// the first such dispatcher; after fork() the child starts its own when a
+// dispatcher is added or updated there. Errors of a window are kept for
+// status() (Dispatcher::Impl::LearningError), never thrown at callers.
+//
+// Private to the Dispatcher component.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DISPATCH_GEN_LIB_DISPATCHER_LEARNER_H
+#define DISPATCH_GEN_LIB_DISPATCHER_LEARNER_H
+
+#include "dispatch-gen/Dispatcher.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+namespace dispatchgen {
+
+class Learner {
+public:
+  using Clock = std::chrono::steady_clock;
+
+  static Learner &get();
+
+  /// Schedules I's first window Period from now.
+  void add(Dispatcher::Impl *I, std::chrono::microseconds Period);
+  /// Unschedules I, waiting for a window step on it to finish.
+  void remove(Dispatcher::Impl *I);
+  /// Starts the thread if this process has none (a forked child).
+  void ensureRunning();
+
+private:
+  Learner() = default;
+  void run();
+  void startLocked();
+
+  struct Entry {
+    Dispatcher::Impl *I;
+    Clock::time_point Due;
+    Clock::duration Period;
+    bool Open = false;
+  };
+  std::mutex M;
+  std::condition_variable CV;
+  std::vector<Entry> Entries;
+  /// The dispatcher a step runs on, outside M.
+  Dispatcher::Impl *Busy = nullptr;
+  /// The process that started the thread (a forked child has none).
+  int Owner = 0;
+};
+
+} // namespace dispatchgen
+
+#endif // DISPATCH_GEN_LIB_DISPATCHER_LEARNER_H

@@ -1,0 +1,374 @@
+//===- AdaptiveTest.cpp - Tests for adaptive dispatch ---------------------===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// Learning windows (counting images), promotion and demotion of
+// unregistered targets, the layout the counts choose, hysteresis, and the
+// background learner under concurrent calls and updates.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dispatch-gen/Dispatcher.h"
+#include "dispatch-gen/Reclamation.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "gtest/gtest.h"
+
+#include <array>
+#include <atomic>
+#include <thread>
+#include <utility>
+
+using namespace dispatchgen;
+using namespace llvm;
+
+namespace {
+
+using Prog = int (*)(int);
+using EntryFn = int(int, Prog);
+
+constexpr int NumProgs = 64;
+
+template <int N> __attribute__((noinline)) int prog(int X) {
+  return N * 1000 + X;
+}
+
+template <int... Ns>
+constexpr std::array<Prog, sizeof...(Ns)>
+makeProgs(std::integer_sequence<int, Ns...>) {
+  return {prog<Ns>...};
+}
+const std::array<Prog, NumProgs> Progs =
+    makeProgs(std::make_integer_sequence<int, NumProgs>());
+
+uint64_t addr(int I) { return reinterpret_cast<uint64_t>(Progs[I]); }
+
+std::atomic<int> Releases{0};
+
+DispatcherConfig adaptiveConfig(bool Background = false) {
+  DispatcherConfig C;
+  C.Name = "adaptive_dispatch";
+  C.Signature = "i32 (i32)";
+  C.Near = addr(0);
+  C.VerifyImages = true;
+  C.Adaptive.Enabled = true;
+  C.Adaptive.Background = Background;
+  C.OnRelease = [](const ProgramEntry &) { ++Releases; };
+  return C;
+}
+
+std::unique_ptr<Dispatcher> make(DispatcherConfig C) {
+  auto D = Dispatcher::create(std::move(C));
+  if (!D) {
+    ADD_FAILURE() << toString(D.takeError());
+    return nullptr;
+  }
+  return std::move(*D);
+}
+
+void expectOk(Error E) { EXPECT_FALSE(!!E) << toString(std::move(E)); }
+
+class AdaptiveTest : public ::testing::Test {
+protected:
+  void SetUp() override { Releases = 0; }
+  /// Calls program I through D Times times, checking each result.
+  void call(const Dispatcher &D, int I, int Times) {
+    RCUReadGuard Guard;
+    auto *Entry = D.entryAs<EntryFn>();
+    for (int K = 0; K < Times; ++K)
+      ASSERT_EQ(Entry(K, Progs[I]), I * 1000 + K) << "program " << I;
+  }
+  uint64_t countOf(const DispatcherStatus &S, int I) {
+    for (const auto &[Address, Count] : S.LearnedCounts)
+      if (Address == addr(I))
+        return Count;
+    return 0;
+  }
+  RCUReaderThread Reader{RCUFlavor::Memb};
+};
+
+std::string dumpOf(const Dispatcher &D) {
+  std::string Text;
+  raw_string_ostream OS(Text);
+  EXPECT_FALSE(!!D.dump(OS));
+  return Text;
+}
+
+TEST_F(AdaptiveTest, AWindowCountsEachProgramAndTheLayoutFollows) {
+  auto D = make(adaptiveConfig());
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 4; ++I)
+    expectOk(D->add(addr(I)));
+  expectOk(D->beginLearning());
+  EXPECT_TRUE(D->status().Learning);
+  expectOk(D->verify());
+  std::string Counting = dumpOf(*D);
+  EXPECT_NE(Counting.find("learning (counting image)"), std::string::npos);
+  call(*D, 2, 1000);
+  call(*D, 1, 10);
+  call(*D, 0, 1);
+  call(*D, 3, 1);
+
+  auto R = D->endLearning();
+  ASSERT_TRUE(!!R) << toString(R.takeError());
+  // One thread: exact, unless it was preempted between reading its CPU
+  // number and counting (then a count may be lost).
+  EXPECT_NEAR(double(R->CaseCalls), 1012, 2);
+  EXPECT_EQ(R->FallbackCalls, 0u);
+  EXPECT_TRUE(R->LayoutChanged);
+  EXPECT_TRUE(R->Promoted.empty());
+  DispatcherStatus S = D->status();
+  EXPECT_FALSE(S.Learning);
+  EXPECT_EQ(S.LearningWindows, 1u);
+  EXPECT_NEAR(double(countOf(S, 2)), 1000, 2);
+  EXPECT_NEAR(double(countOf(S, 1)), 10, 1);
+  // One hot program: the hot prefix tests it first, at about a compare.
+  EXPECT_EQ(S.Layout, "hot-scan");
+  EXPECT_LT(S.PredictedCost, 2.0);
+  EXPECT_EQ(S.DirectTargets, 4u);
+  expectOk(D->verify());
+  // The steady image has no counting code.
+  std::string Steady = dumpOf(*D);
+  for (const char *Op : {"rdpid", "lsl", "inc"})
+    EXPECT_EQ(Steady.find(Op), std::string::npos) << Op << "\n" << Steady;
+  EXPECT_NE(Counting.find("inc"), std::string::npos) << Counting;
+  for (int I = 0; I < 4; ++I)
+    call(*D, I, 3);
+}
+
+TEST_F(AdaptiveTest, AHotUnregisteredTargetIsPromotedAndReachedDirectly) {
+  auto D = make(adaptiveConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(0)));
+  expectOk(D->add(addr(1)));
+  expectOk(D->beginLearning());
+  call(*D, 5, 1000); // never registered: the fallback
+  call(*D, 0, 10);
+  auto R = D->endLearning();
+  ASSERT_TRUE(!!R) << toString(R.takeError());
+  EXPECT_NEAR(double(R->FallbackCalls), 1000, 2);
+  ASSERT_EQ(R->Promoted.size(), 1u);
+  EXPECT_EQ(R->Promoted[0], addr(5));
+  DispatcherStatus S = D->status();
+  ASSERT_EQ(S.Promoted.size(), 1u);
+  EXPECT_EQ(S.Promoted[0], addr(5));
+  EXPECT_EQ(S.Programs, 2u);
+  // Registered and promoted alike are direct; verify() runs the image's
+  // routes for each (a promoted one must leave by a jump to itself).
+  EXPECT_EQ(S.DirectTargets, 2u);
+  expectOk(D->verify());
+  std::vector<ProgramEntry> All = D->programs();
+  ASSERT_EQ(All.size(), 3u);
+  EXPECT_EQ(All.back().Address, addr(5));
+  EXPECT_TRUE(All.back().Promoted);
+  EXPECT_EQ(All.back().Users, 0u);
+  EXPECT_NE(dumpOf(*D).find(formatv("promoted {0:x}", addr(5)).str()),
+            std::string::npos);
+  call(*D, 5, 10);
+  call(*D, 1, 10);
+  // Promoted targets hold no reference: only the two registered programs
+  // are released.
+  D.reset();
+  EXPECT_EQ(Releases.load(), 2);
+}
+
+TEST_F(AdaptiveTest, ACooledPromotedTargetIsDemoted) {
+  auto D = make(adaptiveConfig());
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(0)));
+  expectOk(D->beginLearning());
+  call(*D, 7, 500);
+  auto First = D->endLearning();
+  ASSERT_TRUE(!!First) << toString(First.takeError());
+  ASSERT_EQ(First->Promoted.size(), 1u);
+  // The call site moves on: program 7 is no longer called.
+  expectOk(D->beginLearning());
+  call(*D, 0, 500);
+  auto Second = D->endLearning();
+  ASSERT_TRUE(!!Second) << toString(Second.takeError());
+  ASSERT_EQ(Second->Demoted.size(), 1u);
+  EXPECT_EQ(Second->Demoted[0], addr(7));
+  EXPECT_TRUE(D->status().Promoted.empty());
+  EXPECT_EQ(D->programs().size(), 1u);
+  call(*D, 7, 5); // the fallback again, still right
+  expectOk(D->verify());
+}
+
+TEST_F(AdaptiveTest, PromotionsAreBoundedAndNeedTheirShare) {
+  DispatcherConfig C = adaptiveConfig();
+  C.Adaptive.MaxPromoted = 2;
+  C.Adaptive.PromoteShare = 0.1;
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(0)));
+  expectOk(D->beginLearning());
+  // Mixed calls, as a call site makes them: the ring's most recent
+  // selectors (64 per CPU by default) are then a fair sample of the 920
+  // that took the fallback.
+  for (int Round = 0; Round < 20; ++Round) {
+    call(*D, 10, 20);
+    call(*D, 11, 15);
+    call(*D, 12, 10);
+    call(*D, 13, 1); // 2% of the window: below the share
+    call(*D, 0, 5);
+  }
+  auto R = D->endLearning();
+  ASSERT_TRUE(!!R) << toString(R.takeError());
+  // The two hottest of those above 10% make it.
+  ASSERT_EQ(R->Promoted.size(), 2u);
+  EXPECT_TRUE(is_contained(R->Promoted, addr(10)));
+  EXPECT_TRUE(is_contained(R->Promoted, addr(11)) ||
+              is_contained(R->Promoted, addr(12)));
+  EXPECT_FALSE(is_contained(R->Promoted, addr(13)));
+  EXPECT_LE(D->status().Promoted.size(), 2u);
+}
+
+TEST_F(AdaptiveTest, UnchangedCountsKeepTheLayout) {
+  auto D = make(adaptiveConfig());
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 8; ++I)
+    expectOk(D->add(addr(I)));
+  for (int Window = 0; Window < 3; ++Window) {
+    expectOk(D->beginLearning());
+    call(*D, 3, 600);
+    call(*D, 4, 300);
+    for (int I = 0; I < 8; ++I)
+      call(*D, I, 10);
+    auto R = D->endLearning();
+    ASSERT_TRUE(!!R) << toString(R.takeError());
+    // The first window sets the weights; the same counts again predict
+    // no better layout, so it stays.
+    EXPECT_EQ(R->LayoutChanged, Window == 0) << "window " << Window;
+  }
+}
+
+TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
+  // 64 equally likely programs: any tree costs more mispredictions than
+  // the retpoline it replaces, so the model keeps none; every call is still
+  // right, through the fallback.
+  DispatcherConfig C = adaptiveConfig();
+  C.RetpolineFallback = true;
+  C.Capacity = NumProgs;
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < NumProgs; ++I)
+    expectOk(D->add(addr(I)));
+  expectOk(D->beginLearning());
+  for (int I = 0; I < NumProgs; ++I)
+    call(*D, I, 50);
+  auto R = D->endLearning();
+  ASSERT_TRUE(!!R) << toString(R.takeError());
+  EXPECT_EQ(R->Layout, "fallback-only");
+  DispatcherStatus S = D->status();
+  EXPECT_EQ(S.Layout, "fallback-only");
+  EXPECT_EQ(S.DirectTargets, 0u);
+  EXPECT_EQ(S.FallbackTargets, size_t(NumProgs));
+  expectOk(D->verify());
+  for (int I = 0; I < NumProgs; ++I)
+    call(*D, I, 2);
+  // A window counts again (a counting image always has its tree).
+  expectOk(D->beginLearning());
+  EXPECT_EQ(D->status().Layout, "hot-scan");
+  call(*D, 9, 100);
+  expectOk(D->endLearning().takeError());
+  EXPECT_NE(D->status().Layout, "fallback-only");
+}
+
+TEST_F(AdaptiveTest, MisuseIsAnError) {
+  auto Plain = [] {
+    DispatcherConfig C = adaptiveConfig();
+    C.Adaptive.Enabled = false;
+    return C;
+  }();
+  auto P = make(std::move(Plain));
+  ASSERT_TRUE(P);
+  EXPECT_NE(toString(P->beginLearning()).find("no adaptive dispatch"),
+            std::string::npos);
+  auto D = make(adaptiveConfig());
+  ASSERT_TRUE(D);
+  EXPECT_NE(toString(D->endLearning().takeError()).find("no learning window"),
+            std::string::npos);
+  expectOk(D->beginLearning());
+  EXPECT_NE(toString(D->beginLearning()).find("open already"),
+            std::string::npos);
+  expectOk(D->endLearning().takeError());
+
+  DispatcherConfig Codegen = adaptiveConfig();
+  Codegen.Lowering = ImageLowering::Codegen;
+  auto Refused = Dispatcher::create(std::move(Codegen));
+  ASSERT_FALSE(!!Refused);
+  EXPECT_NE(toString(Refused.takeError()).find("laid out directly"),
+            std::string::npos);
+  DispatcherConfig Samples = adaptiveConfig();
+  Samples.Adaptive.FallbackSamples = 48;
+  auto Bad = Dispatcher::create(std::move(Samples));
+  ASSERT_FALSE(!!Bad);
+  EXPECT_NE(toString(Bad.takeError()).find("power of two"), std::string::npos);
+}
+
+TEST_F(AdaptiveTest, TheBackgroundLearnerPromotesUnderCallsAndUpdates) {
+  // Two calling threads (a hot unregistered target and the registered
+  // programs), an updater changing the set, and the learner opening and
+  // closing windows every few milliseconds: every call returns its
+  // program's answer, the hot target gets promoted, and nothing is
+  // released that is still registered.
+  DispatcherConfig C = adaptiveConfig(/*Background=*/true);
+  C.Adaptive.Window = std::chrono::microseconds(1000);
+  C.Adaptive.Period = std::chrono::microseconds(2000);
+  C.Adaptive.MaxPeriod = std::chrono::microseconds(8000);
+  C.Reclaim = ReclaimMode::Asynchronous;
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 4; ++I)
+    expectOk(D->add(addr(I)));
+  std::atomic<bool> Stop{false};
+  std::atomic<uint64_t> Wrong{0}, Calls{0};
+  auto Caller = [&](int Hot) {
+    RCUReaderThread R(RCUFlavor::Memb);
+    auto *Entry = D->entryAs<EntryFn>();
+    for (uint64_t K = 0; !Stop; ++K) {
+      RCUReadGuard Guard;
+      int I = K % 8 == 0 ? int(K / 8 % 4) : Hot;
+      if (Entry(int(K & 0xff), Progs[I]) != I * 1000 + int(K & 0xff))
+        ++Wrong;
+      ++Calls;
+    }
+  };
+  std::thread T1(Caller, 40), T2(Caller, 40);
+  bool SawPromotion = false;
+  auto Deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int Round = 0;
+  while (std::chrono::steady_clock::now() < Deadline) {
+    // The updater: program 20 + Round % 4 in and out.
+    int P = 20 + Round++ % 4;
+    expectOk(D->add(addr(P)));
+    expectOk(D->remove(addr(P)));
+    DispatcherStatus S = D->status();
+    if (is_contained(S.Promoted, addr(40)))
+      SawPromotion = true;
+    if (SawPromotion && Round > 200)
+      break;
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  Stop = true;
+  T1.join();
+  T2.join();
+  EXPECT_EQ(Wrong.load(), 0u);
+  EXPECT_GT(Calls.load(), 0u);
+  EXPECT_TRUE(SawPromotion);
+  DispatcherStatus S = D->status();
+  EXPECT_GT(S.LearningWindows, 0u);
+  EXPECT_EQ(S.LearningError, "");
+  D.reset();
+  // Each add of the updater was matched by a remove; the four registered
+  // programs are released at destruction.
+  EXPECT_EQ(Releases.load(), Round + 4);
+}
+
+} // namespace
