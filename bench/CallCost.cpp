@@ -56,7 +56,7 @@ void callCost(benchmark::State &State, CallVariant V, Pattern P, unsigned N) {
   auto Set = loopSet(N);
   if (!Set)
     return State.SkipWithError(toString(Set.takeError()).c_str());
-  if (Error E = Set->setPattern(makePattern(P, N, PatternLength)))
+  if (Error E = Set->setSequence(makeSequence(P, N, PatternLength)))
     return State.SkipWithError(toString(std::move(E)).c_str());
   if (Error E = Set->check(PatternLength))
     return State.SkipWithError(toString(std::move(E)).c_str());

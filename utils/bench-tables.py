@@ -10,7 +10,8 @@ scaling and memory. Then, from every bench/results/many-K.json
 (`dispatch-gen bench --only-many --json=...`), the many-dispatchers table,
 with its own machine line. A cell gives the first run's figure, then in
 parentheses the range over all runs (left out where every run rounds to the
-same figure).
+same figure). Patterns and N measured by some runs only (older runs lack the
+`unregistered` and `phase` patterns) take their figures from those runs.
 
   bench-tables.py                     print the tables
   bench-tables.py --update README.md  rewrite the README's generated block
@@ -37,6 +38,9 @@ END = "<!-- bench-tables:end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["direct", "indirect", "retpoline", "dispatcher",
             "dispatcher+weights", "sorted-tree"]
+# The patterns whose programs are all registered: the goals are about them
+# (`unregistered` and `phase` calls take the fallback).
+REGISTERED_PATTERNS = ["one-hot", "round-robin", "uniform", "zipf"]
 
 P99_SAMPLES = 200  # MinP99Samples of include/dispatch-gen/Benchmark.h
 
@@ -58,12 +62,13 @@ def load_runs(results, prefix="run", required=True):
 
 
 def cell(values, fmt, unit=""):
-    """The first run's figure, then the range over every run."""
-    if values[0] is None:
-        return "-"
+    """The first run's figure, then the range over every run; without the
+    first run's, those of the runs that have one."""
     known = [v for v in values if v is not None]
-    first, lo, hi = fmt(values[0]), fmt(min(known)), fmt(max(known))
-    if len(values) == 1 or lo == hi:
+    if not known:
+        return "-"
+    first, lo, hi = fmt(known[0]), fmt(min(known)), fmt(max(known))
+    if len(known) == 1 or lo == hi:
         return first + unit
     return f"{first}{unit} ({lo}-{hi}{unit})"
 
@@ -99,6 +104,12 @@ def ordered(items):
     return list(dict.fromkeys(items))
 
 
+def measured(rows, keys):
+    """The rows with a figure after their first keys cells: a pattern no run
+    measured at some N says nothing there."""
+    return [row for row in rows if any(c != "-" for c in row[keys:])]
+
+
 def met(values, test):
     known = [v for v in values if v is not None]
     hits = sum(1 for v in known if test(v))
@@ -120,9 +131,10 @@ class Runs:
         self.data = [data for _, data in runs]
         self.calls = [{(c["pattern"], c["n"], c["variant"]): c["ns_per_call"]
                        for c in d.get("calls", [])} for d in self.data]
-        first = self.data[0].get("calls", [])
-        self.patterns = ordered(c["pattern"] for c in first)
-        self.ns = ordered(c["n"] for c in first)
+        # Patterns in the order measured, the first run's first; N sorted.
+        every = [c for d in self.data for c in d.get("calls", [])]
+        self.patterns = ordered(c["pattern"] for c in every)
+        self.ns = sorted(set(c["n"] for c in every))
 
     def ns_per_call(self, pattern, n, variant):
         return [c.get((pattern, n, variant)) for c in self.calls]
@@ -195,9 +207,10 @@ def call_tables(r):
                 cell(r.ratio(p, n, v, "direct"), f2, "x")
                 for v in VARIANTS[1:]])
     return (["**Call cost**, ns per call:", ""]
-            + table(["pattern", "N"] + VARIANTS, rows_ns)
+            + table(["pattern", "N"] + VARIANTS, measured(rows_ns, 2))
             + ["", "**Call cost**, ratio to the direct call:", ""]
-            + table(["pattern", "N"] + VARIANTS[1:], rows_ratio))
+            + table(["pattern", "N"] + VARIANTS[1:],
+                    measured(rows_ratio, 2)))
 
 
 def goal_rows(r):
@@ -214,7 +227,7 @@ def goal_rows(r):
     add("one-hot, N = 48: dispatcher >= 3x faster than the retpoline",
         r.ratio("one-hot", 48, "retpoline", "dispatcher"), ratio,
         lambda v: v >= 3)
-    for p in r.patterns:
+    for p in (p for p in r.patterns if p in REGISTERED_PATTERNS):
         add(f"{p}, N = 1024: dispatcher <= 1.5x direct",
             r.ratio(p, 1024, "dispatcher", "direct"), ratio,
             lambda v: v <= 1.5)
@@ -257,7 +270,8 @@ def weights_table(r):
     return (["**Weights**: the sorted tree's ns per call over the weighted "
              "dispatcher's (above 1.00x the weighted dispatcher is "
              "faster):", ""]
-            + table(["pattern"] + [f"N = {n}" for n in ns], rows))
+            + table(["pattern"] + [f"N = {n}" for n in ns],
+                    measured(rows, 1)))
 
 
 def update_table(r):

@@ -12,16 +12,19 @@
 // dispatcher costs in resident memory.
 //
 // Call cost: CallLoopSet JIT-compiles, in one LLJIT, N tiny programs
-// `i32 prog_K(i32 x) { return x + K; }` and one caller loop per variant:
+// `i32 prog_K(i32 x) { return x + K; }` registered with the dispatchers,
+// UnregisteredPrograms more of the same shape (K = N, N + 1, ...) that are
+// never registered, and one caller loop per variant:
 //
-//   for (i = 0; i < iters; ++i) {
+//   for (i = start; i < end; ++i) {
 //     sel = targets[pattern[i & mask]];
 //     acc += call(x = i ^ sel, sel);     // the variant's call
 //   }
 //
 // so every variant runs the same code around its call and only the call
-// differs. The dispatchers live in the same session (their entries are
-// called directly from the loop), placed next to the programs.
+// differs. i counts the calls of the variant's call sequence, across its
+// loops. The dispatchers live in the same session (their entries are called
+// directly from the loop), placed next to the programs.
 //
 //===----------------------------------------------------------------------===//
 
@@ -53,27 +56,59 @@ namespace bench {
 
 //===-- Call patterns and statistics (pure) -------------------------------===//
 
+/// Program indices: 0 to N - 1 are the N programs registered with the
+/// dispatchers; N to N + UnregisteredPrograms - 1 are programs of the same
+/// signature and body, compiled with them, that no dispatcher holds (a
+/// dispatcher sends them to its fallback).
+constexpr unsigned UnregisteredPrograms = 4;
+
 /// Which program each call selects.
 enum class Pattern {
-  OneHot,     ///< always program 0
-  RoundRobin, ///< 0, 1, ..., N-1, 0, ...
-  Uniform,    ///< uniformly random (fixed seed)
-  Zipf,       ///< Zipf, s = 1.1, over a fixed shuffle of the programs
+  OneHot,       ///< always program 0
+  RoundRobin,   ///< 0, 1, ..., N-1, 0, ...
+  Uniform,      ///< uniformly random (fixed seed)
+  Zipf,         ///< Zipf, s = 1.1, over a fixed shuffle of the programs
+  Unregistered, ///< always program N, the first unregistered one
+  /// One unregistered program for PhaseCalls calls, then the next one:
+  /// N, N + 1, ..., N + UnregisteredPrograms - 1, N, ... A property of the
+  /// call sequence: the phase goes on across timed loops (CallLoopSet).
+  Phase,
 };
-constexpr Pattern AllPatterns[] = {Pattern::OneHot, Pattern::RoundRobin,
-                                   Pattern::Uniform, Pattern::Zipf};
+constexpr Pattern AllPatterns[] = {Pattern::OneHot,       Pattern::RoundRobin,
+                                   Pattern::Uniform,      Pattern::Zipf,
+                                   Pattern::Unregistered, Pattern::Phase};
 llvm::StringRef patternName(Pattern P);
 
 /// The Zipf exponent of Zipf.
 constexpr double ZipfExponent = 1.1;
 
+/// Calls in each phase of Phase.
+constexpr uint64_t PhaseCalls = 10'000'000;
+
 /// Probabilities of ranks 1..N under Zipf with exponent S (sum 1).
 std::vector<double> zipfProbabilities(unsigned N, double S);
 
-/// Length program indices (each < N) following P; the same arguments give
-/// the same indices on every run.
+/// The program indices of the first Length calls following P (each
+/// < N + UnregisteredPrograms); the same arguments give the same indices on
+/// every run. All but Phase repeat them: call C selects Indices[C % Length].
 std::vector<uint32_t> makePattern(Pattern P, unsigned N, size_t Length,
                                   uint64_t Seed = 0x5eed);
+
+/// A call sequence: call C selects Phases[K][C % Length], K = (C /
+/// CallsPerPhase) % Phases.size(), with Length the phases' common length;
+/// with CallsPerPhase 0, Phases[0][C % Length] forever.
+struct CallSequence {
+  std::vector<std::vector<uint32_t>> Phases;
+  uint64_t CallsPerPhase = 0;
+
+  /// The program index call C selects.
+  uint32_t at(uint64_t Call) const;
+};
+
+/// P's calls, with phases of Length indices each: makePattern's indices,
+/// or for Phase one phase of PhaseCalls calls per unregistered program.
+CallSequence makeSequence(Pattern P, unsigned N, size_t Length,
+                          uint64_t Seed = 0x5eed);
 
 /// How often each of the N programs occurs in Indices.
 std::vector<uint64_t> frequencies(llvm::ArrayRef<uint32_t> Indices, unsigned N);
@@ -92,7 +127,9 @@ constexpr unsigned MinP99Samples = 200;
 
 /// How the loop makes its call.
 enum class CallVariant {
-  Direct,     ///< `call prog_0`: the limit (ignores the pattern)
+  /// `call prog_0`, the limit; while every call of the phase selects one
+  /// program, a direct call of that one (one-hot, unregistered, phase).
+  Direct,
   Indirect,   ///< `call *sel`
   Retpoline,  ///< `call *sel` through a retpoline thunk
   Dispatcher, ///< dispatch-gen's live entry, no weights
@@ -104,22 +141,40 @@ constexpr CallVariant AllVariants[] = {
     CallVariant::Dispatcher, CallVariant::Weighted, CallVariant::SortedTree};
 llvm::StringRef variantName(CallVariant V);
 
-/// N programs, the caller loops of every variant and two live dispatchers,
-/// JIT-compiled in one LLJIT.
+/// N registered and UnregisteredPrograms unregistered programs, the caller
+/// loops of every variant and two live dispatchers, JIT-compiled in one
+/// LLJIT.
+///
+/// Each variant makes its own calls of the sequence set: run() goes on from
+/// the call where the variant's previous run() stopped, so a pattern longer
+/// than one timed loop (Phase: 10^7 calls a phase against 2^18 or 2^16 calls
+/// a loop) unfolds over the loops, and every variant sees the same calls.
+/// A variant crosses a phase only after 10^7 calls of its own: not within
+/// measureCallCost's defaults (21 loops of 2^18 calls, after a warm-up of
+/// PatternLength calls).
 class CallLoopSet {
 public:
   static llvm::Expected<std::unique_ptr<CallLoopSet>> create(unsigned N);
   ~CallLoopSet();
 
   unsigned size() const;
-  /// Selects the calls' programs (indices < N; the length must be a power
-  /// of two) and weights the Weighted dispatcher by their counts.
+  /// Selects the calls' programs (indices < N + UnregisteredPrograms; the
+  /// phases' common length must be a power of two), weights the Weighted
+  /// dispatcher by their counts over the phases' entries (unregistered
+  /// programs have none) and starts every variant at call 0.
+  llvm::Error setSequence(const CallSequence &S);
+  /// setSequence() of Indices forever.
   llvm::Error setPattern(llvm::ArrayRef<uint32_t> Indices);
-  /// Runs V's loop for Iterations calls and returns its sum. The calling
-  /// thread must be an Memb RCU reader (RCUReaderThread).
-  uint64_t run(CallVariant V, uint64_t Iterations) const;
-  /// Runs every variant once and checks that they agree.
-  llvm::Error check(uint64_t Iterations) const;
+  /// Runs V's loop for the next Iterations calls of its sequence (one loop
+  /// per phase touched) and returns their sum. The calling thread must be
+  /// an Memb RCU reader (RCUReaderThread).
+  uint64_t run(CallVariant V, uint64_t Iterations);
+  /// Calls V's loops have made since the sequence was set.
+  uint64_t position(CallVariant V) const;
+  /// Runs every variant over the same Iterations calls, from the indirect
+  /// call's position, and checks that they agree (the direct call too when
+  /// it calls what the sequence selects); every variant ends after them.
+  llvm::Error check(uint64_t Iterations);
 
   class Impl;
 

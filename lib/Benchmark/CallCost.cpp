@@ -5,9 +5,10 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// One LLJIT per CallLoopSet holds the programs, two live dispatchers (one
-// unweighted, one weighted by the current pattern), the kernel-style
-// address-sorted compare tree and one caller loop per variant. Nothing runs
+// One LLJIT per CallLoopSet holds the programs (registered and not), two
+// live dispatchers (one unweighted, one weighted by the current pattern),
+// the kernel-style address-sorted compare tree, one caller loop per variant
+// and one more direct loop per unregistered program. Nothing runs
 // IR optimisations: the loops are written in the shape they should have and
 // only codegen (at -O2) touches them, so the code around the call is the
 // same in every variant.
@@ -54,8 +55,10 @@ StringRef variantName(CallVariant V) {
 
 namespace {
 
+/// Makes calls Start to End - 1 of a sequence: call I selects
+/// Targets[Pattern[I & Mask]].
 using LoopFn = uint64_t (*)(const uint64_t *Targets, const uint32_t *Pattern,
-                            uint64_t Mask, uint64_t Iterations);
+                            uint64_t Mask, uint64_t Start, uint64_t End);
 
 constexpr size_t NumVariants = std::size(AllVariants);
 constexpr const char *PlainEntry = "dg_bench_plain";
@@ -66,13 +69,17 @@ std::string programName(unsigned K) { return formatv("prog_{0}", K).str(); }
 std::string loopName(CallVariant V) {
   return formatv("loop_{0}", static_cast<unsigned>(V)).str();
 }
+std::string directLoopName(unsigned K) {
+  return formatv("loop_direct_{0}", K).str();
+}
 
-/// `i32 prog_K(i32 x) { return x + K; }` for K < N.
-std::unique_ptr<Module> buildPrograms(LLVMContext &Ctx, unsigned N) {
+/// `i32 prog_K(i32 x) { return x + K; }` for K < Count: the registered
+/// programs, then the unregistered ones.
+std::unique_ptr<Module> buildPrograms(LLVMContext &Ctx, unsigned Count) {
   auto M = std::make_unique<Module>("bench-programs", Ctx);
   IRBuilder<> B(Ctx);
   auto *Ty = FunctionType::get(B.getInt32Ty(), {B.getInt32Ty()}, false);
-  for (unsigned K = 0; K < N; ++K) {
+  for (unsigned K = 0; K < Count; ++K) {
     auto *F =
         Function::Create(Ty, GlobalValue::ExternalLinkage, programName(K), *M);
     F->addFnAttr(Attribute::NoInline);
@@ -90,18 +97,18 @@ buildLoop(Module &M, StringRef Name, StringRef CPU, StringRef Features,
   LLVMContext &Ctx = M.getContext();
   IRBuilder<> B(Ctx);
   Type *I64 = B.getInt64Ty(), *Ptr = B.getPtrTy();
-  auto *Ty = FunctionType::get(I64, {Ptr, Ptr, I64, I64}, false);
+  auto *Ty = FunctionType::get(I64, {Ptr, Ptr, I64, I64, I64}, false);
   auto *F = Function::Create(Ty, GlobalValue::ExternalLinkage, Name, M);
   F->addFnAttr(Attribute::NoInline);
   F->addFnAttr("target-cpu", CPU);
   F->addFnAttr("target-features", Features);
   Value *Targets = F->getArg(0), *Pattern = F->getArg(1), *Mask = F->getArg(2),
-        *Iters = F->getArg(3);
+        *Start = F->getArg(3), *End = F->getArg(4);
   auto *Entry = BasicBlock::Create(Ctx, "entry", F);
   auto *Loop = BasicBlock::Create(Ctx, "loop", F);
   auto *Exit = BasicBlock::Create(Ctx, "exit", F);
   B.SetInsertPoint(Entry);
-  B.CreateCondBr(B.CreateICmpEQ(Iters, B.getInt64(0)), Exit, Loop);
+  B.CreateCondBr(B.CreateICmpEQ(Start, End), Exit, Loop);
 
   B.SetInsertPoint(Loop);
   PHINode *I = B.CreatePHI(I64, 2, "i");
@@ -118,8 +125,8 @@ buildLoop(Module &M, StringRef Name, StringRef CPU, StringRef Features,
   Value *R = MakeCall(B, X, Sel);
   Value *AccNext = B.CreateAdd(Acc, B.CreateZExt(R, I64), "acc.next");
   Value *INext = B.CreateAdd(I, B.getInt64(1), "i.next");
-  B.CreateCondBr(B.CreateICmpEQ(INext, Iters), Exit, Loop);
-  I->addIncoming(B.getInt64(0), Entry);
+  B.CreateCondBr(B.CreateICmpEQ(INext, End), Exit, Loop);
+  I->addIncoming(Start, Entry);
   I->addIncoming(INext, Loop);
   Acc->addIncoming(B.getInt64(0), Entry);
   Acc->addIncoming(AccNext, Loop);
@@ -146,12 +153,26 @@ public:
   Expected<std::unique_ptr<Dispatcher>> makeDispatcher(const char *Name);
   Error buildLoops();
 
+  /// The loop V runs for the calls of phase K.
+  LoopFn loop(CallVariant V, size_t K) const {
+    return V == CallVariant::Direct ? PhaseDirect[K]
+                                    : Loops[static_cast<size_t>(V)];
+  }
+
   unsigned N = 0;
   std::unique_ptr<orc::LLJIT> J;
   std::unique_ptr<Dispatcher> Plain, Weighted;
+  /// The registered programs, then the unregistered ones.
   std::vector<uint64_t> Targets;
-  std::vector<uint32_t> Pattern{0};
+  CallSequence Sequence{{{0}}};
+  /// Per phase of Sequence: the direct loop, and whether it calls what the
+  /// phase selects.
+  std::vector<LoopFn> PhaseDirect;
+  std::vector<bool> PhaseDirectExact;
+  uint64_t Position[NumVariants] = {};
   LoopFn Loops[NumVariants] = {};
+  /// The direct loop of each unregistered program.
+  std::vector<LoopFn> UnregisteredDirect;
 };
 
 Error CallLoopSet::Impl::init(unsigned Count) {
@@ -161,11 +182,11 @@ Error CallLoopSet::Impl::init(unsigned Count) {
     return JOrErr.takeError();
   J = std::move(*JOrErr);
   auto Ctx = std::make_unique<LLVMContext>();
-  auto M = buildPrograms(*Ctx, N);
+  auto M = buildPrograms(*Ctx, N + UnregisteredPrograms);
   if (Error E =
           J->addIRModule(orc::ThreadSafeModule(std::move(M), std::move(Ctx))))
     return E;
-  for (unsigned K = 0; K < N; ++K) {
+  for (unsigned K = 0; K < N + UnregisteredPrograms; ++K) {
     auto Addr = J->lookup(programName(K));
     if (!Addr)
       return Addr.takeError();
@@ -179,7 +200,11 @@ Error CallLoopSet::Impl::init(unsigned Count) {
   if (!W)
     return W.takeError();
   Weighted = std::move(*W);
-  return buildLoops();
+  if (Error E = buildLoops())
+    return E;
+  PhaseDirect = {Loops[static_cast<size_t>(CallVariant::Direct)]};
+  PhaseDirectExact = {true};
+  return Error::success();
 }
 
 Expected<std::unique_ptr<Dispatcher>>
@@ -224,7 +249,9 @@ Error CallLoopSet::Impl::buildLoops() {
   auto *ProgTy = FunctionType::get(B.getInt32Ty(), {B.getInt32Ty()}, false);
   auto *EntryTy =
       FunctionType::get(B.getInt32Ty(), {B.getInt32Ty(), B.getPtrTy()}, false);
-  FunctionCallee Prog0 = M->getOrInsertFunction(programName(0), ProgTy);
+  auto Direct = [&](unsigned K) {
+    return M->getOrInsertFunction(programName(K), ProgTy);
+  };
   FunctionCallee PlainFn = M->getOrInsertFunction(PlainEntry, EntryTy);
   FunctionCallee WeightedFn = M->getOrInsertFunction(WeightedEntry, EntryTy);
 
@@ -250,7 +277,7 @@ Error CallLoopSet::Impl::buildLoops() {
               [&](IRBuilder<> &B, Value *X, Value *Sel) -> Value * {
                 switch (V) {
                 case CallVariant::Direct:
-                  return B.CreateCall(Prog0, {X});
+                  return B.CreateCall(Direct(0), {X});
                 case CallVariant::Indirect:
                 case CallVariant::Retpoline:
                   return B.CreateCall(ProgTy, Sel, {X});
@@ -262,6 +289,11 @@ Error CallLoopSet::Impl::buildLoops() {
                   return B.CreateCall(EntryTy, *Tree, {X, Sel});
                 }
                 llvm_unreachable("unknown variant");
+              });
+  for (unsigned K = N; K < N + UnregisteredPrograms; ++K)
+    buildLoop(*M, directLoopName(K), CPU, Features,
+              [&](IRBuilder<> &B, Value *X, Value *) -> Value * {
+                return B.CreateCall(Direct(K), {X});
               });
   std::string VerifyErrors;
   raw_string_ostream VOS(VerifyErrors);
@@ -276,6 +308,12 @@ Error CallLoopSet::Impl::buildLoops() {
     if (!Addr)
       return Addr.takeError();
     Loops[static_cast<size_t>(V)] = Addr->toPtr<LoopFn>();
+  }
+  for (unsigned K = N; K < N + UnregisteredPrograms; ++K) {
+    auto Addr = J->lookup(directLoopName(K));
+    if (!Addr)
+      return Addr.takeError();
+    UnregisteredDirect.push_back(Addr->toPtr<LoopFn>());
   }
   return Error::success();
 }
@@ -298,38 +336,97 @@ Expected<std::unique_ptr<CallLoopSet>> CallLoopSet::create(unsigned N) {
 
 unsigned CallLoopSet::size() const { return I->N; }
 
-Error CallLoopSet::setPattern(ArrayRef<uint32_t> Indices) {
-  if (Indices.empty() || (Indices.size() & (Indices.size() - 1)))
+Error CallLoopSet::setSequence(const CallSequence &S) {
+  unsigned Count = I->N + UnregisteredPrograms;
+  if (S.Phases.empty())
+    return createStringError("a call sequence needs at least one phase");
+  size_t Length = S.Phases.front().size();
+  if (Length == 0 || (Length & (Length - 1)))
     return createStringError(
-        formatv("a pattern's length must be a power of two, "
-                "not {0}",
-                Indices.size()));
-  for (uint32_t X : Indices)
-    if (X >= I->N)
-      return createStringError(
-          formatv("pattern index {0} out of range (N={1})", X, I->N));
-  I->Pattern.assign(Indices.begin(), Indices.end());
-  std::vector<uint64_t> Counts = frequencies(Indices, I->N);
+        formatv("a pattern's length must be a power of two, not {0}", Length));
+  std::vector<uint64_t> Counts(I->N, 0);
+  std::vector<LoopFn> PhaseDirect;
+  std::vector<bool> PhaseDirectExact;
+  for (const std::vector<uint32_t> &Phase : S.Phases) {
+    if (Phase.size() != Length)
+      return createStringError(formatv("the phases of a call sequence differ "
+                                       "in length: {0} and {1}",
+                                       Length, Phase.size()));
+    for (uint32_t X : Phase)
+      if (X >= Count)
+        return createStringError(
+            formatv("pattern index {0} out of range (N={1}, {2} more "
+                    "unregistered)",
+                    X, I->N, UnregisteredPrograms));
+    std::vector<uint64_t> F = frequencies(Phase, I->N);
+    for (unsigned K = 0; K < I->N; ++K)
+      Counts[K] += F[K];
+    // The direct loop calls program 0, or the unregistered program that
+    // takes every call of the phase.
+    bool OneProgram = all_equal(Phase);
+    if (OneProgram && Phase.front() >= I->N) {
+      PhaseDirect.push_back(I->UnregisteredDirect[Phase.front() - I->N]);
+      PhaseDirectExact.push_back(true);
+    } else {
+      PhaseDirect.push_back(I->Loops[static_cast<size_t>(CallVariant::Direct)]);
+      PhaseDirectExact.push_back(OneProgram && Phase.front() == 0);
+    }
+  }
   std::vector<std::pair<uint64_t, uint64_t>> Weights;
   for (unsigned K = 0; K < I->N; ++K)
     Weights.push_back({I->Targets[K], Counts[K]});
   I->Weighted->setWeights(Weights);
-  return I->Weighted->regenerate();
+  if (Error E = I->Weighted->regenerate())
+    return E;
+  I->Sequence = S;
+  I->PhaseDirect = std::move(PhaseDirect);
+  I->PhaseDirectExact = std::move(PhaseDirectExact);
+  std::fill(std::begin(I->Position), std::end(I->Position), 0);
+  return Error::success();
 }
 
-uint64_t CallLoopSet::run(CallVariant V, uint64_t Iterations) const {
+Error CallLoopSet::setPattern(ArrayRef<uint32_t> Indices) {
+  CallSequence S;
+  S.Phases.emplace_back(Indices.begin(), Indices.end());
+  return setSequence(S);
+}
+
+uint64_t CallLoopSet::run(CallVariant V, uint64_t Iterations) {
   RCUReadGuard Guard;
-  return I->Loops[static_cast<size_t>(V)](I->Targets.data(), I->Pattern.data(),
-                                          I->Pattern.size() - 1, Iterations);
+  const CallSequence &S = I->Sequence;
+  uint64_t &Pos = I->Position[static_cast<size_t>(V)];
+  uint64_t End = Pos + Iterations, Mask = S.Phases.front().size() - 1;
+  uint64_t Sum = 0;
+  // One loop per phase: a loop calls what the phase selects.
+  while (Pos != End) {
+    size_t K = 0;
+    uint64_t Stop = End;
+    if (S.CallsPerPhase) {
+      uint64_t Phase = Pos / S.CallsPerPhase;
+      K = Phase % S.Phases.size();
+      Stop = std::min(End, (Phase + 1) * S.CallsPerPhase);
+    }
+    Sum +=
+        I->loop(V, K)(I->Targets.data(), S.Phases[K].data(), Mask, Pos, Stop);
+    Pos = Stop;
+  }
+  return Sum;
 }
 
-Error CallLoopSet::check(uint64_t Iterations) const {
+uint64_t CallLoopSet::position(CallVariant V) const {
+  return I->Position[static_cast<size_t>(V)];
+}
+
+Error CallLoopSet::check(uint64_t Iterations) {
+  uint64_t Start = position(CallVariant::Indirect);
   uint64_t Expected = run(CallVariant::Indirect, Iterations);
+  bool DirectExact = !is_contained(I->PhaseDirectExact, false);
   for (CallVariant V : AllVariants) {
-    if (V == CallVariant::Direct)
+    if (V == CallVariant::Indirect)
       continue;
+    I->Position[static_cast<size_t>(V)] = Start;
     uint64_t Got = run(V, Iterations);
-    if (Got != Expected)
+    if (Got != Expected && (V != CallVariant::Direct || DirectExact))
       return createStringError(formatv("N={0}: the {1} loop returned {2}, the "
                                        "indirect call {3}",
                                        I->N, variantName(V), Got, Expected));
@@ -355,7 +452,7 @@ Expected<std::vector<CallCost>> measureCallCost(const CallCostOptions &Opts,
     for (Pattern P : Opts.Patterns) {
       if (Progress)
         Progress(formatv("call cost: N={0} {1}", N, patternName(P)));
-      if (Error E = (*Set)->setPattern(makePattern(P, N, Opts.PatternLength)))
+      if (Error E = (*Set)->setSequence(makeSequence(P, N, Opts.PatternLength)))
         return std::move(E);
       // Also the warm-up: code, pattern and targets into the caches.
       if (Error E = (*Set)->check(Opts.PatternLength))

@@ -26,8 +26,17 @@ StringRef patternName(Pattern P) {
     return "uniform";
   case Pattern::Zipf:
     return "zipf";
+  case Pattern::Unregistered:
+    return "unregistered";
+  case Pattern::Phase:
+    return "phase";
   }
   llvm_unreachable("unknown pattern");
+}
+
+/// The unregistered program Phase selects at call C.
+static uint32_t phaseProgram(unsigned N, uint64_t Call) {
+  return N + static_cast<uint32_t>(Call / PhaseCalls % UnregisteredPrograms);
 }
 
 std::vector<double> zipfProbabilities(unsigned N, double S) {
@@ -76,8 +85,33 @@ std::vector<uint32_t> makePattern(Pattern P, unsigned N, size_t Length,
     }
     break;
   }
+  case Pattern::Unregistered:
+    std::fill(Out.begin(), Out.end(), N);
+    break;
+  case Pattern::Phase:
+    for (size_t I = 0; I < Length; ++I)
+      Out[I] = phaseProgram(N, I);
+    break;
   }
   return Out;
+}
+
+uint32_t CallSequence::at(uint64_t Call) const {
+  size_t K = CallsPerPhase ? Call / CallsPerPhase % Phases.size() : 0;
+  const std::vector<uint32_t> &Indices = Phases[K];
+  return Indices[Call % Indices.size()];
+}
+
+CallSequence makeSequence(Pattern P, unsigned N, size_t Length, uint64_t Seed) {
+  CallSequence S;
+  if (P != Pattern::Phase || N == 0) {
+    S.Phases.push_back(makePattern(P, N, Length, Seed));
+    return S;
+  }
+  S.CallsPerPhase = PhaseCalls;
+  for (unsigned K = 0; K < UnregisteredPrograms; ++K)
+    S.Phases.emplace_back(Length, phaseProgram(N, K * PhaseCalls));
+  return S;
 }
 
 std::vector<uint64_t> frequencies(ArrayRef<uint32_t> Indices, unsigned N) {

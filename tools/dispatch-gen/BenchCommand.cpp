@@ -53,7 +53,7 @@ static cl::list<std::string>
     PatternNames("patterns", cl::sub(benchCommand()), cl::cat(BenchCategory),
                  cl::CommaSeparated, cl::value_desc("name,..."),
                  cl::desc("Call patterns: one-hot, round-robin, uniform, "
-                          "zipf (default: all)"));
+                          "zipf, unregistered, phase (default: all)"));
 
 static cl::opt<uint64_t>
     Iterations("iterations", cl::sub(benchCommand()), cl::cat(BenchCategory),
@@ -118,7 +118,8 @@ Expected<std::vector<Pattern>> selectedPatterns() {
     if (It == std::end(AllPatterns))
       return createStringError(inconvertibleErrorCode(),
                                formatv("unknown pattern '{0}'; expected "
-                                       "one-hot, round-robin, uniform or zipf",
+                                       "one-hot, round-robin, uniform, zipf, "
+                                       "unregistered or phase",
                                        Name));
     if (!is_contained(Out, *It))
       Out.push_back(*It);

@@ -5,8 +5,9 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// Call patterns, statistics and reports only: the measurements themselves are
-// benchmarks, and tests never assert timings.
+// Call patterns, statistics, reports and the call sequence the timed loops
+// follow: the measurements themselves are benchmarks, and tests never assert
+// timings.
 //
 //===----------------------------------------------------------------------===//
 
@@ -55,6 +56,94 @@ TEST(PatternTest, UniformStaysInRangeAndCoversEveryProgram) {
     EXPECT_GT(Count, 800u);
     EXPECT_LT(Count, 1250u);
   }
+}
+
+TEST(PatternTest, UnregisteredSelectsOnlyTheFirstUnregisteredProgram) {
+  constexpr unsigned N = 48;
+  std::vector<uint32_t> P = makePattern(Pattern::Unregistered, N, 1024);
+  ASSERT_EQ(P.size(), 1024u);
+  EXPECT_TRUE(llvm::all_of(P, [](uint32_t X) { return X == N; }));
+  // None of the registered programs.
+  std::vector<uint64_t> F = frequencies(P, N);
+  EXPECT_EQ(std::accumulate(F.begin(), F.end(), uint64_t(0)), 0u);
+  CallSequence S = makeSequence(Pattern::Unregistered, N, 1024);
+  EXPECT_EQ(S.CallsPerPhase, 0u);
+  ASSERT_EQ(S.Phases.size(), 1u);
+  EXPECT_EQ(S.Phases[0], P);
+  EXPECT_EQ(S.at(0), N);
+  EXPECT_EQ(S.at(5 * PhaseCalls + 17), N);
+}
+
+TEST(PatternTest, PhaseMovesTheHotTargetAmongUnregisteredPrograms) {
+  constexpr unsigned N = 48;
+  CallSequence S = makeSequence(Pattern::Phase, N, 1024);
+  EXPECT_EQ(S.CallsPerPhase, PhaseCalls);
+  ASSERT_EQ(S.Phases.size(), UnregisteredPrograms);
+  // Every call of two full cycles and one more phase: one program per
+  // phase, unregistered, another one after each boundary.
+  std::vector<uint32_t> Hot;
+  for (uint64_t K = 0; K < 2 * UnregisteredPrograms + 1; ++K) {
+    uint64_t First = K * PhaseCalls;
+    uint32_t X = S.at(First);
+    EXPECT_GE(X, N) << "phase " << K;
+    EXPECT_LT(X, N + UnregisteredPrograms) << "phase " << K;
+    if (K)
+      EXPECT_NE(X, Hot.back()) << "phase " << K;
+    uint64_t Others = 0;
+    for (uint64_t C = First; C < First + PhaseCalls; ++C)
+      Others += S.at(C) != X;
+    EXPECT_EQ(Others, 0u) << "phase " << K;
+    Hot.push_back(X);
+  }
+  // The first cycle visits every unregistered program once, in order, and
+  // the next ones repeat it.
+  for (unsigned K = 0; K < UnregisteredPrograms; ++K)
+    EXPECT_EQ(Hot[K], N + K);
+  for (size_t K = UnregisteredPrograms; K < Hot.size(); ++K)
+    EXPECT_EQ(Hot[K], Hot[K - UnregisteredPrograms]);
+  // makePattern gives the first calls of the sequence, across a boundary.
+  std::vector<uint32_t> P = makePattern(Pattern::Phase, 2, PhaseCalls + 4);
+  CallSequence Two = makeSequence(Pattern::Phase, 2, 4);
+  EXPECT_EQ(P.front(), 2u);
+  EXPECT_EQ(P[PhaseCalls - 1], 2u);
+  EXPECT_EQ(P[PhaseCalls], 3u);
+  for (uint64_t C : {uint64_t(0), PhaseCalls - 1, PhaseCalls, PhaseCalls + 3})
+    EXPECT_EQ(P[C], Two.at(C));
+}
+
+TEST(CallLoopSetTest, RunsGoOnFromWhereTheLastOneStopped) {
+  // The loops call through live dispatchers.
+  RCUReaderThread Reader(RCUFlavor::Memb);
+  constexpr unsigned N = 4;
+  auto Set = CallLoopSet::create(N);
+  ASSERT_TRUE(static_cast<bool>(Set)) << llvm::toString(Set.takeError());
+  // Phase's shape with short phases: N + 1, N + 2, then program 0.
+  CallSequence S;
+  S.CallsPerPhase = 1000;
+  S.Phases = {std::vector<uint32_t>(8, N + 1), std::vector<uint32_t>(8, N + 2),
+              std::vector<uint32_t>(8, 0)};
+  ASSERT_FALSE(llvm::errorToBool((*Set)->setSequence(S)));
+  // Every variant, the direct one included, agrees over all three phases
+  // and the wrap back to the first.
+  ASSERT_FALSE(llvm::errorToBool((*Set)->check(3500)));
+  for (CallVariant V : AllVariants)
+    EXPECT_EQ((*Set)->position(V), 3500u) << variantName(V).str();
+
+  // Two loops that cross a boundary make the calls one loop makes.
+  ASSERT_FALSE(llvm::errorToBool((*Set)->setSequence(S)));
+  uint64_t Split = (*Set)->run(CallVariant::Indirect, 600);
+  Split += (*Set)->run(CallVariant::Indirect, 900);
+  EXPECT_EQ((*Set)->position(CallVariant::Indirect), 1500u);
+  EXPECT_EQ((*Set)->position(CallVariant::Direct), 0u);
+  ASSERT_FALSE(llvm::errorToBool((*Set)->setSequence(S)));
+  EXPECT_EQ((*Set)->run(CallVariant::Indirect, 1500), Split);
+  // ... and not those of the first phase forever.
+  ASSERT_FALSE(llvm::errorToBool((*Set)->setPattern(S.Phases[0])));
+  EXPECT_NE((*Set)->run(CallVariant::Indirect, 1500), Split);
+
+  // Out of range: past the unregistered programs.
+  S.Phases[2].assign(8, N + UnregisteredPrograms);
+  EXPECT_TRUE(llvm::errorToBool((*Set)->setSequence(S)));
 }
 
 TEST(ZipfTest, ProbabilitiesSumToOneAndFallAsRankToTheMinusS) {
