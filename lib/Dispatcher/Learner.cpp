@@ -13,6 +13,8 @@
 
 #include <thread>
 
+#include <pthread.h>
+
 #include <unistd.h>
 
 using namespace llvm;
@@ -21,7 +23,31 @@ namespace dispatchgen {
 
 Learner &Learner::get() {
   // Never destroyed: the thread may run until the process ends.
-  static Learner *L = new Learner();
+  static Learner *L = [] {
+    auto *New = new Learner();
+    // fork() waits for a window step in progress (up to a second), so
+    // that no dispatcher's update is half done in the child; the child
+    // keeps the schedule and starts its own thread when one of its
+    // dispatchers is updated (ensureRunning()).
+    pthread_atfork(
+        [] {
+          Learner &L = get();
+          std::unique_lock<std::mutex> Lock(L.M);
+          L.CV.wait_for(Lock, std::chrono::seconds(1),
+                        [&] { return L.Busy == nullptr; });
+          Lock.release();
+        },
+        [] { get().M.unlock(); },
+        [] {
+          Learner &L = get();
+          L.Busy = nullptr;
+          L.Owner = 0;
+          for (Entry &E : L.Entries)
+            E.Open = E.I->Learning;
+          L.M.unlock();
+        });
+    return New;
+  }();
   return *L;
 }
 

@@ -23,6 +23,9 @@
 #include <array>
 #include <atomic>
 #include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
 #include <utility>
 
 using namespace dispatchgen;
@@ -310,6 +313,56 @@ TEST_F(AdaptiveTest, MisuseIsAnError) {
   auto Bad = Dispatcher::create(std::move(Samples));
   ASSERT_FALSE(!!Bad);
   EXPECT_NE(toString(Bad.takeError()).find("power of two"), std::string::npos);
+}
+
+TEST_F(AdaptiveTest, AForkedChildLearnsWithItsOwnThread) {
+#if __has_feature(thread_sanitizer)
+  GTEST_SKIP() << "fork() with threads is not supported under TSan";
+#endif
+  // The parent's learner is busy with windows every few milliseconds when
+  // the process forks; the child's dispatcher works, and once the child
+  // updates it, a learner of the child's own opens windows again and
+  // promotes what the child calls.
+  DispatcherConfig C = adaptiveConfig(/*Background=*/true);
+  C.Adaptive.Window = std::chrono::microseconds(1000);
+  C.Adaptive.Period = std::chrono::microseconds(1000);
+  C.Adaptive.MaxPeriod = std::chrono::microseconds(2000);
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(0)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  pid_t Child = fork();
+  ASSERT_GE(Child, 0);
+  if (Child == 0) {
+    alarm(10); // a hang fails the test instead of stalling it
+    // This thread stays the reader the fixture registered.
+    auto *Entry = D->entryAs<EntryFn>();
+    if (D->add(addr(1)))
+      _exit(2);
+    uint64_t Before = D->status().LearningWindows;
+    bool Promoted = false;
+    for (int Round = 0; Round < 2000 && !Promoted; ++Round) {
+      {
+        RCUReadGuard Guard;
+        for (int K = 0; K < 50; ++K)
+          if (Entry(K, Progs[30]) != 30 * 1000 + K ||
+              Entry(K, Progs[1]) != 1000 + K)
+            _exit(3);
+      }
+      Promoted = is_contained(D->status().Promoted, addr(30));
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    if (!Promoted || D->status().LearningWindows <= Before)
+      _exit(4);
+    _exit(0);
+  }
+  int Status = 0;
+  ASSERT_EQ(waitpid(Child, &Status, 0), Child);
+  ASSERT_TRUE(WIFEXITED(Status)) << "the child was killed (hung?)";
+  EXPECT_EQ(WEXITSTATUS(Status), 0);
+  // The parent's dispatcher is still its own.
+  call(*D, 0, 10);
+  expectOk(D->verify());
 }
 
 TEST_F(AdaptiveTest, TheBackgroundLearnerPromotesUnderCallsAndUpdates) {
