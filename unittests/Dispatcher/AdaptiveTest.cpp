@@ -365,12 +365,14 @@ TEST_F(AdaptiveTest, AForkedChildLearnsWithItsOwnThread) {
   expectOk(D->verify());
 }
 
-TEST_F(AdaptiveTest, TheBackgroundLearnerPromotesUnderCallsAndUpdates) {
+TEST_F(AdaptiveTest,
+       TheBackgroundLearnerPromotesAndDemotesUnderCallsAndUpdates) {
   // Two calling threads (a hot unregistered target and the registered
   // programs), an updater changing the set, and the learner opening and
-  // closing windows every few milliseconds: every call returns its
-  // program's answer, the hot target gets promoted, and nothing is
-  // released that is still registered.
+  // closing windows every few milliseconds. Midway the callers' hot target
+  // moves from program 40 to 41: 40 must be demoted, 41 promoted. Every
+  // call returns its program's answer, and every registration is released
+  // exactly once.
   DispatcherConfig C = adaptiveConfig(/*Background=*/true);
   C.Adaptive.Window = std::chrono::microseconds(1000);
   C.Adaptive.Period = std::chrono::microseconds(2000);
@@ -381,32 +383,36 @@ TEST_F(AdaptiveTest, TheBackgroundLearnerPromotesUnderCallsAndUpdates) {
   for (int I = 0; I < 4; ++I)
     expectOk(D->add(addr(I)));
   std::atomic<bool> Stop{false};
+  std::atomic<int> Hot{40};
   std::atomic<uint64_t> Wrong{0}, Calls{0};
-  auto Caller = [&](int Hot) {
+  auto Caller = [&] {
     RCUReaderThread R(RCUFlavor::Memb);
     auto *Entry = D->entryAs<EntryFn>();
     for (uint64_t K = 0; !Stop; ++K) {
       RCUReadGuard Guard;
-      int I = K % 8 == 0 ? int(K / 8 % 4) : Hot;
+      int I = K % 8 == 0 ? int(K / 8 % 4) : Hot.load();
       if (Entry(int(K & 0xff), Progs[I]) != I * 1000 + int(K & 0xff))
         ++Wrong;
       ++Calls;
     }
   };
-  std::thread T1(Caller, 40), T2(Caller, 40);
-  bool SawPromotion = false;
-  auto Deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  std::thread T1(Caller), T2(Caller);
+  enum { Promoting, Moving, Done } Phase = Promoting;
+  auto Deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   int Round = 0;
-  while (std::chrono::steady_clock::now() < Deadline) {
+  while (Phase != Done && std::chrono::steady_clock::now() < Deadline) {
     // The updater: program 20 + Round % 4 in and out.
     int P = 20 + Round++ % 4;
     expectOk(D->add(addr(P)));
     expectOk(D->remove(addr(P)));
     DispatcherStatus S = D->status();
-    if (is_contained(S.Promoted, addr(40)))
-      SawPromotion = true;
-    if (SawPromotion && Round > 200)
-      break;
+    if (Phase == Promoting && is_contained(S.Promoted, addr(40))) {
+      Hot = 41;
+      Phase = Moving;
+    } else if (Phase == Moving && is_contained(S.Promoted, addr(41)) &&
+               !is_contained(S.Promoted, addr(40))) {
+      Phase = Done;
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   Stop = true;
@@ -414,13 +420,13 @@ TEST_F(AdaptiveTest, TheBackgroundLearnerPromotesUnderCallsAndUpdates) {
   T2.join();
   EXPECT_EQ(Wrong.load(), 0u);
   EXPECT_GT(Calls.load(), 0u);
-  EXPECT_TRUE(SawPromotion);
+  EXPECT_EQ(Phase, Done) << "40 promoted, then demoted for 41";
   DispatcherStatus S = D->status();
-  EXPECT_GT(S.LearningWindows, 0u);
+  EXPECT_GT(S.LearningWindows, 1u);
   EXPECT_EQ(S.LearningError, "");
   D.reset();
   // Each add of the updater was matched by a remove; the four registered
-  // programs are released at destruction.
+  // programs are released at destruction; promoted ones never are.
   EXPECT_EQ(Releases.load(), Round + 4);
 }
 
