@@ -12,6 +12,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/Dispatcher.h"
+
+#include "TestingSupport.h"
 #include "dispatch-gen/Reclamation.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -30,6 +32,7 @@
 
 using namespace dispatchgen;
 using namespace llvm;
+using namespace dispatchgen::unittest;
 
 namespace {
 
@@ -68,14 +71,11 @@ DispatcherConfig adaptiveConfig(bool Background = false) {
 
 std::unique_ptr<Dispatcher> make(DispatcherConfig C) {
   auto D = Dispatcher::create(std::move(C));
-  if (!D) {
-    ADD_FAILURE() << toString(D.takeError());
-    return nullptr;
-  }
-  return std::move(*D);
+  EXPECT_THAT(takeError(D), Succeeded());
+  return D ? std::move(*D) : nullptr;
 }
 
-void expectOk(Error E) { EXPECT_FALSE(!!E) << toString(std::move(E)); }
+void expectOk(Error E) { EXPECT_THAT(takeError(std::move(E)), Succeeded()); }
 
 class AdaptiveTest : public ::testing::Test {
 protected:
