@@ -278,6 +278,9 @@ Error Dispatcher::Impl::update(const ProgramSet::Batch &B, bool Force) {
   }
   LastUpdate = Clock::now() - Start;
   Generation = Gen;
+  // A promoted target the host registered is a program now: its slot goes
+  // back to the learner.
+  llvm::erase_if(Promoted, [&](uint64_t P) { return Set.contains(P); });
   DirectTargets = Next.Direct;
   FallbackTargets = Next.Fallback;
   // switchTo() closed the gate.

@@ -168,7 +168,9 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
       CountOf[Cases[C].Key] = Counts[C];
     std::vector<uint64_t> Kept;
     for (uint64_t P : Promoted) {
-      if (Set.contains(P) || double(CountOf.lookup(P)) * 2 >= Threshold)
+      if (Set.contains(P))
+        continue; // registered since: a program, not a promotion
+      if (double(CountOf.lookup(P)) * 2 >= Threshold)
         Kept.push_back(P);
       else
         R.Demoted.push_back(P);

@@ -203,6 +203,36 @@ TEST_F(AdaptiveTest, ACooledPromotedTargetIsDemoted) {
   expectOk(D->verify());
 }
 
+TEST_F(AdaptiveTest, ARegisteredPromotedTargetFreesItsSlot) {
+  // Promoted, then registered by the host: it is a program now, no longer
+  // a promotion, and the one slot goes to the next hot target.
+  DispatcherConfig C = adaptiveConfig();
+  C.Adaptive.MaxPromoted = 1;
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(0)));
+  expectOk(D->beginLearning());
+  call(*D, 5, 1000);
+  auto First = D->endLearning();
+  ASSERT_TRUE(!!First) << toString(First.takeError());
+  ASSERT_EQ(First->Promoted, std::vector<uint64_t>{addr(5)});
+  expectOk(D->add(addr(5)));
+  EXPECT_TRUE(D->status().Promoted.empty());
+  expectOk(D->beginLearning());
+  call(*D, 6, 1000);
+  auto Second = D->endLearning();
+  ASSERT_TRUE(!!Second) << toString(Second.takeError());
+  EXPECT_EQ(Second->Promoted, std::vector<uint64_t>{addr(6)});
+  EXPECT_EQ(D->status().Promoted, std::vector<uint64_t>{addr(6)});
+  std::vector<ProgramEntry> All = D->programs();
+  ASSERT_EQ(All.size(), 3u);
+  EXPECT_EQ(
+      llvm::count_if(All, [](const ProgramEntry &P) { return P.Promoted; }), 1);
+  call(*D, 5, 3);
+  call(*D, 6, 3);
+  expectOk(D->verify());
+}
+
 TEST_F(AdaptiveTest, PromotionsAreBoundedAndNeedTheirShare) {
   DispatcherConfig C = adaptiveConfig();
   C.Adaptive.MaxPromoted = 2;
