@@ -204,9 +204,8 @@ void printAdaptive(const RunHarness &H, const LiveResult &Live) {
     Promoted += (Promoted.empty() ? "" : ", ") + NameOf(Address);
   outs() << formatv("  adaptive: {0} learning windows ({1} in the live "
                     "phase); {2} promoted{3}{4}\n",
-                    S.LearningWindows, Live.LearningWindows,
-                    S.Promoted.size(), Promoted.empty() ? "" : ": ",
-                    Promoted);
+                    S.LearningWindows, Live.LearningWindows, S.Promoted.size(),
+                    Promoted.empty() ? "" : ": ", Promoted);
   outs() << formatv("  adaptive: layout {0}, predicted {1:f1} cycles per "
                     "call{2}\n",
                     S.Layout.empty() ? "none" : S.Layout, S.PredictedCost,
