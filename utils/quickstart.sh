@@ -52,8 +52,9 @@ build() {
 # concurrency tests' binaries only; every case of each runs (ctest labels a
 # case with its binary's name) but TenThousandUpdatesKeepMemoryFlat:
 # single-threaded, about memory, and a minute long when instrumented. The
-# torture's normal and --sync runs too (5 s each; its broken mode is a
-# deliberate use-after-free, labelled apart and left to the ASan stage).
+# torture's normal, --sync and --adaptive runs too (5 s each; its broken
+# mode is a deliberate use-after-free, labelled apart and left to the ASan
+# stage).
 TSAN_BINARIES=(ReclaimerTests TrampolineTests NearArenaTests DispatcherTests AdaptiveTests
   dispatch-gen-torture)
 TSAN_EXCLUDED='TenThousandUpdatesKeepMemoryFlat'

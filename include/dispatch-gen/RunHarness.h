@@ -81,6 +81,12 @@ struct RunOptions {
   /// The dispatcher's fallback is a retpoline (otherwise the plain indirect
   /// call).
   bool RetpolineFallback = true;
+  /// Adaptive dispatch (AdaptiveConfig), with the background learner:
+  /// windows of 1 ms, every 2 ms or more. The learner runs from link() on,
+  /// so the baselines are measured under it too (with no program
+  /// registered, the hot programs get promoted); the live phase goes on
+  /// calling until a learning window closed during it, or one failed.
+  bool Adaptive = false;
 };
 
 /// A program found in the files.
@@ -122,6 +128,10 @@ struct LiveResult {
   uint64_t Misrouted = 0, RanAfterRelease = 0;
   /// Why the final image failed verification; empty: it passed.
   std::string ImageError;
+  /// With RunOptions::Adaptive: the learning windows that closed during
+  /// the live phase (Status has the dispatcher's total, the promoted
+  /// targets and the layout).
+  uint64_t LearningWindows = 0;
 
   size_t swaps() const { return UpdateMs.size(); }
   /// Median and maximum update latency, median grace period; 0 without

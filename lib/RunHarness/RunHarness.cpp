@@ -167,6 +167,13 @@ Error RunHarness::link() {
   Config.Reclaim =
       Opts.AsyncReclaim ? ReclaimMode::Asynchronous : ReclaimMode::Synchronous;
   Config.RetpolineFallback = Opts.RetpolineFallback;
+  if (Opts.Adaptive) {
+    Config.Adaptive.Enabled = true;
+    Config.Adaptive.Background = true;
+    Config.Adaptive.Window = std::chrono::milliseconds(1);
+    Config.Adaptive.Period = std::chrono::milliseconds(2);
+    Config.Adaptive.MaxPeriod = std::chrono::milliseconds(64);
+  }
   Config.OnRelease = [&S](const ProgramEntry &P) {
     for (size_t K = 0; K < S.Addresses.size(); ++K)
       if (S.Addresses[K] == P.Address)
@@ -364,25 +371,50 @@ Expected<LiveResult> RunHarness::swapLive() {
       Live.GraceUs.push_back(St.LastGracePeriod.count() / 1e3);
     }
   };
+  // Adaptive: the live phase lasts until a learning window closed in it
+  // (or one failed, which the status then tells).
+  uint64_t WindowsBefore = S.D->status().LearningWindows;
+  std::atomic<bool> Learned{!Opts.Adaptive};
+  auto Watch = [&] {
+    while (!Done.load() && !Learned.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      DispatcherStatus St = S.D->status();
+      if (St.LearningWindows > WindowsBefore || !St.LearningError.empty())
+        Learned.store(true);
+    }
+  };
   S.Inst.Enabled.store(1);
-  std::thread Swapper;
+  std::thread Swapper, Watcher;
   try {
     Swapper = std::thread(Swap);
+    if (!Learned.load())
+      Watcher = std::thread(Watch);
   } catch (const std::system_error &E) {
+    Done.store(true);
+    if (Swapper.joinable())
+      Swapper.join();
     S.Inst.Enabled.store(0);
     return createStringError(
         inconvertibleErrorCode(),
-        formatv("cannot start the thread that swaps programs: {0}", E.what()));
+        formatv("cannot start the thread that swaps programs{0}: {1}",
+                Opts.Adaptive ? " or the one that watches the learner" : "",
+                E.what()));
   }
   run::setRunPhase("calling during the live swap");
   unsigned MinSwaps = Opts.MinSwaps;
   auto Calls = run::runThreads(
       Opts.Threads, Opts.CallsPerThread, S.Drive, S.Addresses, S.LabelPtrs,
       PickPublished,
-      [&] { return N > 1 && !SwapFailed.load() && Swaps.load() < MinSwaps; },
+      [&] {
+        if (SwapFailed.load())
+          return false;
+        return (N > 1 && Swaps.load() < MinSwaps) || !Learned.load();
+      },
       &Requests);
   Done.store(true);
   Swapper.join();
+  if (Watcher.joinable())
+    Watcher.join();
   S.Inst.Enabled.store(0);
   if (SwapError) {
     consumeError(Calls.takeError());
@@ -392,6 +424,7 @@ Expected<LiveResult> RunHarness::swapLive() {
     return Calls.takeError();
   Live.Calls = *Calls;
   Live.Status = S.D->status();
+  Live.LearningWindows = Live.Status.LearningWindows - WindowsBefore;
   if (Error E = S.D->verify())
     Live.ImageError = toString(std::move(E));
 

@@ -91,6 +91,13 @@ static cl::opt<bool> NoRetpoline(
              "of a retpoline (the retpoline baseline phase is then the "
              "plain indirect call through the entry)"));
 
+static cl::opt<bool> Adaptive(
+    "adaptive", cl::sub(runCommand()), cl::cat(RunCategory),
+    cl::desc("Adaptive dispatch: the library's background learner measures "
+             "the calls in short windows, promotes hot unregistered "
+             "programs and lays the image out for the counts (the report "
+             "ends with what it did)"));
+
 static cl::opt<unsigned>
     MinSwaps("swaps", cl::sub(runCommand()), cl::cat(RunCategory), cl::init(20),
              cl::desc("Keep calling in the live phase until at least this "
@@ -183,6 +190,31 @@ void printPhase(StringRef What, const PhaseResult &R) {
                     R.nsPerCallPerThread());
 }
 
+/// With --adaptive: what the learner did, at the end of the report.
+void printAdaptive(const RunHarness &H, const LiveResult &Live) {
+  const DispatcherStatus &S = Live.Status;
+  auto NameOf = [&](uint64_t Address) {
+    for (const RunProgram &P : H.programs())
+      if (P.Address == Address)
+        return P.Name;
+    return formatv("{0:x}", Address).str();
+  };
+  std::string Promoted;
+  for (uint64_t Address : S.Promoted)
+    Promoted += (Promoted.empty() ? "" : ", ") + NameOf(Address);
+  outs() << formatv("  adaptive: {0} learning windows ({1} in the live "
+                    "phase); {2} promoted{3}{4}\n",
+                    S.LearningWindows, Live.LearningWindows, S.Promoted.size(),
+                    Promoted.empty() ? "" : ": ", Promoted);
+  outs() << formatv("  adaptive: layout {0}, predicted {1:f1} cycles per "
+                    "call{2}\n",
+                    S.Layout.empty() ? "none" : S.Layout, S.PredictedCost,
+                    S.Learning ? " (a learning window is open)" : "");
+  if (!S.LearningError.empty())
+    outs() << "  adaptive: a learning window failed: " << S.LearningError
+           << "\n";
+}
+
 void printVerdict(const RunHarness &H, const LiveResult &Live) {
   printPhase("during swaps", Live.Calls);
   const DispatcherStatus &S = Live.Status;
@@ -199,6 +231,8 @@ void printVerdict(const RunHarness &H, const LiveResult &Live) {
   for (auto [P, C] : zip(H.programs(), Live.Counts))
     outs() << formatv("    {0,-28} asked {1,12:N}  ran {2,12:N}{3}\n", P.Name,
                       C.Asked, C.Ran, C.Asked == C.Ran ? "" : "  <--");
+  if (H.options().Adaptive)
+    printAdaptive(H, Live);
   if (Live.ok())
     outs() << formatv("verdict: OK: all {0:N} calls reached the program they "
                       "asked for, each registered when called; none ran "
@@ -229,6 +263,7 @@ int runRun(const Invocation &Inv) {
   Opts.MinSwaps = MinSwaps;
   Opts.AsyncReclaim = AsyncReclaim;
   Opts.RetpolineFallback = !NoRetpoline;
+  Opts.Adaptive = Adaptive;
 
   // A program, a hook or the compiler that crashes or never returns ends
   // the run with one line saying where.
@@ -248,7 +283,8 @@ int runRun(const Invocation &Inv) {
 
   // Baselines: the plain indirect call (the file's own, if it has
   // dispatchgen_expect), then the entry with no program registered: every
-  // call takes the fallback, a retpoline unless --no-retpoline.
+  // call takes the fallback, a retpoline unless --no-retpoline (with
+  // --adaptive, unless the learner promoted the program).
   outs() << formatv("==> {0} threads x {1:N} calls each, programs "
                     "round-robin\n",
                     unsigned(Threads), uint64_t(Calls));
@@ -257,7 +293,9 @@ int runRun(const Invocation &Inv) {
   if (Plain)
     printPhase("plain indirect call   ", *Plain);
   PhaseResult Fallback = ExitOnErr(H->callFallback());
-  printPhase(NoRetpoline ? "entry, no program     " : "retpoline (no program)",
+  printPhase(Adaptive      ? "adaptive, no program  "
+             : NoRetpoline ? "entry, no program     "
+                           : "retpoline (no program)",
              Fallback);
 
   DispatcherStatus S = ExitOnErr(H->registerAll());
@@ -272,15 +310,18 @@ int runRun(const Invocation &Inv) {
   printPhase("dispatcher (direct)   ", Direct);
   outs() << formatv("  dispatcher: {0:f2}x the calls/s of the {1}",
                     Direct.callsPerSecond() / Fallback.callsPerSecond(),
-                    NoRetpoline ? "entry's indirect call" : "retpoline");
+                    Adaptive      ? "adaptive entry with no program"
+                    : NoRetpoline ? "entry's indirect call"
+                                  : "retpoline");
   if (Plain)
     outs() << formatv(", {0:f2}x the plain indirect call's",
                       Direct.callsPerSecond() / Plain->callsPerSecond());
   outs() << "\n";
 
   outs() << formatv("==> live swap: one program swapped every {0} ms while "
-                    "the threads call\n",
-                    unsigned(SwapEvery));
+                    "the threads call{1}\n",
+                    unsigned(SwapEvery),
+                    Adaptive ? ", and the learner opens windows" : "");
   outs().flush();
   LiveResult Live = ExitOnErr(H->swapLive());
   printVerdict(*H, Live);

@@ -182,6 +182,33 @@ TEST_F(RunHarnessTest, AsyncReclaimWithoutRetpoline) {
   EXPECT_TRUE(Report->Live.ok());
 }
 
+TEST_F(RunHarnessTest, AdaptiveRunIsRoutedAndLearns) {
+  // The background learner opens windows from link() on; the live phase
+  // goes on until one closed in it. Every call still reaches its program,
+  // promoted or registered, and none runs after its release.
+  RunOptions Opts = options({sourcePath("examples/xdp/filters.c")});
+  Opts.Adaptive = true;
+  Opts.CallsPerThread = 5000;
+  auto Report = runHarness(Opts);
+  ASSERT_THAT(takeError(Report), Succeeded()) << Diagnostics;
+  const LiveResult &Live = Report->Live;
+  EXPECT_GE(Live.swaps(), 3u);
+  EXPECT_GE(Live.LearningWindows, 1u);
+  EXPECT_GE(Live.Status.LearningWindows, Live.LearningWindows);
+  EXPECT_EQ(Live.Status.LearningError, "");
+  EXPECT_FALSE(Live.Status.Layout.empty());
+  uint64_t Asked = 0;
+  for (size_t I = 0; I < Live.Counts.size(); ++I) {
+    EXPECT_EQ(Live.Counts[I].Asked, Live.Counts[I].Ran)
+        << Report->Programs[I].Name;
+    Asked += Live.Counts[I].Asked;
+  }
+  EXPECT_EQ(Asked, Live.Calls.Calls);
+  EXPECT_EQ(Live.Misrouted, 0u);
+  EXPECT_EQ(Live.RanAfterRelease, 0u);
+  EXPECT_TRUE(Live.ok()) << Live.ImageError;
+}
+
 TEST_F(RunHarnessTest, MissingDriveIsAnError) {
   auto H = RunHarness::compile(options({input("nodrive.c")}));
   ASSERT_THAT(takeError(H), Succeeded()) << Diagnostics;

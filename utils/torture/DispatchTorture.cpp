@@ -45,7 +45,17 @@
 // (DispatcherConfig::SkipGracePeriodForTesting): the test must then fail,
 // and report the matching count.
 //
+// --adaptive makes the dispatcher adaptive, with the background learner
+// opening short windows, and the readers also call targets that are never
+// registered, some hot (promoted, then demoted as the hot set moves), some
+// rarely: each must answer, by the fallback or a promoted direct jump
+// (AdaptiveTorture.h). A registered program may then take the fallback
+// where the layout has no tree; the monitor of the dispatcher's status
+// tells which calls could have.
+//
 //===----------------------------------------------------------------------===//
+
+#include "AdaptiveTorture.h"
 
 #include "dispatch-gen/Dispatcher.h"
 #include "dispatch-gen/Reclamation.h"
@@ -72,6 +82,7 @@
 #include <csignal>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -122,8 +133,33 @@ static cl::opt<unsigned> ImageDelay(
              "linger there longer than an update takes to free or rewrite "
              "what they left (default 4096, about 0.1 ms)"),
     cl::init(4096), cl::cat(TortureCategory));
+static cl::opt<bool> Adaptive(
+    "adaptive",
+    cl::desc("Adaptive dispatch with the background learner; readers also "
+             "call unregistered targets, hot ones (promoted) and rare ones"),
+    cl::init(false), cl::cat(TortureCategory));
+static cl::opt<unsigned>
+    LearnWindow("learn-window",
+                cl::desc("With --adaptive: microseconds a learning window "
+                         "stays open (default 1000)"),
+                cl::init(1000), cl::cat(TortureCategory));
+static cl::opt<unsigned> LearnPeriod(
+    "learn-period",
+    cl::desc("With --adaptive: microseconds from a window to the next "
+             "(default 2000; up to 4 times that after windows that "
+             "changed nothing)"),
+    cl::init(2000), cl::cat(TortureCategory));
+static cl::opt<unsigned>
+    HotPhase("hot-phase",
+             cl::desc("With --adaptive: milliseconds before the hot "
+                      "unregistered targets move on (default 250)"),
+             cl::init(250), cl::cat(TortureCategory));
 
 namespace {
+
+using torture::AdaptiveMonitor;
+using torture::FallbackCall;
+using torture::UnregisteredTargets;
 
 constexpr unsigned NumSlots = 32;
 constexpr unsigned BatchSize = 64;
@@ -177,6 +213,8 @@ struct Counters {
   std::atomic<uint64_t> Calls{0}, Misrouted{0}, IntoReleased{0},
       IntoReleasedImages{0}, IntoRewrittenResident{0}, OtherFaults{0},
       ObservedReleased{0}, RegisteredToFallback{0}, CriticalSections{0};
+  /// --adaptive: calls to unregistered targets, by the way they went.
+  std::atomic<uint64_t> UnregisteredDirect{0}, UnregisteredFallback{0};
   /// Ages (updates since removal) of removed, not yet released programs
   /// that readers reached: 0, 1, 2-3, 4-15, 16-63, 64+.
   std::array<std::atomic<uint64_t>, 6> AgeHist{};
@@ -267,6 +305,7 @@ private:
   Expected<uint64_t> freshProgram();
   void release(uint64_t Address);
   void readerLoop(unsigned Index);
+  void callUnregistered(std::minstd_rand &Rng);
   Error updaterLoop(std::chrono::steady_clock::time_point End);
 
   std::unique_ptr<orc::LLJIT> J;
@@ -296,6 +335,12 @@ private:
   /// of the images, so its calls take the fallback legitimately.
   std::atomic<bool> OutOfReach{false};
   Counters C;
+  /// --adaptive: the targets never registered, and per reader its calls
+  /// for a registered program that took the fallback (judged at the end,
+  /// against what the monitor saw).
+  UnregisteredTargets Unregistered;
+  std::vector<std::vector<FallbackCall>> FallbackCalls;
+  uint64_t ExcusedFallbackCalls = 0;
   uint64_t Updates = 0, Adds = 0, Removes = 0, Changes = 0, Released = 0;
   std::atomic<uint64_t> ReleasedAsync{0};
 };
@@ -430,7 +475,12 @@ void Torture::readerLoop(unsigned Index) {
       continue;
     }
     for (; K < N; K = K + 1) {
+      if (Adaptive && Rng() % 4 == 0) {
+        callUnregistered(Rng);
+        continue;
+      }
       TookFallback = false;
+      auto Begin = std::chrono::steady_clock::now();
       InCall = 1;
       uint64_t R = Entry(Rng() % 64, Address);
       InCall = 0;
@@ -452,8 +502,15 @@ void Torture::readerLoop(unsigned Index) {
       // (no removal had begun when S1 was read): every image the call could
       // enter had a direct jump to it.
       if (TookFallback && R == Id && (Removed == 0 || Removed > S1) &&
-          !OutOfReach.load(std::memory_order_relaxed))
-        C.RegisteredToFallback.fetch_add(1, std::memory_order_relaxed);
+          !OutOfReach.load(std::memory_order_relaxed)) {
+        // Adaptive: legitimate where the layout had no tree; judged at
+        // the end.
+        if (Adaptive)
+          FallbackCalls[Index].push_back(
+              {Begin, std::chrono::steady_clock::now()});
+        else
+          C.RegisteredToFallback.fetch_add(1, std::memory_order_relaxed);
+      }
       uint8_t Stage = Q->Stage.load(std::memory_order_acquire);
       C.StageHist[Stage].fetch_add(1, std::memory_order_relaxed);
       if (Stage == PS_Released)
@@ -464,6 +521,21 @@ void Torture::readerLoop(unsigned Index) {
                                                      std::memory_order_relaxed);
     }
   }
+}
+
+/// --adaptive: a call to a target the dispatcher never registered. Its tag
+/// must come back, through the fallback or a promoted target's jump.
+void Torture::callUnregistered(std::minstd_rand &Rng) {
+  unsigned K = Unregistered.pick(Rng);
+  TookFallback = false;
+  InCall = 1;
+  uint64_t R = Entry(Rng() % 64, Unregistered.address(K));
+  InCall = 0;
+  C.Calls.fetch_add(1, std::memory_order_relaxed);
+  if (R != UnregisteredTargets::tag(K))
+    C.Misrouted.fetch_add(1, std::memory_order_relaxed);
+  (TookFallback ? C.UnregisteredFallback : C.UnregisteredDirect)
+      .fetch_add(1, std::memory_order_relaxed);
 }
 
 // Slot ordering: to remove, the updater bumps Seq (RemovedSeq = the new
@@ -485,7 +557,11 @@ Error Torture::updaterLoop(std::chrono::steady_clock::time_point End) {
     uint64_t New;
   };
   std::vector<Pending> Publish;
+  auto Start = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() < End) {
+    if (Adaptive)
+      Unregistered.setPhase((std::chrono::steady_clock::now() - Start) /
+                            std::chrono::milliseconds(std::max(1u, +HotPhase)));
     std::shuffle(Order.begin(), Order.end(), Rng);
     uint64_t S = Seq.fetch_add(1, std::memory_order_seq_cst) + 1;
     ProgramSet::Batch B;
@@ -521,7 +597,10 @@ Error Torture::updaterLoop(std::chrono::steady_clock::time_point End) {
     if (Error E = D->apply(B))
       return E;
     ++Updates;
-    if (D->status().FallbackTargets)
+    // A layout without a tree (adaptive) counts every program as taking
+    // the fallback; only a tree's count is of programs out of reach.
+    DispatcherStatus St = D->status();
+    if (St.FallbackTargets && St.Layout != "fallback-only")
       OutOfReach.store(true, std::memory_order_relaxed);
     uint64_t Now = Seq.load(std::memory_order_seq_cst);
     for (const Pending &P : Publish) {
@@ -542,6 +621,9 @@ Error Torture::run() {
   // The programs first, so that the images go near them.
   if (Error E = compileBatch())
     return E;
+  if (Adaptive)
+    if (Error E = Unregistered.compile(*J))
+      return E;
 
   if (BrokenReclamation == SkippedGracePeriod::Resident)
     Sync = true;
@@ -557,6 +639,15 @@ Error Torture::run() {
   Config.FallbackHookForTesting = onFallback;
   Config.PoisonForTesting = true;
   Config.OnRelease = [this](const ProgramEntry &P) { release(P.Address); };
+  if (Adaptive) {
+    Config.Adaptive.Enabled = true;
+    Config.Adaptive.Background = true;
+    Config.Adaptive.Window =
+        std::chrono::microseconds(std::max(1u, +LearnWindow));
+    Config.Adaptive.Period =
+        std::chrono::microseconds(std::max(1u, +LearnPeriod));
+    Config.Adaptive.MaxPeriod = 4 * Config.Adaptive.Period;
+  }
   auto DOrErr = Dispatcher::create(std::move(Config), *J);
   if (!DOrErr)
     return DOrErr.takeError();
@@ -572,6 +663,12 @@ Error Torture::run() {
   unsigned NumReaders = Readers;
   if (!NumReaders)
     NumReaders = std::max(2u, std::thread::hardware_concurrency()) - 1;
+  FallbackCalls.resize(NumReaders);
+  std::optional<AdaptiveMonitor> Monitor;
+  if (Adaptive) {
+    Monitor.emplace(*D, Unregistered);
+    Monitor->start(std::chrono::microseconds(100));
+  }
   std::vector<std::thread> Threads;
   for (unsigned R = 0; R < NumReaders; ++R)
     Threads.emplace_back([this, R] { readerLoop(R); });
@@ -586,6 +683,15 @@ Error Torture::run() {
   for (std::thread &T : Threads)
     T.join();
   DispatcherStatus St = D->status();
+  if (Monitor) {
+    Monitor->stop();
+    for (const std::vector<FallbackCall> &Calls : FallbackCalls)
+      for (const FallbackCall &Call : Calls)
+        if (Monitor->mayHaveTakenFallback(Call))
+          ++ExcusedFallbackCalls;
+        else
+          C.RegisteredToFallback.fetch_add(1, std::memory_order_relaxed);
+  }
   // Releases every program still registered, after pending grace periods.
   D.reset();
   uint64_t Ops = Adds + Removes + Changes;
@@ -594,11 +700,17 @@ Error Torture::run() {
   const char *Broken[] = {"", ", BROKEN: programs released at once",
                           ", BROKEN: images freed at once",
                           ", BROKEN: resident area rewritten at once"};
-  outs() << formatv("dispatch-gen-torture: {0} readers, {1:f1} s{2}{3}, "
+  outs() << formatv("dispatch-gen-torture: {0} readers, {1:f1} s{2}{3}{5}, "
                     "{4} pauses per image\n",
                     NumReaders, Elapsed, Sync ? ", synchronous" : "",
                     Broken[static_cast<int>(BrokenReclamation.getValue())],
-                    unsigned(ImageDelay));
+                    unsigned(ImageDelay),
+                    Adaptive
+                        ? formatv(", adaptive (windows of {0} us every "
+                                  "{1} us or more)",
+                                  unsigned(LearnWindow), unsigned(LearnPeriod))
+                              .str()
+                        : std::string());
   outs() << formatv("  calls:           {0} in {1} read-side critical "
                     "sections\n",
                     C.Calls.load(), C.CriticalSections.load());
@@ -639,6 +751,19 @@ Error Torture::run() {
                     OutOfReach ? " (not counted: some programs out of reach)"
                                : "");
   outs() << formatv("  other faults:    {0}\n", C.OtherFaults.load());
+  if (Monitor) {
+    outs() << formatv("  unregistered:    {0} calls to {1} targets never "
+                      "registered: {2} by a promoted direct jump, {3} by the "
+                      "fallback\n",
+                      C.UnregisteredDirect + C.UnregisteredFallback,
+                      UnregisteredTargets::Count, C.UnregisteredDirect.load(),
+                      C.UnregisteredFallback.load());
+    outs() << formatv("  fallback-only:   {0} calls for a registered program "
+                      "took the fallback while an image without a tree may "
+                      "have been live (not counted)\n",
+                      ExcusedFallbackCalls);
+    Monitor->print(outs(), St);
+  }
 
   bool Failed = false;
   auto Fail = [&](const Twine &Why) {
@@ -668,6 +793,10 @@ Error Torture::run() {
          "critical section (past its grace period)");
   if (!C.Calls)
     Fail("readers made no calls");
+  if (Adaptive && !St.LearningWindows)
+    Fail("no learning window closed");
+  if (Adaptive && !St.LearningError.empty())
+    Fail("a learning window failed: " + St.LearningError);
   if (Sync && BrokenReclamation == SkippedGracePeriod::None && !St.Resident)
     Fail("with --sync the live image should run resident behind the entry");
   if (MinUpdateRate && Rate < MinUpdateRate)
