@@ -141,6 +141,9 @@ constexpr CallVariant AllVariants[] = {
     CallVariant::Dispatcher, CallVariant::Weighted, CallVariant::SortedTree};
 llvm::StringRef variantName(CallVariant V);
 
+/// Calls a read-side section of CallLoopSet::run() holds at most.
+constexpr uint64_t CallsPerGuard = 1u << 14;
+
 /// N registered and UnregisteredPrograms unregistered programs, the caller
 /// loops of every variant and two live dispatchers, JIT-compiled in one
 /// LLJIT.
@@ -152,6 +155,11 @@ llvm::StringRef variantName(CallVariant V);
 /// A variant crosses a phase only after 10^7 calls of its own: not within
 /// measureCallCost's defaults (21 loops of 2^18 calls, after a warm-up of
 /// PatternLength calls).
+///
+/// Read-side sections: run() holds an RCUReadGuard per batch of
+/// CallsPerGuard calls, not across a whole loop, so a grace period (the
+/// background learner's, with synchronous reclamation) waits for one batch
+/// at most.
 class CallLoopSet {
 public:
   static llvm::Expected<std::unique_ptr<CallLoopSet>> create(unsigned N);

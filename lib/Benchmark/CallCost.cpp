@@ -392,7 +392,6 @@ Error CallLoopSet::setPattern(ArrayRef<uint32_t> Indices) {
 }
 
 uint64_t CallLoopSet::run(CallVariant V, uint64_t Iterations) {
-  RCUReadGuard Guard;
   const CallSequence &S = I->Sequence;
   uint64_t &Pos = I->Position[static_cast<size_t>(V)];
   uint64_t End = Pos + Iterations, Mask = S.Phases.front().size() - 1;
@@ -406,8 +405,15 @@ uint64_t CallLoopSet::run(CallVariant V, uint64_t Iterations) {
       K = Phase % S.Phases.size();
       Stop = std::min(End, (Phase + 1) * S.CallsPerPhase);
     }
-    Sum +=
-        I->loop(V, K)(I->Targets.data(), S.Phases[K].data(), Mask, Pos, Stop);
+    // One read-side section per batch: a grace period waits for one batch,
+    // not for the whole loop.
+    LoopFn Loop = I->loop(V, K);
+    for (uint64_t From = Pos; From != Stop;) {
+      uint64_t To = std::min(Stop, From + CallsPerGuard);
+      RCUReadGuard Guard;
+      Sum += Loop(I->Targets.data(), S.Phases[K].data(), Mask, From, To);
+      From = To;
+    }
     Pos = Stop;
   }
   return Sum;
