@@ -7,12 +7,14 @@
 //
 // Google Benchmark's view of `dispatch-gen bench`'s call-cost table: one
 // case call/<variant>/<pattern>/N:<n> per variant (direct, indirect,
-// retpoline, dispatcher, dispatcher+weights, sorted-tree), pattern
-// (one-hot, round-robin, uniform, zipf) and N. Each iteration runs the
-// variant's JIT-compiled caller loop (bench::CallLoopSet, Benchmark.h) for
-// CallsPerIteration calls; the counter ns_per_call is the time per call.
-// The loops, programs and dispatchers are the library's, so these figures
-// and the CLI's come from the same code.
+// retpoline, dispatcher, dispatcher+weights, sorted-tree, adaptive),
+// pattern (one-hot, round-robin, uniform, zipf, unregistered, phase) and N.
+// The adaptive dispatcher learns as in the CLI (CallLoopSet::learn()), but
+// a case's iterations cross a phase of `phase` only after 10^7 calls. Each
+// iteration runs the variant's JIT-compiled caller loop (bench::CallLoopSet,
+// Benchmark.h) for CallsPerIteration calls; the counter ns_per_call is the time
+// per call. The loops, programs and dispatchers are the library's, so these
+// figures and the CLI's come from the same code.
 //
 // Pick cases with --benchmark_filter, e.g. 'call/.*/zipf/N:48$'.
 //
@@ -57,6 +59,8 @@ void callCost(benchmark::State &State, CallVariant V, Pattern P, unsigned N) {
   if (!Set)
     return State.SkipWithError(toString(Set.takeError()).c_str());
   if (Error E = Set->setSequence(makeSequence(P, N, PatternLength)))
+    return State.SkipWithError(toString(std::move(E)).c_str());
+  if (Error E = Set->learn(CallsPerIteration))
     return State.SkipWithError(toString(std::move(E)).c_str());
   if (Error E = Set->check(PatternLength))
     return State.SkipWithError(toString(std::move(E)).c_str());

@@ -11,7 +11,10 @@ scaling and memory. Then, from every bench/results/many-K.json
 with its own machine line. A cell gives the first run's figure, then in
 parentheses the range over all runs (left out where every run rounds to the
 same figure). Patterns and N measured by some runs only (older runs lack the
-`unregistered` and `phase` patterns) take their figures from those runs.
+`unregistered` and `phase` patterns) take their figures from those runs; a
+variant no run measured (older runs lack `adaptive`) has no column, and a
+goal no run measured no row. Runs with the adaptive variant add the table
+of the layouts it learned.
 
   bench-tables.py                     print the tables
   bench-tables.py --update README.md  rewrite the README's generated block
@@ -33,11 +36,15 @@ import os
 import re
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from bench_tables_format import (cell, f2, latency, measured, memory, met,
+                                 ordered, table)
+
 BEGIN = "<!-- bench-tables:begin -->"
 END = "<!-- bench-tables:end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["direct", "indirect", "retpoline", "dispatcher",
-            "dispatcher+weights", "sorted-tree"]
+            "dispatcher+weights", "sorted-tree", "adaptive"]
 # The patterns whose programs are all registered: the goals are about them
 # (`unregistered` and `phase` calls take the fallback).
 REGISTERED_PATTERNS = ["one-hot", "round-robin", "uniform", "zipf"]
@@ -58,70 +65,6 @@ def load_runs(results, prefix="run", required=True):
     return [(name, data) for _, name, data in runs]
 
 
-# --- Formatting ------------------------------------------------------------
-
-
-def cell(values, fmt, unit=""):
-    """The first run's figure, then the range over every run; without the
-    first run's, those of the runs that have one."""
-    known = [v for v in values if v is not None]
-    if not known:
-        return "-"
-    first, lo, hi = fmt(known[0]), fmt(min(known)), fmt(max(known))
-    if len(known) == 1 or lo == hi:
-        return first + unit
-    return f"{first}{unit} ({lo}-{hi}{unit})"
-
-
-def f2(v):
-    return f"{v:.2f}"
-
-
-def latency(values):
-    """Microseconds, as us below 1 ms and as ms from it."""
-    known = [v for v in values if v is not None]
-    if known and max(known) >= 1000:
-        return cell([None if v is None else v / 1000 for v in values], f2,
-                    " ms")
-    return cell(values, lambda v: f"{v:.0f}", " us")
-
-
-def memory(values):
-    if max(values) >= 1 << 20:
-        return cell([v / (1 << 20) for v in values], lambda v: f"{v:.1f}",
-                    " MiB")
-    return cell([v / 1024 for v in values], lambda v: f"{v:.0f}", " KiB")
-
-
-def table(header, rows):
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out
-
-
-def ordered(items):
-    return list(dict.fromkeys(items))
-
-
-def measured(rows, keys):
-    """The rows with a figure after their first keys cells: a pattern no run
-    measured at some N says nothing there."""
-    return [row for row in rows if any(c != "-" for c in row[keys:])]
-
-
-def met(values, test):
-    known = [v for v in values if v is not None]
-    hits = sum(1 for v in known if test(v))
-    if not known:
-        return "not measured"
-    if hits == len(known):
-        return "yes"
-    if hits == 0:
-        return "no"
-    return f"in {hits} of {len(known)} runs"
-
-
 # --- The runs' figures -----------------------------------------------------
 
 
@@ -135,6 +78,11 @@ class Runs:
         every = [c for d in self.data for c in d.get("calls", [])]
         self.patterns = ordered(c["pattern"] for c in every)
         self.ns = sorted(set(c["n"] for c in every))
+        # The variants some run measured, in VARIANTS' order.
+        self.variants = [v for v in VARIANTS
+                         if any(c["variant"] == v for c in every)]
+        self.learned = [{(c["pattern"], c["n"]): c for c in d.get("calls", [])
+                         if "layout" in c} for d in self.data]
 
     def ns_per_call(self, pattern, n, variant):
         return [c.get((pattern, n, variant)) for c in self.calls]
@@ -177,8 +125,8 @@ def header(r):
     loads = [v for v in loads if v is not None]
     load = (f"; 1-minute load average {min(loads):.2f}-{max(loads):.2f} "
             "before a run" if loads else "")
-    loops = ordered((d.get("call_loops"), d.get("calls_per_loop"))
-                    for d in r.data)
+    loops = ordered((d.get("call_loops"), d.get("calls_per_loop"),
+                     d.get("phase_calls_per_loop")) for d in r.data)
     count = len(r.names)
     runs = (f"{count} runs, `bench/results/{r.names[0]}` to "
             f"`{r.names[-1]}`" if count > 1
@@ -191,7 +139,10 @@ def header(r):
         f"From {runs}: each figure is the first run's, then in parentheses "
         "the range over all of them (left out where they agree). A call "
         "cost is the median of "
-        + " / ".join(f"{a} timed loops of {b} calls" for a, b in loops)
+        + " / ".join(f"{a} timed loops of {b} calls"
+                     + (f" ({c} for `phase`: one move of the hot target in "
+                        "each)" if c else "")
+                     for a, b, c in loops)
         + ".",
     ]
     return lines
@@ -202,15 +153,50 @@ def call_tables(r):
     for p in r.patterns:
         for n in r.ns:
             rows_ns.append([p, str(n)] + [cell(r.ns_per_call(p, n, v), f2)
-                                          for v in VARIANTS])
+                                          for v in r.variants])
             rows_ratio.append([p, str(n)] + [
                 cell(r.ratio(p, n, v, "direct"), f2, "x")
-                for v in VARIANTS[1:]])
+                for v in r.variants[1:]])
     return (["**Call cost**, ns per call:", ""]
-            + table(["pattern", "N"] + VARIANTS, measured(rows_ns, 2))
+            + table(["pattern", "N"] + r.variants, measured(rows_ns, 2))
             + ["", "**Call cost**, ratio to the direct call:", ""]
-            + table(["pattern", "N"] + VARIANTS[1:],
+            + table(["pattern", "N"] + r.variants[1:],
                     measured(rows_ratio, 2)))
+
+
+def learned_table(r):
+    """The adaptive variant's learned layouts next to its cost; nothing
+    when no run measured it."""
+    rows = []
+    for p in r.patterns:
+        for n in r.ns:
+            ls = [d.get((p, n)) for d in r.learned]
+            if not any(ls):
+                continue
+            layouts = " / ".join(ordered(l["layout"] for l in ls if l))
+            rows.append([p, str(n), layouts,
+                         cell(field(ls, "predicted_cost"), f2),
+                         cell(r.ns_per_call(p, n, "adaptive"), f2),
+                         cell(r.ratio(p, n, "retpoline", "adaptive"), f2,
+                              "x")])
+    if not rows:
+        return []
+    return (["**Adaptive**: the layout each adaptive dispatcher learned, "
+             "the cost model's cost per call (a predicted compare is 1, a "
+             "retpoline 20) and what was measured:", ""]
+            + table(["pattern", "N", "layout", "predicted", "ns per call",
+                     "x faster than the retpoline"], rows))
+
+
+def worst(r, pattern, num, den, largest, include=lambda n: True):
+    """Per run, the largest (or smallest) num/den over the Ns include
+    admits."""
+    out = []
+    for k in range(len(r.calls)):
+        vs = [r.ratio(pattern, n, num, den)[k] for n in r.ns if include(n)]
+        vs = [v for v in vs if v is not None]
+        out.append((max(vs) if largest else min(vs)) if vs else None)
+    return out
 
 
 def goal_rows(r):
@@ -236,6 +222,31 @@ def goal_rows(r):
             "sorted tree",
             r.ratio("zipf", n, "sorted-tree", "dispatcher+weights"), ratio,
             lambda v: v >= 1.2)
+    # Adaptive dispatch, standing in for the retpoline: never slower than
+    # it nor than the plain dispatcher where that one beats it, and faster
+    # where counts help; each row the worst N of the pattern.
+    for p in r.patterns:
+        add(f"{p}, every N: adaptive <= 1.05x the retpoline",
+            worst(r, p, "adaptive", "retpoline", True), ratio,
+            lambda v: v <= 1.05)
+        beats = [[n for n in r.ns
+                  if (c.get((p, n, "dispatcher")) or 0) > 0
+                  and c.get((p, n, "retpoline")) is not None
+                  and c[(p, n, "dispatcher")] < c[(p, n, "retpoline")]]
+                 for c in r.calls]
+        per_run = [worst(r, p, "adaptive", "dispatcher", True,
+                         lambda n, b=b: n in b)[k]
+                   for k, b in enumerate(beats)]
+        add(f"{p}, N where the dispatcher beats the retpoline: adaptive "
+            "<= 1.05x the dispatcher", per_run, ratio, lambda v: v <= 1.05)
+    for p in ("uniform", "zipf"):
+        add(f"{p}, N <= 8: adaptive >= 1.1x faster than the retpoline",
+            worst(r, p, "retpoline", "adaptive", False, lambda n: n <= 8),
+            ratio, lambda v: v >= 1.1)
+    for p, limit in (("unregistered", 3), ("phase", 2)):
+        add(f"{p}, every N: adaptive >= {limit}x faster than the retpoline",
+            worst(r, p, "retpoline", "adaptive", False), ratio,
+            lambda v, limit=limit: v >= limit)
     for n, limit, text in ((48, 300, "300 us"), (1024, 5000, "5 ms")):
         for mode in ("async", "sync"):
             add(f"update, N = {n}, {mode}: median <= {text}",
@@ -386,7 +397,9 @@ def many_table(runs):
 
 def generate(results):
     r = Runs(load_runs(results))
-    parts = [header(r), call_tables(r), goal_rows(r), weights_table(r),
+    learned = learned_table(r)
+    parts = [header(r), call_tables(r)] + ([learned] if learned else []) + [
+             goal_rows(r), weights_table(r),
              update_table(r), scaling_table(r), memory_table(r),
              many_table(load_runs(results, "many", required=False))]
     lines = ["<!-- Generated by utils/bench-tables.py from "

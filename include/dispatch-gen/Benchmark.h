@@ -38,6 +38,7 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -135,23 +136,65 @@ enum class CallVariant {
   Dispatcher, ///< dispatch-gen's live entry, no weights
   Weighted,   ///< dispatch-gen's entry, weighted by the pattern's counts
   SortedTree, ///< the kernel's address-sorted binary search (no weights)
+  /// An adaptive dispatcher (AdaptiveConfig, Dispatcher.h) standing in for
+  /// a retpolined call (RetpolineFallback), measured after it learned the
+  /// pattern: one made for each sequence set (CallLoopSet::setSequence).
+  /// A sequence of one phase is learned by the host before timing
+  /// (CallLoopSet::learn(): one window over untimed calls, then a steady
+  /// image); one of several phases (Phase) by the background learner with
+  /// short windows (AdaptiveWindow...), while it is timed, as the hot
+  /// target moves.
+  Adaptive,
 };
 constexpr CallVariant AllVariants[] = {
     CallVariant::Direct,     CallVariant::Indirect, CallVariant::Retpoline,
-    CallVariant::Dispatcher, CallVariant::Weighted, CallVariant::SortedTree};
+    CallVariant::Dispatcher, CallVariant::Weighted, CallVariant::SortedTree,
+    CallVariant::Adaptive};
 llvm::StringRef variantName(CallVariant V);
 
+/// The background learner's schedule for the Adaptive variant of a
+/// sequence of several phases (AdaptiveConfig's Window, Period and
+/// MaxPeriod): a window of 1 ms at most 8 ms after the last, so a new hot
+/// target is promoted within about 9 ms of the change, against the tens
+/// of milliseconds a phase of PhaseCalls calls lasts.
+constexpr std::chrono::microseconds AdaptiveWindow{1000};
+constexpr std::chrono::microseconds AdaptivePeriod{2000};
+constexpr std::chrono::microseconds AdaptiveMaxPeriod{8000};
+
+/// What the Adaptive variant's dispatcher has learned (its status()).
+struct LearnedLayout {
+  /// The live layout as DispatchLayout names it ("hot-scan", "bisect",
+  /// "fallback-only", ...), and the cost model's prediction of an average
+  /// call under the last window's counts (LayoutCostModel units: a
+  /// predicted compare is 1, the retpoline 20).
+  std::string Layout;
+  double PredictedCost = 0;
+  /// Learning windows closed, and the unregistered targets promoted now.
+  uint64_t Windows = 0;
+  std::vector<uint64_t> Promoted;
+  /// The last background window's failure, if any.
+  std::string Error;
+};
+
+/// Calls a read-side section of CallLoopSet::run() holds at most.
+constexpr uint64_t CallsPerGuard = 1u << 14;
+
 /// N registered and UnregisteredPrograms unregistered programs, the caller
-/// loops of every variant and two live dispatchers, JIT-compiled in one
-/// LLJIT.
+/// loops of every variant and three live dispatchers (plain, weighted,
+/// adaptive), JIT-compiled in one LLJIT.
 ///
 /// Each variant makes its own calls of the sequence set: run() goes on from
 /// the call where the variant's previous run() stopped, so a pattern longer
 /// than one timed loop (Phase: 10^7 calls a phase against 2^18 or 2^16 calls
 /// a loop) unfolds over the loops, and every variant sees the same calls.
-/// A variant crosses a phase only after 10^7 calls of its own: not within
-/// measureCallCost's defaults (21 loops of 2^18 calls, after a warm-up of
-/// PatternLength calls).
+/// A variant crosses a phase only after 10^7 calls of its own:
+/// measureCallCost times Phase in loops of PhaseIterations calls (one phase
+/// each), so that every sample crosses one move of the hot target.
+///
+/// Read-side sections: run() holds an RCUReadGuard per batch of
+/// CallsPerGuard calls, not across a whole loop, so a grace period (the
+/// background learner's, with synchronous reclamation) waits for one batch
+/// at most.
 class CallLoopSet {
 public:
   static llvm::Expected<std::unique_ptr<CallLoopSet>> create(unsigned N);
@@ -161,7 +204,9 @@ public:
   /// Selects the calls' programs (indices < N + UnregisteredPrograms; the
   /// phases' common length must be a power of two), weights the Weighted
   /// dispatcher by their counts over the phases' entries (unregistered
-  /// programs have none) and starts every variant at call 0.
+  /// programs have none), makes a new Adaptive dispatcher that knows
+  /// nothing yet (background learning for a sequence of several phases)
+  /// and starts every variant at call 0.
   llvm::Error setSequence(const CallSequence &S);
   /// setSequence() of Indices forever.
   llvm::Error setPattern(llvm::ArrayRef<uint32_t> Indices);
@@ -171,6 +216,15 @@ public:
   uint64_t run(CallVariant V, uint64_t Iterations);
   /// Calls V's loops have made since the sequence was set.
   uint64_t position(CallVariant V) const;
+  /// The Adaptive variant learns the sequence: with a host-driven
+  /// dispatcher (a sequence of one phase), one learning window over its
+  /// next Iterations calls (untimed); with the background learner, nothing
+  /// (it learns as it is called).
+  llvm::Error learn(uint64_t Iterations);
+  /// What the Adaptive variant's dispatcher has learned so far.
+  LearnedLayout learned() const;
+  /// The address of program K (< N + UnregisteredPrograms).
+  uint64_t programAddress(unsigned K) const;
   /// Runs every variant over the same Iterations calls, from the indirect
   /// call's position, and checks that they agree (the direct call too when
   /// it calls what the sequence selects); every variant ends after them.
@@ -190,6 +244,9 @@ struct CallCostOptions {
   /// Many short loops rather than a few long ones: on a shared machine a
   /// preemption then spoils a few samples instead of most.
   uint64_t Iterations = 1u << 18;
+  /// Calls per timed loop of Phase: one phase, so that every sample holds
+  /// one move of the hot target (and the Adaptive variant's re-learning).
+  uint64_t PhaseIterations = PhaseCalls;
   unsigned Repetitions = 21;
   /// Entries of each pattern (a power of two).
   size_t PatternLength = 1u << 16;
@@ -200,6 +257,8 @@ struct CallCost {
   Pattern P;
   CallVariant V;
   double NsPerCall;
+  /// Adaptive only: what its dispatcher had learned after the timed loops.
+  std::optional<LearnedLayout> Learned;
 };
 
 /// Progress lines ("N=48 zipf"), for stderr.
@@ -327,9 +386,11 @@ MachineInfo describeMachine();
 
 struct Report {
   std::optional<MachineInfo> Machine;
-  /// The samples behind each call cost: timed loops, and calls in each.
+  /// The samples behind each call cost: timed loops, and calls in each
+  /// (those of Phase; 0 when not measured).
   unsigned CallLoops = 0;
   uint64_t CallsPerLoop = 0;
+  uint64_t PhaseCallsPerLoop = 0;
   std::vector<CallCost> Calls;
   std::vector<UpdateLatency> Updates;
   std::vector<ReadScaling> Scaling;
@@ -337,8 +398,9 @@ struct Report {
   std::optional<ManyDispatchers> Many;
 };
 
-/// The call-cost table (ns per call and the ratio to the direct call), then
-/// the update, scaling and memory figures.
+/// The call-cost table (ns per call and the ratio to the direct call), the
+/// Adaptive variant's learned layouts next to its measured cost, then the
+/// update, scaling and memory figures, and a summary with the goals.
 void printReport(const Report &R, llvm::raw_ostream &OS);
 void writeJSON(const Report &R, llvm::raw_ostream &OS);
 /// Plots ns per call against N, one line per variant and one panel per

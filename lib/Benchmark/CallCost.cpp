@@ -8,21 +8,20 @@
 // One LLJIT per CallLoopSet holds the programs (registered and not), two
 // live dispatchers (one unweighted, one weighted by the current pattern),
 // the kernel-style address-sorted compare tree, one caller loop per variant
-// and one more direct loop per unregistered program. Nothing runs
+// and one more direct loop per unregistered program; the Adaptive variant's
+// dispatcher and loop are AdaptiveVariant.cpp's. Nothing runs
 // IR optimisations: the loops are written in the shape they should have and
 // only codegen (at -O2) touches them, so the code around the call is the
 // same in every variant.
 //
 //===----------------------------------------------------------------------===//
 
-#include "dispatch-gen/Benchmark.h"
+#include "CallLoopSetImpl.h"
+
 #include "dispatch-gen/CodeEmitter.h"
 #include "dispatch-gen/DispatchIRBuilder.h"
-#include "dispatch-gen/Dispatcher.h"
 
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
-#include "llvm/ExecutionEngine/Orc/LLJIT.h"
-#include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
@@ -49,23 +48,20 @@ StringRef variantName(CallVariant V) {
     return "dispatcher+weights";
   case CallVariant::SortedTree:
     return "sorted-tree";
+  case CallVariant::Adaptive:
+    return "adaptive";
   }
   llvm_unreachable("unknown variant");
 }
 
+std::string programName(unsigned K) { return formatv("prog_{0}", K).str(); }
+
 namespace {
 
-/// Makes calls Start to End - 1 of a sequence: call I selects
-/// Targets[Pattern[I & Mask]].
-using LoopFn = uint64_t (*)(const uint64_t *Targets, const uint32_t *Pattern,
-                            uint64_t Mask, uint64_t Start, uint64_t End);
-
-constexpr size_t NumVariants = std::size(AllVariants);
 constexpr const char *PlainEntry = "dg_bench_plain";
 constexpr const char *WeightedEntry = "dg_bench_weighted";
 constexpr const char *TreeName = "dg_bench_sorted_tree";
 
-std::string programName(unsigned K) { return formatv("prog_{0}", K).str(); }
 std::string loopName(CallVariant V) {
   return formatv("loop_{0}", static_cast<unsigned>(V)).str();
 }
@@ -89,8 +85,8 @@ std::unique_ptr<Module> buildPrograms(LLVMContext &Ctx, unsigned Count) {
   return M;
 }
 
-/// The caller loop of one variant; MakeCall emits the call of X with
-/// selector Sel and returns its i32 result.
+} // namespace
+
 Function *
 buildLoop(Module &M, StringRef Name, StringRef CPU, StringRef Features,
           function_ref<Value *(IRBuilder<> &, Value *X, Value *Sel)> MakeCall) {
@@ -139,42 +135,6 @@ buildLoop(Module &M, StringRef Name, StringRef CPU, StringRef Features,
   return F;
 }
 
-} // namespace
-
-class CallLoopSet::Impl {
-public:
-  ~Impl() {
-    // The dispatchers live in the LLJIT's session.
-    Plain.reset();
-    Weighted.reset();
-  }
-
-  Error init(unsigned N);
-  Expected<std::unique_ptr<Dispatcher>> makeDispatcher(const char *Name);
-  Error buildLoops();
-
-  /// The loop V runs for the calls of phase K.
-  LoopFn loop(CallVariant V, size_t K) const {
-    return V == CallVariant::Direct ? PhaseDirect[K]
-                                    : Loops[static_cast<size_t>(V)];
-  }
-
-  unsigned N = 0;
-  std::unique_ptr<orc::LLJIT> J;
-  std::unique_ptr<Dispatcher> Plain, Weighted;
-  /// The registered programs, then the unregistered ones.
-  std::vector<uint64_t> Targets;
-  CallSequence Sequence{{{0}}};
-  /// Per phase of Sequence: the direct loop, and whether it calls what the
-  /// phase selects.
-  std::vector<LoopFn> PhaseDirect;
-  std::vector<bool> PhaseDirectExact;
-  uint64_t Position[NumVariants] = {};
-  LoopFn Loops[NumVariants] = {};
-  /// The direct loop of each unregistered program.
-  std::vector<LoopFn> UnregisteredDirect;
-};
-
 Error CallLoopSet::Impl::init(unsigned Count) {
   N = Count;
   auto JOrErr = orc::LLJITBuilder().create();
@@ -196,6 +156,8 @@ Error CallLoopSet::Impl::init(unsigned Count) {
   if (!P)
     return P.takeError();
   Plain = std::move(*P);
+  // Every dispatcher of the session defines its entry in the same JITDylib.
+  J->getMainJITDylib().addToLinkOrder(*Plain->entryDylib());
   auto W = makeDispatcher(WeightedEntry);
   if (!W)
     return W.takeError();
@@ -204,21 +166,27 @@ Error CallLoopSet::Impl::init(unsigned Count) {
     return E;
   PhaseDirect = {Loops[static_cast<size_t>(CallVariant::Direct)]};
   PhaseDirectExact = {true};
-  return Error::success();
+  return makeAdaptive(/*Background=*/false);
 }
 
 Expected<std::unique_ptr<Dispatcher>>
-CallLoopSet::Impl::makeDispatcher(const char *Name) {
+CallLoopSet::Impl::makeDispatcher(const std::string &Name,
+                                  const AdaptiveConfig *Adaptive) {
   DispatcherConfig C;
   C.Name = Name;
   C.Signature = "i32 (i32)";
   C.Capacity = std::max<unsigned>(N, ProgramSet::DefaultCapacity);
   // Next to the programs, so every case is a `je rel32`.
   C.Near = Targets.front();
+  if (Adaptive) {
+    C.Adaptive = *Adaptive;
+    // It stands in for a retpolined call: what it leaves to its fallback
+    // pays the retpoline, and the cost model weighs that.
+    C.RetpolineFallback = true;
+  }
   auto D = Dispatcher::create(std::move(C), *J);
   if (!D)
     return D.takeError();
-  J->getMainJITDylib().addToLinkOrder(*(*D)->entryDylib());
   ProgramSet::Batch All;
   for (unsigned K = 0; K < N; ++K)
     All.add(Targets[K], programName(K));
@@ -236,8 +204,8 @@ Error CallLoopSet::Impl::buildLoops() {
   auto JTMB = orc::JITTargetMachineBuilder::detectHost();
   if (!JTMB)
     return JTMB.takeError();
-  std::string CPU = JTMB->getCPU();
-  std::string Features = JTMB->getFeatures().getString();
+  CPU = JTMB->getCPU();
+  Features = JTMB->getFeatures().getString();
   std::string RetpolineFeatures =
       Features + (Features.empty() ? "" : ",") + "+retpoline-indirect-calls";
 
@@ -271,25 +239,30 @@ Error CallLoopSet::Impl::buildLoops() {
   // tree would beat the direct call it stands in for.
   (*Tree)->addFnAttr(Attribute::NoInline);
 
+  // The Adaptive variant's loop is compiled with its dispatcher
+  // (makeAdaptive()).
   for (CallVariant V : AllVariants)
-    buildLoop(*M, loopName(V), CPU,
-              V == CallVariant::Retpoline ? RetpolineFeatures : Features,
-              [&](IRBuilder<> &B, Value *X, Value *Sel) -> Value * {
-                switch (V) {
-                case CallVariant::Direct:
-                  return B.CreateCall(Direct(0), {X});
-                case CallVariant::Indirect:
-                case CallVariant::Retpoline:
-                  return B.CreateCall(ProgTy, Sel, {X});
-                case CallVariant::Dispatcher:
-                  return B.CreateCall(PlainFn, {X, Sel});
-                case CallVariant::Weighted:
-                  return B.CreateCall(WeightedFn, {X, Sel});
-                case CallVariant::SortedTree:
-                  return B.CreateCall(EntryTy, *Tree, {X, Sel});
-                }
-                llvm_unreachable("unknown variant");
-              });
+    if (V != CallVariant::Adaptive)
+      buildLoop(*M, loopName(V), CPU,
+                V == CallVariant::Retpoline ? RetpolineFeatures : Features,
+                [&](IRBuilder<> &B, Value *X, Value *Sel) -> Value * {
+                  switch (V) {
+                  case CallVariant::Direct:
+                    return B.CreateCall(Direct(0), {X});
+                  case CallVariant::Indirect:
+                  case CallVariant::Retpoline:
+                    return B.CreateCall(ProgTy, Sel, {X});
+                  case CallVariant::Dispatcher:
+                    return B.CreateCall(PlainFn, {X, Sel});
+                  case CallVariant::Weighted:
+                    return B.CreateCall(WeightedFn, {X, Sel});
+                  case CallVariant::SortedTree:
+                    return B.CreateCall(EntryTy, *Tree, {X, Sel});
+                  case CallVariant::Adaptive:
+                    break;
+                  }
+                  llvm_unreachable("unknown variant");
+                });
   for (unsigned K = N; K < N + UnregisteredPrograms; ++K)
     buildLoop(*M, directLoopName(K), CPU, Features,
               [&](IRBuilder<> &B, Value *X, Value *) -> Value * {
@@ -304,6 +277,8 @@ Error CallLoopSet::Impl::buildLoops() {
           J->addIRModule(orc::ThreadSafeModule(std::move(M), std::move(Ctx))))
     return E;
   for (CallVariant V : AllVariants) {
+    if (V == CallVariant::Adaptive)
+      continue;
     auto Addr = J->lookup(loopName(V));
     if (!Addr)
       return Addr.takeError();
@@ -378,6 +353,11 @@ Error CallLoopSet::setSequence(const CallSequence &S) {
   I->Weighted->setWeights(Weights);
   if (Error E = I->Weighted->regenerate())
     return E;
+  // A dispatcher that learns this sequence from nothing: in the background
+  // where the hot target moves while it is timed.
+  if (Error E = I->makeAdaptive(/*Background=*/S.CallsPerPhase &&
+                                S.Phases.size() > 1))
+    return E;
   I->Sequence = S;
   I->PhaseDirect = std::move(PhaseDirect);
   I->PhaseDirectExact = std::move(PhaseDirectExact);
@@ -392,7 +372,6 @@ Error CallLoopSet::setPattern(ArrayRef<uint32_t> Indices) {
 }
 
 uint64_t CallLoopSet::run(CallVariant V, uint64_t Iterations) {
-  RCUReadGuard Guard;
   const CallSequence &S = I->Sequence;
   uint64_t &Pos = I->Position[static_cast<size_t>(V)];
   uint64_t End = Pos + Iterations, Mask = S.Phases.front().size() - 1;
@@ -406,8 +385,15 @@ uint64_t CallLoopSet::run(CallVariant V, uint64_t Iterations) {
       K = Phase % S.Phases.size();
       Stop = std::min(End, (Phase + 1) * S.CallsPerPhase);
     }
-    Sum +=
-        I->loop(V, K)(I->Targets.data(), S.Phases[K].data(), Mask, Pos, Stop);
+    // One read-side section per batch: a grace period waits for one batch,
+    // not for the whole loop.
+    LoopFn Loop = I->loop(V, K);
+    for (uint64_t From = Pos; From != Stop;) {
+      uint64_t To = std::min(Stop, From + CallsPerGuard);
+      RCUReadGuard Guard;
+      Sum += Loop(I->Targets.data(), S.Phases[K].data(), Mask, From, To);
+      From = To;
+    }
     Pos = Stop;
   }
   return Sum;
@@ -437,7 +423,8 @@ Error CallLoopSet::check(uint64_t Iterations) {
 Expected<std::vector<CallCost>> measureCallCost(const CallCostOptions &Opts,
                                                 ProgressFn Progress) {
   using Clock = std::chrono::steady_clock;
-  if (Opts.Iterations == 0 || Opts.Repetitions == 0)
+  if (Opts.Iterations == 0 || Opts.PhaseIterations == 0 ||
+      Opts.Repetitions == 0)
     return createStringError("iterations and repetitions must be at least 1");
   RCUReaderThread Reader(RCUFlavor::Memb);
   std::vector<CallCost> Out;
@@ -454,20 +441,31 @@ Expected<std::vector<CallCost>> measureCallCost(const CallCostOptions &Opts,
         Progress(formatv("call cost: N={0} {1}", N, patternName(P)));
       if (Error E = (*Set)->setSequence(makeSequence(P, N, Opts.PatternLength)))
         return std::move(E);
+      // The adaptive dispatcher learns from one untimed loop (or, for a
+      // moving target, in the background while it is timed).
+      if (Error E = (*Set)->learn(Opts.Iterations))
+        return std::move(E);
       // Also the warm-up: code, pattern and targets into the caches.
       if (Error E = (*Set)->check(Opts.PatternLength))
         return std::move(E);
+      uint64_t Calls =
+          P == Pattern::Phase ? Opts.PhaseIterations : Opts.Iterations;
       std::vector<std::vector<double>> Samples(NumVariants);
       for (unsigned R = 0; R < Opts.Repetitions; ++R)
         for (CallVariant V : AllVariants) {
           auto Start = Clock::now();
-          (*Set)->run(V, Opts.Iterations);
+          (*Set)->run(V, Calls);
           std::chrono::duration<double, std::nano> T = Clock::now() - Start;
-          Samples[static_cast<size_t>(V)].push_back(T.count() /
-                                                    Opts.Iterations);
+          Samples[static_cast<size_t>(V)].push_back(T.count() / Calls);
         }
       for (CallVariant V : AllVariants)
         Out.push_back({N, P, V, median(Samples[static_cast<size_t>(V)])});
+      LearnedLayout L = (*Set)->learned();
+      if (!L.Error.empty())
+        return createStringError(formatv("N={0} {1}: the adaptive "
+                                         "dispatcher failed to learn: {2}",
+                                         N, patternName(P), L.Error));
+      Out.back().Learned = std::move(L);
     }
   }
   return Out;

@@ -11,7 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dispatch-gen/Benchmark.h"
+#include "ReportAdaptive.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/ScopeExit.h"
@@ -78,10 +78,16 @@ struct CallTable {
 void printCalls(const CallTable &T, const Report &R, raw_ostream &OS) {
   OS << "call cost: ns per call (ratio to the direct call), median of ";
   if (R.CallLoops)
-    OS << formatv("{0} timed loop{1} of {2} calls\n", R.CallLoops,
+    OS << formatv("{0} timed loop{1} of {2} calls", R.CallLoops,
                   R.CallLoops == 1 ? "" : "s", R.CallsPerLoop);
   else
-    OS << "the repetitions\n";
+    OS << "the repetitions";
+  // Phase's loops are one phase long: each crosses one move of the target.
+  if (R.PhaseCallsPerLoop && is_contained(T.Patterns, Pattern::Phase))
+    OS << formatv(" ({0} calls for phase: one move of the hot target in "
+                  "each)",
+                  R.PhaseCallsPerLoop);
+  OS << "\n";
   OS << formatv("{0,-12} {1,5}", "pattern", "N");
   for (CallVariant V : AllVariants)
     OS << formatv(" {0,19}", variantName(V));
@@ -123,6 +129,7 @@ void printSummary(const CallTable &T, const Report &R, raw_ostream &OS) {
                     "the address-sorted tree\n",
                     N, *S / *W);
   }
+  printAdaptiveGoals(R, OS);
   std::map<unsigned, double> OneThread;
   for (const ReadScaling &S : R.Scaling)
     if (S.Threads == 1)
@@ -184,8 +191,10 @@ void printReport(const Report &R, raw_ostream &OS) {
   CallTable T(R.Calls);
   if (R.Machine)
     printMachine(*R.Machine, OS);
-  if (!R.Calls.empty())
+  if (!R.Calls.empty()) {
     printCalls(T, R, OS);
+    printAdaptive(R, OS);
+  }
   if (!R.Updates.empty()) {
     OS << formatv("\nupdate latency: one change() (regenerate + patch; sync "
                   "adds the grace period), microseconds; p99 only from {0} "
@@ -265,6 +274,8 @@ void writeJSON(const Report &R, raw_ostream &OS) {
     if (R.CallLoops) {
       J.attribute("call_loops", R.CallLoops);
       J.attribute("calls_per_loop", R.CallsPerLoop);
+      if (R.PhaseCallsPerLoop)
+        J.attribute("phase_calls_per_loop", R.PhaseCallsPerLoop);
     }
     J.attributeArray("calls", [&] {
       for (const CallCost &C : R.Calls)
@@ -275,6 +286,12 @@ void writeJSON(const Report &R, raw_ostream &OS) {
           J.attribute("ns_per_call", C.NsPerCall);
           if (auto Ratio = T.ratio(C.P, C.N, C.V))
             J.attribute("ratio_to_direct", *Ratio);
+          if (const std::optional<LearnedLayout> &L = C.Learned) {
+            J.attribute("layout", L->Layout);
+            J.attribute("predicted_cost", L->PredictedCost);
+            J.attribute("learning_windows", L->Windows);
+            J.attribute("promoted", L->Promoted.size());
+          }
         });
     });
     J.attributeArray("updates", [&] {

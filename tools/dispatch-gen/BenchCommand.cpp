@@ -7,10 +7,10 @@
 //
 // `dispatch-gen bench` measures a call through a dispatcher side by side
 // with its peers (direct, indirect, retpoline, weighted dispatcher,
-// address-sorted tree), the update latency, read-side scaling under update
-// churn and the memory of one dispatcher, and prints one report. The
-// measuring is the library's (dispatch-gen/Benchmark.h); this file only
-// picks what to run.
+// address-sorted tree, adaptive dispatcher), the update latency, read-side
+// scaling under update churn and the memory of one dispatcher, and prints one
+// report. The measuring is the library's (dispatch-gen/Benchmark.h); this file
+// only picks what to run.
 //
 //===----------------------------------------------------------------------===//
 
@@ -272,6 +272,8 @@ int runBench(const Invocation &Inv) {
   R.Machine = describeMachine();
   R.CallLoops = Opts.Repetitions;
   R.CallsPerLoop = Opts.Iterations;
+  if (is_contained(Opts.Patterns, Pattern::Phase))
+    R.PhaseCallsPerLoop = Opts.PhaseIterations;
   if (!NoUpdates && !OnlyMany)
     if (Error E = measureMemoryUse(R))
       return fail(Tool, std::move(E));

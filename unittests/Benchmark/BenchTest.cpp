@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -146,6 +147,77 @@ TEST(CallLoopSetTest, RunsGoOnFromWhereTheLastOneStopped) {
   EXPECT_TRUE(llvm::errorToBool((*Set)->setSequence(S)));
 }
 
+TEST(CallLoopSetTest, TheAdaptiveVariantPromotesTheHotUnregisteredTarget) {
+  RCUReaderThread Reader(RCUFlavor::Memb);
+  constexpr unsigned N = 4;
+  auto Set = CallLoopSet::create(N);
+  ASSERT_TRUE(static_cast<bool>(Set)) << llvm::toString(Set.takeError());
+  ASSERT_FALSE(llvm::errorToBool(
+      (*Set)->setSequence(makeSequence(Pattern::Unregistered, N, 1u << 12))));
+  // A new dispatcher for the sequence: it has learned nothing yet.
+  LearnedLayout Before = (*Set)->learned();
+  EXPECT_EQ(Before.Windows, 0u);
+  EXPECT_TRUE(Before.Promoted.empty());
+  ASSERT_FALSE(llvm::errorToBool((*Set)->learn(1u << 14)));
+  EXPECT_EQ((*Set)->position(CallVariant::Adaptive), 1u << 14);
+  LearnedLayout L = (*Set)->learned();
+  EXPECT_EQ(L.Windows, 1u);
+  EXPECT_EQ(L.Promoted, std::vector<uint64_t>{(*Set)->programAddress(N)});
+  EXPECT_EQ(L.Error, "");
+  // Promoted, the hot target is the first compare of a hot scan.
+  EXPECT_EQ(L.Layout, "hot-scan");
+  EXPECT_GT(L.PredictedCost, 0);
+  EXPECT_LT(L.PredictedCost, 20);
+  // The learned image answers as the indirect call does, and so do the
+  // others.
+  ASSERT_FALSE(llvm::errorToBool((*Set)->check(4096)));
+
+  // The next sequence gets a dispatcher of its own, which forgets.
+  ASSERT_FALSE(llvm::errorToBool(
+      (*Set)->setSequence(makeSequence(Pattern::RoundRobin, N, 1u << 12))));
+  EXPECT_TRUE((*Set)->learned().Promoted.empty());
+  ASSERT_FALSE(llvm::errorToBool((*Set)->learn(1u << 14)));
+  EXPECT_TRUE((*Set)->learned().Promoted.empty());
+  ASSERT_FALSE(llvm::errorToBool((*Set)->check(4096)));
+}
+
+TEST(CallLoopSetTest, TheAdaptiveVariantFollowsAMovingTargetInTheBackground) {
+  RCUReaderThread Reader(RCUFlavor::Memb);
+  constexpr unsigned N = 4;
+  auto Set = CallLoopSet::create(N);
+  ASSERT_TRUE(static_cast<bool>(Set)) << llvm::toString(Set.takeError());
+  // Phase's shape with shorter phases: N, then N + 1, for 2^24 calls each.
+  CallSequence S;
+  S.CallsPerPhase = 1u << 24;
+  S.Phases = {std::vector<uint32_t>(8, N), std::vector<uint32_t>(8, N + 1)};
+  ASSERT_FALSE(llvm::errorToBool((*Set)->setSequence(S)));
+  // The host does not learn: the background learner does, while called.
+  ASSERT_FALSE(llvm::errorToBool((*Set)->learn(1u << 14)));
+  EXPECT_EQ((*Set)->position(CallVariant::Adaptive), 0u);
+  // Calls until the hot target of the phase is promoted, phase after
+  // phase (a generous deadline: the machine may be loaded).
+  for (uint32_t Hot : {N, N + 1, N}) {
+    uint64_t Phase = (*Set)->position(CallVariant::Adaptive) / S.CallsPerPhase;
+    ASSERT_EQ(S.Phases[Phase % 2][0], Hot);
+    auto Deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    bool Promoted = false;
+    while (!Promoted && std::chrono::steady_clock::now() < Deadline &&
+           (*Set)->position(CallVariant::Adaptive) / S.CallsPerPhase == Phase) {
+      (*Set)->run(CallVariant::Adaptive, 1u << 14);
+      Promoted = llvm::is_contained((*Set)->learned().Promoted,
+                                    (*Set)->programAddress(Hot));
+    }
+    EXPECT_TRUE(Promoted) << "program " << Hot << " in phase " << Phase;
+    // On to the next phase.
+    uint64_t Pos = (*Set)->position(CallVariant::Adaptive);
+    (*Set)->run(CallVariant::Adaptive, (Phase + 1) * S.CallsPerPhase - Pos);
+  }
+  LearnedLayout L = (*Set)->learned();
+  EXPECT_GT(L.Windows, 1u);
+  EXPECT_EQ(L.Error, "");
+  ASSERT_FALSE(llvm::errorToBool((*Set)->check(1u << 16)));
+}
+
 TEST(ZipfTest, ProbabilitiesSumToOneAndFallAsRankToTheMinusS) {
   std::vector<double> P = zipfProbabilities(100, ZipfExponent);
   EXPECT_NEAR(std::accumulate(P.begin(), P.end(), 0.0), 1.0, 1e-12);
@@ -263,6 +335,59 @@ TEST(ReportTest, NamesTheMachineAndTheSamplesOfTheCallCost) {
   EXPECT_EQ(Machine->getString("cpu_model"), "Some CPU");
   EXPECT_EQ(Machine->getInteger("cpus"), 2);
   EXPECT_EQ(V->getAsObject()->getInteger("call_loops"), 21);
+}
+
+TEST(ReportTest, TheAdaptiveVariantsLayoutAndGoals) {
+  Report R;
+  R.CallLoops = 5;
+  R.CallsPerLoop = 1024;
+  R.PhaseCallsPerLoop = PhaseCalls;
+  using CV = CallVariant;
+  for (Pattern P : {Pattern::Uniform, Pattern::Phase}) {
+    R.Calls.push_back({8, P, CV::Direct, 1.0});
+    R.Calls.push_back({8, P, CV::Retpoline, 10.0});
+    R.Calls.push_back({8, P, CV::Dispatcher, 2.0});
+  }
+  R.Calls.push_back({8, Pattern::Uniform, CV::Adaptive, 2.0,
+                     LearnedLayout{"hot-scan", 3.5, 1, {}, ""}});
+  R.Calls.push_back({8, Pattern::Phase, CV::Adaptive, 6.0,
+                     LearnedLayout{"hot-scan", 1.0, 40, {0x1000}, ""}});
+  std::vector<std::string> Lines = reportLines(R);
+  EXPECT_TRUE(llvm::is_contained(
+      Lines, "call cost: ns per call (ratio to the direct call), median of 5 "
+             "timed loops of 1024 calls (10000000 calls for phase: one move "
+             "of the hot target in each)"));
+  EXPECT_TRUE(llvm::is_contained(Lines, "uniform 8 hot-scan 3.50 1 0 2.00 "
+                                        "10.00 2.00 5.00x"));
+  EXPECT_TRUE(llvm::is_contained(Lines, "phase 8 hot-scan 1.00 40 1 6.00 "
+                                        "10.00 2.00 1.67x"));
+  EXPECT_TRUE(llvm::is_contained(
+      Lines, "uniform, N <= 8: adaptive >= 1.1x faster than the retpoline: "
+             "5.00x at worst (N=8): met"));
+  EXPECT_TRUE(llvm::is_contained(
+      Lines, "phase, adaptive >= 2x faster than the retpoline: 1.67x at "
+             "worst (N=8): NOT met"));
+  EXPECT_TRUE(llvm::is_contained(
+      Lines, "phase, where the dispatcher beats the retpoline, adaptive <= "
+             "1.05x the dispatcher: 3.00x at worst (N=8): NOT met"));
+
+  std::string JSON;
+  llvm::raw_string_ostream OS(JSON);
+  writeJSON(R, OS);
+  llvm::Expected<llvm::json::Value> V = llvm::json::parse(JSON);
+  ASSERT_TRUE(static_cast<bool>(V)) << llvm::toString(V.takeError());
+  EXPECT_EQ(V->getAsObject()->getInteger("phase_calls_per_loop"),
+            int64_t(PhaseCalls));
+  const llvm::json::Array *Calls = V->getAsObject()->getArray("calls");
+  ASSERT_TRUE(Calls && Calls->size() == R.Calls.size());
+  const llvm::json::Object &Phase = *Calls->back().getAsObject();
+  EXPECT_EQ(Phase.getString("variant"), "adaptive");
+  EXPECT_EQ(Phase.getString("layout"), "hot-scan");
+  EXPECT_EQ(Phase.getNumber("predicted_cost"), 1.0);
+  EXPECT_EQ(Phase.getInteger("learning_windows"), 40);
+  EXPECT_EQ(Phase.getInteger("promoted"), 1);
+  // Only the adaptive variant learns.
+  EXPECT_FALSE((*Calls)[0].getAsObject()->get("layout"));
 }
 
 TEST(MachineTest, DescribesThisMachine) {

@@ -1,0 +1,114 @@
+//===- AdaptiveVariant.cpp - The adaptive dispatcher of the call bench ----===//
+//
+// Part of dispatch-gen.
+// SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception
+//
+//===----------------------------------------------------------------------===//
+//
+// The Adaptive variant (Benchmark.h): an adaptive dispatcher with a
+// retpolined fallback, made anew for each call sequence so that what it
+// learned of one pattern never helps it in the next. Its entry is a new
+// symbol each time, so its caller loop is compiled with it, in a module of
+// its own (the loops of the other variants are compiled once).
+//
+// A sequence of one phase is learned by the host: learn() opens a window,
+// runs untimed calls through the counting image and closes it; the timed
+// loops then run a steady image with no counting code. A sequence whose
+// hot target moves is learned by the background learner, with the short
+// schedule of AdaptiveWindow/AdaptivePeriod/AdaptiveMaxPeriod, while the
+// loops are timed: re-learning after each move is part of what is measured.
+//
+// Reclamation is synchronous, as for the other dispatchers (the live image
+// then runs in the entry's resident area): the learner thread's grace
+// periods wait for the caller's read-side sections, which run() keeps to
+// one batch of CallsPerGuard calls.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CallLoopSetImpl.h"
+
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace llvm;
+
+namespace dispatchgen::bench {
+
+Error CallLoopSet::Impl::makeAdaptive(bool Background) {
+  // The old one goes first: its background windows must not run on while
+  // the next one learns.
+  Adaptive.reset();
+  Loops[static_cast<size_t>(CallVariant::Adaptive)] = nullptr;
+  unsigned K = AdaptiveCount++;
+  std::string Entry = formatv("dg_bench_adaptive_{0}", K).str();
+  std::string LoopName = formatv("loop_adaptive_{0}", K).str();
+
+  AdaptiveConfig A;
+  A.Enabled = true;
+  A.Background = Background;
+  if (Background) {
+    A.Window = AdaptiveWindow;
+    A.Period = AdaptivePeriod;
+    A.MaxPeriod = AdaptiveMaxPeriod;
+  }
+  auto D = makeDispatcher(Entry, &A);
+  if (!D)
+    return D.takeError();
+
+  auto Ctx = std::make_unique<LLVMContext>();
+  auto M = std::make_unique<Module>("bench-" + LoopName, *Ctx);
+  M->setDataLayout(J->getDataLayout());
+  M->setTargetTriple(J->getTargetTriple());
+  IRBuilder<> B(*Ctx);
+  auto *EntryTy =
+      FunctionType::get(B.getInt32Ty(), {B.getInt32Ty(), B.getPtrTy()}, false);
+  FunctionCallee EntryFn = M->getOrInsertFunction(Entry, EntryTy);
+  buildLoop(*M, LoopName, CPU, Features,
+            [&](IRBuilder<> &B, Value *X, Value *Sel) -> Value * {
+              return B.CreateCall(EntryFn, {X, Sel});
+            });
+  std::string VerifyErrors;
+  raw_string_ostream VOS(VerifyErrors);
+  if (verifyModule(*M, &VOS))
+    return createStringError("the adaptive benchmark loop does not verify: " +
+                             VerifyErrors);
+  if (Error E =
+          J->addIRModule(orc::ThreadSafeModule(std::move(M), std::move(Ctx))))
+    return E;
+  auto Addr = J->lookup(LoopName);
+  if (!Addr)
+    return Addr.takeError();
+  Adaptive = std::move(*D);
+  AdaptiveBackground = Background;
+  Loops[static_cast<size_t>(CallVariant::Adaptive)] = Addr->toPtr<LoopFn>();
+  return Error::success();
+}
+
+Error CallLoopSet::learn(uint64_t Iterations) {
+  if (I->AdaptiveBackground)
+    return Error::success();
+  if (Error E = I->Adaptive->beginLearning())
+    return E;
+  run(CallVariant::Adaptive, Iterations);
+  auto R = I->Adaptive->endLearning();
+  if (!R)
+    return R.takeError();
+  return Error::success();
+}
+
+LearnedLayout CallLoopSet::learned() const {
+  if (!I->Adaptive)
+    return {};
+  DispatcherStatus S = I->Adaptive->status();
+  return {S.Layout, S.PredictedCost, S.LearningWindows, S.Promoted,
+          S.LearningError};
+}
+
+uint64_t CallLoopSet::programAddress(unsigned K) const {
+  assert(K < I->Targets.size() && "no such program");
+  return I->Targets[K];
+}
+
+} // namespace dispatchgen::bench
