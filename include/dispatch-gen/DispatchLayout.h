@@ -95,6 +95,13 @@ struct LayoutOptions {
   /// dispatcher allows it where that is cheapest; a plain one, which
   /// promises a direct call to each program, does not.
   bool AllowFallbackOnly = false;
+  /// How much better than independent draws the order of calls is
+  /// predicted, from 0 (independent: the default) to 1 (each call's target
+  /// follows from the previous one's, as in a round-robin): the share of
+  /// mispredictions a branch predictor with history avoids. It scales the
+  /// mispredictions of every tree and of a plain indirect fallback; a
+  /// retpoline is never predicted.
+  double Predictability = 0;
 };
 
 /// A dispatcher's compare tree. Cases are named by their index in the

@@ -148,6 +148,9 @@ struct LearningReport {
   /// fallback.
   uint64_t CaseCalls = 0;
   uint64_t FallbackCalls = 0;
+  /// How much better than independent draws the order of the calls was
+  /// predicted by the previous call (LayoutOptions::Predictability).
+  double Predictability = 0;
   std::vector<uint64_t> Promoted, Demoted;
   /// Whether the window's counts replaced the layout's weights (a target
   /// promoted or demoted, or the model predicting the new layout cheaper
@@ -283,6 +286,7 @@ struct DispatcherStatus {
   std::vector<uint64_t> Promoted;
   std::vector<std::pair<uint64_t, uint64_t>> LearnedCounts;
   uint64_t LearnedFallbackCalls = 0;
+  double LearnedPredictability = 0;
   std::string Layout;
   double PredictedCost = 0;
   /// The last background window's failure; empty when none failed.

@@ -113,6 +113,21 @@ struct X86CountingPlan {
   static uint32_t ringSlot(size_t NumCases, uint32_t Slot) {
     return 8 * (NumCases + 1 + Slot);
   }
+  /// After the ring, how predictable the order of calls is: the case this
+  /// CPU's last call reached (its index + 1; 0 after the fallback), how
+  /// many calls reached the case that followed the last call's case the
+  /// time before (a first-order guess, as a branch predictor's history
+  /// makes), and that successor table (index + 1 of the case that followed
+  /// each case, by the previous case's index + 1).
+  uint32_t previousSlot(size_t NumCases) const {
+    return 8 * (NumCases + 1 + RingSlots);
+  }
+  uint32_t predictedCounter(size_t NumCases) const {
+    return previousSlot(NumCases) + 8;
+  }
+  uint32_t successorSlot(size_t NumCases, uint32_t Previous) const {
+    return previousSlot(NumCases) + 16 + 8 * Previous;
+  }
   /// Whether this CPU has `rdpid`.
   static bool hostHasRDPID();
 };

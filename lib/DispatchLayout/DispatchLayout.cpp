@@ -150,7 +150,10 @@ DispatchLayout DispatchLayout::choose(ArrayRef<LayoutCase> Cases,
   DispatchLayout Scan;
   Scan.TheShape = Shape::HotScan;
   std::vector<uint32_t> Hot = byWeight(Cases, Sorted);
-  Hot.resize(choosePrefix(Cases, Hot, Model));
+  // The prefix's length under the mispredictions history leaves.
+  LayoutCostModel Seen = Model;
+  Seen.Mispredict *= 1 - std::clamp(Options.Predictability, 0.0, 1.0);
+  Hot.resize(choosePrefix(Cases, Hot, Seen));
   Scan.Prefix = Hot;
   // The rest, still in key order.
   std::vector<bool> InPrefix(Cases.size());
@@ -203,6 +206,9 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
   double FallbackShare = static_cast<double>(Options.FallbackWeight) / Total;
   double FallbackCost =
       Options.RetpolineFallback ? Model.Retpoline : Model.IndirectBranch;
+  // What history saves of every misprediction.
+  double Mispredict =
+      Model.Mispredict * (1 - std::clamp(Options.Predictability, 0.0, 1.0));
 
   if (TheShape == Shape::FallbackOnly) {
     if (Options.RetpolineFallback)
@@ -212,7 +218,7 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
     double Hits = FallbackShare * FallbackShare;
     for (uint32_t C = 0; C < Cases.size(); ++C)
       Hits += Share(C) * Share(C);
-    return Model.IndirectBranch + Model.Mispredict * (1 - Hits);
+    return Model.IndirectBranch + Mispredict * (1 - Hits);
   }
 
   // Each test reached with mass Reach (the share of calls that get there)
@@ -220,7 +226,7 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
   // misprediction for the smaller side.
   auto Test = [&](double Reach, double Taken) {
     return Model.Compare * Reach +
-           Model.Mispredict * std::min(Taken, std::max(Reach - Taken, 0.0));
+           Mispredict * std::min(Taken, std::max(Reach - Taken, 0.0));
   };
   // Per node: the cases' share below it, how many cases, and the share of
   // fallback calls that reach it (spread as the cases are).

@@ -352,6 +352,7 @@ DispatcherStatus Dispatcher::Impl::status() const {
   S.Promoted = Promoted;
   S.LearnedCounts = LastCounts;
   S.LearnedFallbackCalls = LastFallback;
+  S.LearnedPredictability = LearnedPredictability;
   S.LearningError = LearningError;
   const BuiltImage &Current = Live ? Live : Empty;
   S.Layout = Current ? Current.Layout : "";

@@ -73,6 +73,7 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
   Options.RetpolineFallback = Config.RetpolineFallback;
   if (Adaptive) {
     Options.FallbackWeight = LearnedFallback;
+    Options.Predictability = LearnedPredictability;
     Options.AllowFallbackOnly = !Learning;
   }
   DispatchLayout Layout = DispatchLayout::choose(ForLayout, Options);

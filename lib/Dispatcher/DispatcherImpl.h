@@ -132,6 +132,9 @@ public:
   /// fallback's, from the window that last changed the layout.
   llvm::DenseMap<uint64_t, uint64_t> Learned;
   uint64_t LearnedFallback = 0;
+  /// How much better than independent draws the order of calls was
+  /// predicted (LayoutOptions::Predictability).
+  double LearnedPredictability = 0;
   /// What the last window counted, for status().
   std::vector<std::pair<uint64_t, uint64_t>> LastCounts;
   uint64_t LastFallback = 0;

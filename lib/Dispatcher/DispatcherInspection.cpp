@@ -213,7 +213,8 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
       OS << "  last window:";
       for (const auto &[Address, Count] : LastCounts)
         OS << formatv(" {0:x}={1}", Address, Count);
-      OS << formatv(" fallback={0}\n", LastFallback);
+      OS << formatv(" fallback={0}; order predictability {1:f2}\n",
+                    LastFallback, LearnedPredictability);
     }
   }
   OS << formatv("entry {0:x} -> ", Entry->address());

@@ -127,6 +127,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
   std::vector<uint64_t> OldPromoted;
   DenseMap<uint64_t, uint64_t> OldLearned;
   uint64_t OldFallback = 0;
+  double OldPredictability = 0;
   {
     std::lock_guard<std::mutex> Lock(UpdateMutex);
     if (!Learning)
@@ -135,6 +136,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     OldPromoted = Promoted;
     OldLearned = Learned;
     OldFallback = LearnedFallback;
+    OldPredictability = LearnedPredictability;
     const X86CountingPlan &Plan = *CountingPlan;
     // What the counting image counted: its cases in order, the fallback,
     // and a sample of the fallback's selectors.
@@ -143,11 +145,12 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     size_t N = Cases.size();
     std::vector<uint64_t> Counts(N);
     DenseMap<uint64_t, uint64_t> Sampled;
-    uint64_t Samples = 0;
+    uint64_t Samples = 0, Predicted = 0;
     for (uint32_t B = 0; B < Plan.NumBlocks; ++B) {
       uint64_t Block = Plan.Base + uint64_t(B) * Plan.BlockBytes;
       for (size_t C = 0; C < N; ++C)
         Counts[C] += loadCounter(Block + X86CountingPlan::caseCounter(C));
+      Predicted += loadCounter(Block + Plan.predictedCounter(N));
       uint64_t F = loadCounter(Block + X86CountingPlan::fallbackCounter(N));
       R.FallbackCalls += F;
       for (uint64_t K = 0; K < std::min<uint64_t>(F, Plan.RingSlots); ++K) {
@@ -216,16 +219,31 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
       }
     uint64_t NewFallback =
         R.FallbackCalls - std::min(R.FallbackCalls, PromotedCalls);
+    // How much better than independent draws the previous call predicted
+    // the next: its hit rate above what draws of these shares would give
+    // (the sum of their squares), as a share of what is left to predict.
+    double Independent = 0;
+    for (uint64_t C : Counts)
+      if (R.CaseCalls)
+        Independent +=
+            double(C) * double(C) / (double(R.CaseCalls) * double(R.CaseCalls));
+    double Hit = R.CaseCalls ? double(Predicted) / double(R.CaseCalls) : 0;
+    R.Predictability =
+        Independent < 1
+            ? std::clamp((Hit - Independent) / (1 - Independent), 0.0, 1.0)
+            : 0;
     LayoutOptions Options;
     Options.RetpolineFallback = Config.RetpolineFallback;
     Options.AllowFallbackOnly = true;
     Options.FallbackWeight = NewFallback;
+    Options.Predictability = R.Predictability;
     DispatchLayout Next = DispatchLayout::choose(NewCases, Options);
     // Hysteresis: keep the current layout (its weights) unless the set of
     // cases changed or the new one is predicted enough cheaper for the calls
     // just counted.
     LayoutOptions OldOptions = Options;
     OldOptions.FallbackWeight = LearnedFallback;
+    OldOptions.Predictability = LearnedPredictability;
     double Keep = DispatchLayout::choose(OldCases, OldOptions)
                       .costUnder(NewCases, Options);
     bool NewSet = !R.Promoted.empty() || !R.Demoted.empty();
@@ -234,6 +252,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
       Changed = true;
       Learned = std::move(NewLearned);
       LearnedFallback = NewFallback;
+      LearnedPredictability = R.Predictability;
     }
     Promoted = std::move(Kept);
     LastCounts.clear();
@@ -249,6 +268,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     Promoted = std::move(OldPromoted);
     Learned = std::move(OldLearned);
     LearnedFallback = OldFallback;
+    LearnedPredictability = OldPredictability;
     Learning = true;
     return std::move(E);
   }

@@ -349,21 +349,48 @@ void emitFallbackRecord(Assembler &A, const X86CountingPlan &P, size_t NumCases,
   A.bytes({uint8_t(0x49 | (SelectorReg >= 8 ? 0x04 : 0x00)), 0x89,
            uint8_t(0x84 | ((SelectorReg & 7) << 3)), 0xC3});
   A.bytes32(X86CountingPlan::ringSlot(NumCases, 0));
+  A.bytes({0x49, 0xC7, 0x83}); // movq $0, Previous(%r11)
+  A.bytes32(P.previousSlot(NumCases));
+  A.bytes32(0);
 }
 
 /// A counting image's stub for case C (%rax = the block's offset): count
-/// the call, then jump to the program.
-void emitCaseCount(Assembler &A, const X86CountingPlan &P, uint32_t C) {
-  A.bytes({0x49, 0xBB}); // movabs $(Base + counter), %r11
-  A.bytes64(P.Base + X86CountingPlan::caseCounter(C));
-  A.bytes({0x49, 0xFF, 0x04, 0x03}); // incq (%r11,%rax)
+/// the call, score the successor table's guess, update it, then jump to
+/// the program.
+void emitCaseCount(Assembler &A, const X86CountingPlan &P, size_t NumCases,
+                   uint32_t C) {
+  A.bytes({0x49, 0xBB}); // movabs $Base, %r11
+  A.bytes64(P.Base);
+  A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11: this CPU's block
+  A.bytes({0x49, 0xFF, 0x83}); // incq Counter(%r11)
+  A.bytes32(X86CountingPlan::caseCounter(C));
+  A.bytes({0x49, 0x8B, 0x83}); // mov Previous(%r11), %rax
+  A.bytes32(P.previousSlot(NumCases));
+  uint32_t Successors = P.successorSlot(NumCases, 0);
+  A.bytes({0x49, 0x81, 0xBC, 0xC3}); // cmpq $(C + 1), Successors(%r11,%rax,8)
+  A.bytes32(Successors);
+  A.bytes32(C + 1);
+  unsigned Missed = A.newLabel();
+  A.jump(CondNE, Missed);
+  A.bytes({0x49, 0xFF, 0x83}); // incq Predicted(%r11)
+  A.bytes32(P.predictedCounter(NumCases));
+  A.bind(Missed);
+  A.bytes({0x49, 0xC7, 0x84, 0xC3}); // movq $(C + 1), Successors(%r11,%rax,8)
+  A.bytes32(Successors);
+  A.bytes32(C + 1);
+  A.bytes({0x49, 0xC7, 0x83}); // movq $(C + 1), Previous(%r11)
+  A.bytes32(P.previousSlot(NumCases));
+  A.bytes32(C + 1);
   A.jmpToCase(C);
 }
 
 } // namespace
 
 uint32_t X86CountingPlan::blockBytesFor(size_t NumCases, uint32_t RingSlots) {
-  return static_cast<uint32_t>(alignTo(8 * (NumCases + 1 + RingSlots), 64));
+  // Counters, the fallback's, the ring, the previous case, the predicted
+  // count and the successor table.
+  return static_cast<uint32_t>(
+      alignTo(8 * (NumCases + 1 + RingSlots + 2 + NumCases + 1), 64));
 }
 
 bool X86CountingPlan::hostHasRDPID() {
@@ -492,7 +519,7 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   }
   for (size_t C = 0; C < CaseLabels.size(); ++C) {
     A.bind(CaseLabels[C]);
-    emitCaseCount(A, *Counting, C);
+    emitCaseCount(A, *Counting, Cases.size(), C);
   }
   return A.finish();
 }

@@ -210,6 +210,30 @@ TEST(DispatchLayoutTest, UniformLargeWithARetpolineFallbackHasNoTree) {
               Model.IndirectBranch + Model.Mispredict * 7 / 8, 1e-9);
 }
 
+TEST(DispatchLayoutTest, APredictableOrderKeepsTheTree) {
+  // 48 equally frequent cases behind a retpoline: drawn at random, no
+  // tree beats the retpoline; called in an order history predicts (a
+  // round-robin), the tree's branches are predicted and it wins.
+  auto Cases = makeCases(48, [](size_t) { return 10; });
+  LayoutOptions Options;
+  Options.RetpolineFallback = true;
+  Options.AllowFallbackOnly = true;
+  EXPECT_EQ(DispatchLayout::choose(Cases, Options).shape(),
+            DispatchLayout::Shape::FallbackOnly);
+  Options.Predictability = 0.95;
+  DispatchLayout L = DispatchLayout::choose(Cases, Options);
+  EXPECT_NE(L.shape(), DispatchLayout::Shape::FallbackOnly);
+  EXPECT_LT(L.predictedCost(), LayoutCostModel().Retpoline);
+  expectRoutesEverything(L, Cases);
+  // And a plain indirect call, which history predicts as well, stays the
+  // cheapest for the same order when allowed.
+  LayoutOptions Plain;
+  Plain.AllowFallbackOnly = true;
+  Plain.Predictability = 1;
+  EXPECT_EQ(DispatchLayout::choose(Cases, Plain).shape(),
+            DispatchLayout::Shape::FallbackOnly);
+}
+
 TEST(DispatchLayoutTest, FallbackCallsAddTheirTestsAndTheFallback) {
   // Two equally likely cases and as many calls to neither: those pay the
   // chain's two tests and the fallback.

@@ -293,8 +293,17 @@ TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
   for (int I = 0; I < NumProgs; ++I)
     expectOk(D->add(addr(I)));
   expectOk(D->beginLearning());
-  for (int I = 0; I < NumProgs; ++I)
-    call(*D, I, 50);
+  {
+    // In random order: runs of one program would be predictable.
+    RCUReadGuard Guard;
+    auto *Entry = D->entryAs<EntryFn>();
+    uint64_t X = 88172645463325252ull;
+    for (int K = 0; K < NumProgs * 50; ++K) {
+      X ^= X << 13, X ^= X >> 7, X ^= X << 17;
+      int I = int(X % NumProgs);
+      ASSERT_EQ(Entry(K, Progs[I]), I * 1000 + K);
+    }
+  }
   auto R = D->endLearning();
   ASSERT_TRUE(!!R) << toString(R.takeError());
   EXPECT_EQ(R->Layout, "fallback-only");
@@ -311,6 +320,48 @@ TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
   call(*D, 9, 100);
   expectOk(D->endLearning().takeError());
   EXPECT_NE(D->status().Layout, "fallback-only");
+}
+
+TEST_F(AdaptiveTest, ARoundRobinBehindARetpolineKeepsItsTree) {
+  // The same 48 programs called equally often, but in turn: the counting
+  // image sees each call follow from the previous one, which a branch
+  // predictor with history exploits, so the model keeps a tree instead of
+  // paying the retpoline on every call.
+  DispatcherConfig C = adaptiveConfig();
+  C.RetpolineFallback = true;
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 48; ++I)
+    expectOk(D->add(addr(I)));
+  expectOk(D->beginLearning());
+  {
+    RCUReadGuard Guard;
+    auto *Entry = D->entryAs<EntryFn>();
+    for (int K = 0; K < 48 * 40; ++K)
+      ASSERT_EQ(Entry(K, Progs[K % 48]), (K % 48) * 1000 + K);
+  }
+  auto R = D->endLearning();
+  ASSERT_TRUE(!!R) << toString(R.takeError());
+  EXPECT_GT(R->Predictability, 0.9);
+  EXPECT_NE(R->Layout, "fallback-only");
+  EXPECT_GT(D->status().LearnedPredictability, 0.9);
+  EXPECT_EQ(D->status().DirectTargets, 48u);
+  // Drawn at random instead, the tree goes.
+  expectOk(D->beginLearning());
+  {
+    RCUReadGuard Guard;
+    auto *Entry = D->entryAs<EntryFn>();
+    uint64_t X = 88172645463325252ull;
+    for (int K = 0; K < 48 * 40; ++K) {
+      X ^= X << 13, X ^= X >> 7, X ^= X << 17;
+      int I = int(X % 48);
+      ASSERT_EQ(Entry(K, Progs[I]), I * 1000 + K);
+    }
+  }
+  auto Random = D->endLearning();
+  ASSERT_TRUE(!!Random) << toString(Random.takeError());
+  EXPECT_LT(Random->Predictability, 0.2);
+  EXPECT_EQ(Random->Layout, "fallback-only");
 }
 
 TEST_F(AdaptiveTest, MisuseIsAnError) {

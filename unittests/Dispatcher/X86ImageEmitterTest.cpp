@@ -424,6 +424,50 @@ TEST(X86ImageEmitterTest, CountingImagesCountEveryCallAndRecordTheFallback) {
   }
 }
 
+TEST(X86ImageEmitterTest, CountingImagesScoreHowPredictableTheOrderIs) {
+  // A call whose case is the one that followed the previous call's case
+  // the last time counts as predicted: in a round-robin order every call
+  // after the first round is; in a random order about one in N.
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(41);
+  std::vector<size_t> Keys, Targets;
+  constexpr size_t N = 16, Rounds = 200;
+  auto Cases = randomCases(Area, N, /*Weighted=*/false, Rng, Keys, Targets);
+  for (bool RoundRobin : {true, false}) {
+    SCOPED_TRACE(RoundRobin ? "round-robin" : "random");
+    CounterBlocks Counters(Cases.size(), 64, 8,
+                           X86CountingPlan::hostHasRDPID());
+    X86ImageOptions Options;
+    Options.Counting = Counters.plan();
+    auto Img = emitX86Image(Cases, RSI, Options);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    Area.install(*Img, Cases);
+    PinToThisCPU Pin;
+    ASSERT_TRUE(Pin.Pinned);
+    std::uniform_int_distribution<size_t> Pick(0, N - 1);
+    for (size_t K = 0; K < N * Rounds; ++K) {
+      size_t I = RoundRobin ? K % N : Pick(Rng);
+      ASSERT_EQ(Area.call(RSI, Cases[I].Key), static_cast<int>(Targets[I]));
+    }
+    uint32_t Block = Pin.CPU % 64;
+    uint64_t Predicted =
+        Counters.at(Block, Counters.plan().predictedCounter(N));
+    if (RoundRobin) {
+      // The first round teaches the table all but the wrap-around, which
+      // the second round's first call teaches.
+      EXPECT_EQ(Predicted, N * Rounds - N - 1);
+    } else {
+      EXPECT_LT(Predicted, N * Rounds / 8);
+      EXPECT_GT(Predicted, N * Rounds / 32);
+    }
+    // The previous case is the last call's.
+    size_t Last = RoundRobin ? (N * Rounds - 1) % N : 0;
+    if (RoundRobin)
+      EXPECT_EQ(Counters.at(Block, Counters.plan().previousSlot(N)), Last + 1);
+  }
+}
+
 TEST(X86ImageEmitterTest, CountingThreadsWriteTheirOwnCPUsBlocks) {
   // Two threads free to migrate: each call is counted in the block of the
   // CPU it ran on, so only blocks of CPUs that exist are written, and
