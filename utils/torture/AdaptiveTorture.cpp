@@ -25,7 +25,7 @@ using namespace llvm;
 namespace dispatchgen::torture {
 
 Error UnregisteredTargets::compile(orc::LLJIT &J) {
-  // The programs' shape (DispatchTorture.cpp): spin for %spins pauses,
+  // The programs' shape (ProgramPool.cpp): spin for %spins pauses,
   // then answer; here with the target's tag.
   std::string IR;
   raw_string_ostream OS(IR);
