@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CallTable.h"
 #include "ReportAdaptive.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -44,36 +45,6 @@ namespace {
 StringRef modeName(ReclaimMode M) {
   return M == ReclaimMode::Asynchronous ? "async" : "sync";
 }
-
-/// Cost by (pattern, N, variant), and the Ns and patterns measured, in the
-/// order measured.
-struct CallTable {
-  std::map<std::tuple<Pattern, unsigned, CallVariant>, double> Cost;
-  std::vector<Pattern> Patterns;
-  std::vector<unsigned> Ns;
-
-  explicit CallTable(ArrayRef<CallCost> Calls) {
-    for (const CallCost &C : Calls) {
-      Cost[{C.P, C.N, C.V}] = C.NsPerCall;
-      if (!is_contained(Patterns, C.P))
-        Patterns.push_back(C.P);
-      if (!is_contained(Ns, C.N))
-        Ns.push_back(C.N);
-    }
-  }
-  std::optional<double> get(Pattern P, unsigned N, CallVariant V) const {
-    auto It = Cost.find({P, N, V});
-    if (It == Cost.end())
-      return std::nullopt;
-    return It->second;
-  }
-  std::optional<double> ratio(Pattern P, unsigned N, CallVariant V) const {
-    auto X = get(P, N, V), D = get(P, N, CallVariant::Direct);
-    if (!X || !D || *D <= 0)
-      return std::nullopt;
-    return *X / *D;
-  }
-};
 
 void printCalls(const CallTable &T, const Report &R, raw_ostream &OS) {
   OS << "call cost: ns per call (ratio to the direct call), median of ";

@@ -15,6 +15,8 @@
 
 #include "ReportAdaptive.h"
 
+#include "CallTable.h"
+
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
@@ -28,39 +30,15 @@ namespace dispatchgen::bench {
 
 namespace {
 
-using Key = std::tuple<Pattern, unsigned, CallVariant>;
-
-struct Costs {
-  std::map<Key, double> Ns;
-  std::vector<Pattern> Patterns;
-  std::vector<unsigned> Ns_;
-
-  explicit Costs(ArrayRef<CallCost> Calls) {
-    for (const CallCost &C : Calls) {
-      Ns[{C.P, C.N, C.V}] = C.NsPerCall;
-      if (!is_contained(Patterns, C.P))
-        Patterns.push_back(C.P);
-      if (!is_contained(Ns_, C.N))
-        Ns_.push_back(C.N);
-    }
-  }
-  std::optional<double> get(Pattern P, unsigned N, CallVariant V) const {
-    auto It = Ns.find({P, N, V});
-    if (It == Ns.end() || It->second <= 0)
-      return std::nullopt;
-    return It->second;
-  }
-};
-
 /// One goal over the Ns of a pattern: the worst Num/Den (the largest with
 /// AtMost, the smallest otherwise) over the Ns that Include admits.
-void goal(const Costs &C, raw_ostream &OS, Pattern P, StringRef Text,
+void goal(const CallTable &C, raw_ostream &OS, Pattern P, StringRef Text,
           CallVariant Num, CallVariant Den, double Limit, bool AtMost,
           std::function<bool(unsigned)> Include = nullptr) {
   std::optional<double> Worst;
   unsigned WorstN = 0;
-  for (unsigned N : C.Ns_) {
-    auto X = C.get(P, N, Num), Y = C.get(P, N, Den);
+  for (unsigned N : C.Ns) {
+    auto X = C.positive(P, N, Num), Y = C.positive(P, N, Den);
     if (!X || !Y || (Include && !Include(N)))
       continue;
     double R = *X / *Y;
@@ -79,7 +57,7 @@ void goal(const Costs &C, raw_ostream &OS, Pattern P, StringRef Text,
 } // namespace
 
 void printAdaptive(const Report &R, raw_ostream &OS) {
-  Costs C(R.Calls);
+  CallTable C(R.Calls);
   bool Any = any_of(R.Calls, [](const CallCost &X) { return X.Learned; });
   if (!Any)
     return;
@@ -93,8 +71,8 @@ void printAdaptive(const Report &R, raw_ostream &OS) {
   for (const CallCost &X : R.Calls) {
     if (!X.Learned)
       continue;
-    auto Retp = C.get(X.P, X.N, CallVariant::Retpoline);
-    auto Disp = C.get(X.P, X.N, CallVariant::Dispatcher);
+    auto Retp = C.positive(X.P, X.N, CallVariant::Retpoline);
+    auto Disp = C.positive(X.P, X.N, CallVariant::Dispatcher);
     auto Str = [](std::optional<double> V) {
       return V ? formatv("{0:f2}", *V).str() : std::string("-");
     };
@@ -110,10 +88,10 @@ void printAdaptive(const Report &R, raw_ostream &OS) {
 }
 
 void printAdaptiveGoals(const Report &R, raw_ostream &OS) {
-  Costs C(R.Calls);
+  CallTable C(R.Calls);
   if (!any_of(C.Patterns, [&](Pattern P) {
-        return any_of(C.Ns_, [&](unsigned N) {
-          return C.get(P, N, CallVariant::Adaptive).has_value();
+        return any_of(C.Ns, [&](unsigned N) {
+          return C.positive(P, N, CallVariant::Adaptive).has_value();
         });
       }))
     return;
@@ -127,8 +105,8 @@ void printAdaptiveGoals(const Report &R, raw_ostream &OS) {
          "where the dispatcher beats the retpoline, adaptive <= "
          "1.05x the dispatcher",
          CV::Adaptive, CV::Dispatcher, 1.05, /*AtMost=*/true, [&](unsigned N) {
-           auto D = C.get(P, N, CV::Dispatcher),
-                Rp = C.get(P, N, CV::Retpoline);
+           auto D = C.positive(P, N, CV::Dispatcher),
+                Rp = C.positive(P, N, CV::Retpoline);
            return D && Rp && *D < *Rp;
          });
     if (P == Pattern::Uniform || P == Pattern::Zipf)

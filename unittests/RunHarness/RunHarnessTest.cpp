@@ -36,6 +36,22 @@ using ::testing::HasSubstr;
 
 namespace {
 
+/// The live phase's verdict: every call counted once by its caller and by
+/// the program it asked for, none misrouted, none after a release.
+void expectEveryCallRouted(const RunReport &Report) {
+  const LiveResult &Live = Report.Live;
+  uint64_t Asked = 0;
+  for (size_t I = 0; I < Live.Counts.size(); ++I) {
+    EXPECT_EQ(Live.Counts[I].Asked, Live.Counts[I].Ran)
+        << Report.Programs[I].Name;
+    Asked += Live.Counts[I].Asked;
+  }
+  EXPECT_EQ(Asked, Live.Calls.Calls);
+  EXPECT_EQ(Live.Misrouted, 0u);
+  EXPECT_EQ(Live.RanAfterRelease, 0u);
+  EXPECT_TRUE(Live.ok()) << Live.ImageError;
+}
+
 bool isX86_64Host() {
   return Triple(sys::getDefaultTargetTriple()).getArch() == Triple::x86_64;
 }
@@ -159,16 +175,7 @@ TEST_F(RunHarnessTest, XdpFiltersAreRoutedWhileSwapped) {
   // Every call is counted once, by its caller and by the program it asked
   // for (a program may get none, if it was out while the callers ran).
   ASSERT_EQ(Live.Counts.size(), 14u);
-  uint64_t Asked = 0;
-  for (size_t I = 0; I < Live.Counts.size(); ++I) {
-    EXPECT_EQ(Live.Counts[I].Asked, Live.Counts[I].Ran)
-        << Report->Programs[I].Name;
-    Asked += Live.Counts[I].Asked;
-  }
-  EXPECT_EQ(Asked, Live.Calls.Calls);
-  EXPECT_EQ(Live.Misrouted, 0u);
-  EXPECT_EQ(Live.RanAfterRelease, 0u);
-  EXPECT_TRUE(Live.ok()) << Live.ImageError;
+  expectEveryCallRouted(*Report);
   EXPECT_GE(Live.maxUpdateMs(), Live.medianUpdateMs());
 }
 
@@ -197,16 +204,7 @@ TEST_F(RunHarnessTest, AdaptiveRunIsRoutedAndLearns) {
   EXPECT_GE(Live.Status.LearningWindows, Live.LearningWindows);
   EXPECT_EQ(Live.Status.LearningError, "");
   EXPECT_FALSE(Live.Status.Layout.empty());
-  uint64_t Asked = 0;
-  for (size_t I = 0; I < Live.Counts.size(); ++I) {
-    EXPECT_EQ(Live.Counts[I].Asked, Live.Counts[I].Ran)
-        << Report->Programs[I].Name;
-    Asked += Live.Counts[I].Asked;
-  }
-  EXPECT_EQ(Asked, Live.Calls.Calls);
-  EXPECT_EQ(Live.Misrouted, 0u);
-  EXPECT_EQ(Live.RanAfterRelease, 0u);
-  EXPECT_TRUE(Live.ok()) << Live.ImageError;
+  expectEveryCallRouted(*Report);
 }
 
 TEST_F(RunHarnessTest, MissingDriveIsAnError) {

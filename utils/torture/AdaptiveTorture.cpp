@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "AdaptiveTorture.h"
+#include "ProgramPool.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
@@ -30,21 +31,8 @@ Error UnregisteredTargets::compile(orc::LLJIT &J) {
   std::string IR;
   raw_string_ostream OS(IR);
   for (unsigned K = 0; K < Count; ++K)
-    OS << formatv(R"(
-define i64 @torture_unregistered_{0}(i64 %spins) align 64 {{
-entry:
-  br label %loop
-loop:
-  %i = phi i64 [ 0, %entry ], [ %n, %loop ]
-  %n = add i64 %i, 1
-  call void asm sideeffect "pause", ""()
-  %c = icmp ult i64 %n, %spins
-  br i1 %c, label %loop, label %done
-done:
-  ret i64 {1}
-}
-)",
-                  K, tag(K));
+    OS << spinningProgramIR(formatv("torture_unregistered_{0}", K).str(),
+                            tag(K), 64);
   auto Ctx = std::make_unique<LLVMContext>();
   SMDiagnostic Diag;
   auto M = parseIR(MemoryBufferRef(IR, "torture-unregistered"), Diag, *Ctx);

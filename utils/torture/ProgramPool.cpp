@@ -27,6 +27,25 @@ using namespace llvm;
 
 namespace dispatchgen::torture {
 
+std::string spinningProgramIR(StringRef Name, uint64_t Result, unsigned Align) {
+  return formatv(R"(
+define i64 @{0}(i64 %spins) align {1} {{
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %n, %loop ]
+  %n = add i64 %i, 1
+  call void asm sideeffect "pause", ""()
+  %c = icmp ult i64 %n, %spins
+  br i1 %c, label %loop, label %done
+done:
+  ret i64 {2}
+}
+)",
+                 Name, Align, Result)
+      .str();
+}
+
 ProgramPool::ProgramPool(orc::LLJIT &J) : J(J) {
   PageSize = sysconf(_SC_PAGESIZE);
 }
@@ -37,21 +56,8 @@ Error ProgramPool::compileBatch() {
   raw_string_ostream OS(IR);
   // Spin (pause) for %spins iterations, then return the id.
   for (unsigned K = 0; K < BatchSize; ++K)
-    OS << formatv(R"(
-define i64 @torture_prog_{0}(i64 %spins) align {1} {{
-entry:
-  br label %loop
-loop:
-  %i = phi i64 [ 0, %entry ], [ %n, %loop ]
-  %n = add i64 %i, 1
-  call void asm sideeffect "pause", ""()
-  %c = icmp ult i64 %n, %spins
-  br i1 %c, label %loop, label %done
-done:
-  ret i64 {0}
-}
-)",
-                  First + K, ProgramAlign);
+    OS << spinningProgramIR(formatv("torture_prog_{0}", First + K).str(),
+                            First + K, ProgramAlign);
   auto Ctx = std::make_unique<LLVMContext>();
   SMDiagnostic Diag;
   auto M = parseIR(MemoryBufferRef(IR, "torture-programs"), Diag, *Ctx);

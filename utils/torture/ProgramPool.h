@@ -17,12 +17,14 @@
 #ifndef DISPATCH_GEN_UTILS_TORTURE_PROGRAMPOOL_H
 #define DISPATCH_GEN_UTILS_TORTURE_PROGRAMPOOL_H
 
+#include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -31,6 +33,11 @@ class LLJIT;
 } // namespace llvm::orc
 
 namespace dispatchgen::torture {
+
+/// The IR of a program named Name that spins (pause) for its argument's
+/// count of iterations, then returns Result; aligned to Align.
+std::string spinningProgramIR(llvm::StringRef Name, uint64_t Result,
+                              unsigned Align);
 
 enum ProgramStage : uint8_t { PS_Live, PS_Removed, PS_Released };
 
