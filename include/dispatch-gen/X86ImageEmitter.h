@@ -86,47 +86,45 @@ getX86SelectorRegister(llvm::FunctionType *Signature,
 
 /// Where a counting image (a learning window's, see X86ImageOptions)
 /// counts. Per CPU: block J (J = the CPU's number modulo NumBlocks, a power
-/// of two) is at Base + J * BlockBytes and holds 8-byte counters: one per
-/// case, in Cases' order, then the fallback's, then a ring of RingSlots (a
-/// power of two) selectors that took the fallback, the newest at slot
-/// (fallback count - 1) mod RingSlots. Each thread writes the block of the
-/// CPU it runs on, without a lock prefix: no cache line is written by every
-/// calling thread, and a thread preempted between reading its CPU number
-/// and the increment may lose a count or add it to another CPU's block,
-/// which a sample tolerates.
+/// of two) is at Base + J * BlockBytes. Its layout depends on MaxCases and
+/// RingSlots only, never on the image, so that images of different case
+/// counts (a set that changes during a window) can share the blocks safely:
+/// the case the CPU's last call reached (its index + 1; 0 after the
+/// fallback), the calls whose case the successor table predicted, the
+/// fallback's calls, MaxCases case counters (in Cases' order), a ring of
+/// RingSlots (a power of two) selectors that took the fallback (the newest
+/// at slot (fallback count - 1) mod RingSlots), and the successor table
+/// (MaxCases + 1 entries: the index + 1 of the case that followed each
+/// case, by the previous case's index + 1), a first-order guess of the
+/// next target as a branch predictor's history makes one. Each thread
+/// writes the block of the CPU it runs on, without a lock prefix: no cache
+/// line is written by every calling thread, and a thread preempted between
+/// reading its CPU number and the increment may lose a count or add it to
+/// another CPU's block, which a sample tolerates.
 struct X86CountingPlan {
   uint64_t Base = 0;
   uint32_t BlockBytes = 0;
   uint32_t NumBlocks = 1;
   uint32_t RingSlots = 1;
+  /// The most cases an image counting into these blocks may have.
+  uint32_t MaxCases = 0;
   /// Read the CPU number with `rdpid`; else with `lsl` of the per-CPU
   /// segment Linux sets up for vgetcpu (slower, always there on x86-64).
   bool UseRDPID = false;
 
-  /// The bytes of one block for NumCases cases, rounded up to a multiple
-  /// of 64 so blocks share no cache line.
-  static uint32_t blockBytesFor(size_t NumCases, uint32_t RingSlots);
-  /// The offsets in a block of a case's counter, the fallback's and the
-  /// ring's first slot.
-  static uint32_t caseCounter(uint32_t Case) { return 8 * Case; }
-  static uint32_t fallbackCounter(size_t NumCases) { return 8 * NumCases; }
-  static uint32_t ringSlot(size_t NumCases, uint32_t Slot) {
-    return 8 * (NumCases + 1 + Slot);
+  /// The bytes of one block, rounded up to a multiple of 64 so blocks
+  /// share no cache line.
+  static uint32_t blockBytesFor(uint32_t MaxCases, uint32_t RingSlots);
+  /// Offsets in a block.
+  static constexpr uint32_t previousSlot() { return 0; }
+  static constexpr uint32_t predictedCounter() { return 8; }
+  static constexpr uint32_t fallbackCounter() { return 16; }
+  static constexpr uint32_t caseCounter(uint32_t Case) { return 24 + 8 * Case; }
+  uint32_t ringSlot(uint32_t Slot) const {
+    return caseCounter(MaxCases) + 8 * Slot;
   }
-  /// After the ring, how predictable the order of calls is: the case this
-  /// CPU's last call reached (its index + 1; 0 after the fallback), how
-  /// many calls reached the case that followed the last call's case the
-  /// time before (a first-order guess, as a branch predictor's history
-  /// makes), and that successor table (index + 1 of the case that followed
-  /// each case, by the previous case's index + 1).
-  uint32_t previousSlot(size_t NumCases) const {
-    return 8 * (NumCases + 1 + RingSlots);
-  }
-  uint32_t predictedCounter(size_t NumCases) const {
-    return previousSlot(NumCases) + 8;
-  }
-  uint32_t successorSlot(size_t NumCases, uint32_t Previous) const {
-    return previousSlot(NumCases) + 16 + 8 * Previous;
+  uint32_t successorSlot(uint32_t Previous) const {
+    return ringSlot(RingSlots) + 8 * Previous;
   }
   /// Whether this CPU has `rdpid`.
   static bool hostHasRDPID();

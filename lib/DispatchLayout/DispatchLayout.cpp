@@ -76,6 +76,22 @@ size_t choosePrefix(ArrayRef<LayoutCase> Cases, ArrayRef<uint32_t> ByWeight,
   return Best;
 }
 
+/// The share of mispredictions a predictor with history avoids: the
+/// measured predictability, in proportion where more targets are called
+/// than the predictor can follow.
+double effectivePredictability(ArrayRef<LayoutCase> Cases,
+                               const LayoutOptions &Options,
+                               const LayoutCostModel &Model) {
+  double P = std::clamp(Options.Predictability, 0.0, 1.0);
+  if (P == 0)
+    return 0;
+  size_t Called = count_if(Cases, [](const LayoutCase &C) { return C.Weight; });
+  if (Called == 0)
+    Called = Cases.size();
+  return P * std::min(1.0, Model.PredictorCapacity /
+                               double(std::max<size_t>(Called, 1)));
+}
+
 /// Indices of Cases, hottest first; equal weights keep the order of Order.
 std::vector<uint32_t> byWeight(ArrayRef<LayoutCase> Cases,
                                std::vector<uint32_t> Order) {
@@ -152,7 +168,7 @@ DispatchLayout DispatchLayout::choose(ArrayRef<LayoutCase> Cases,
   std::vector<uint32_t> Hot = byWeight(Cases, Sorted);
   // The prefix's length under the mispredictions history leaves.
   LayoutCostModel Seen = Model;
-  Seen.Mispredict *= 1 - std::clamp(Options.Predictability, 0.0, 1.0);
+  Seen.Mispredict *= 1 - effectivePredictability(Cases, Options, Model);
   Hot.resize(choosePrefix(Cases, Hot, Seen));
   Scan.Prefix = Hot;
   // The rest, still in key order.
@@ -208,7 +224,7 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
       Options.RetpolineFallback ? Model.Retpoline : Model.IndirectBranch;
   // What history saves of every misprediction.
   double Mispredict =
-      Model.Mispredict * (1 - std::clamp(Options.Predictability, 0.0, 1.0));
+      Model.Mispredict * (1 - effectivePredictability(Cases, Options, Model));
 
   if (TheShape == Shape::FallbackOnly) {
     if (Options.RetpolineFallback)

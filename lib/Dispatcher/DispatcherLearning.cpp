@@ -70,8 +70,9 @@ Error Dispatcher::Impl::initLearning() {
   Plan.NumBlocks = static_cast<uint32_t>(
       std::min<uint64_t>(PowerOf2Ceil(std::max<long>(CPUs, 1)), 1024));
   Plan.RingSlots = A.FallbackSamples;
-  Plan.BlockBytes = X86CountingPlan::blockBytesFor(
-      Config.Capacity + A.MaxPromoted, Plan.RingSlots);
+  Plan.MaxCases = Config.Capacity + A.MaxPromoted;
+  Plan.BlockBytes =
+      X86CountingPlan::blockBytesFor(Plan.MaxCases, Plan.RingSlots);
   Plan.UseRDPID = X86CountingPlan::hostHasRDPID();
   CounterBytes = size_t(Plan.NumBlocks) * Plan.BlockBytes;
   // Private, writable, never executable: only the images' counting code
@@ -150,12 +151,11 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
       uint64_t Block = Plan.Base + uint64_t(B) * Plan.BlockBytes;
       for (size_t C = 0; C < N; ++C)
         Counts[C] += loadCounter(Block + X86CountingPlan::caseCounter(C));
-      Predicted += loadCounter(Block + Plan.predictedCounter(N));
-      uint64_t F = loadCounter(Block + X86CountingPlan::fallbackCounter(N));
+      Predicted += loadCounter(Block + X86CountingPlan::predictedCounter());
+      uint64_t F = loadCounter(Block + X86CountingPlan::fallbackCounter());
       R.FallbackCalls += F;
       for (uint64_t K = 0; K < std::min<uint64_t>(F, Plan.RingSlots); ++K) {
-        uint64_t Sel =
-            loadCounter(Block + X86CountingPlan::ringSlot(N, uint32_t(K)));
+        uint64_t Sel = loadCounter(Block + Plan.ringSlot(uint32_t(K)));
         ++Sampled[Sel];
         ++Samples;
       }

@@ -182,7 +182,7 @@ void emitFallbackRecord(Assembler &A, const X86CountingPlan &P, size_t NumCases,
   A.bytes({0x49, 0xBB}); // movabs $Base, %r11
   A.bytes64(P.Base);
   A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11
-  uint32_t Count = X86CountingPlan::fallbackCounter(NumCases);
+  uint32_t Count = X86CountingPlan::fallbackCounter();
   A.bytes({0x49, 0x8B, 0x83}); // mov Count(%r11), %rax
   A.bytes32(Count);
   A.bytes({0x49, 0xFF, 0x83}); // incq Count(%r11)
@@ -192,9 +192,9 @@ void emitFallbackRecord(Assembler &A, const X86CountingPlan &P, size_t NumCases,
   // mov %sel, Ring(%r11,%rax,8)
   A.bytes({uint8_t(0x49 | (SelectorReg >= 8 ? 0x04 : 0x00)), 0x89,
            uint8_t(0x84 | ((SelectorReg & 7) << 3)), 0xC3});
-  A.bytes32(X86CountingPlan::ringSlot(NumCases, 0));
+  A.bytes32(P.ringSlot(0));
   A.bytes({0x49, 0xC7, 0x83}); // movq $0, Previous(%r11)
-  A.bytes32(P.previousSlot(NumCases));
+  A.bytes32(X86CountingPlan::previousSlot());
   A.bytes32(0);
 }
 
@@ -209,32 +209,33 @@ void emitCaseCount(Assembler &A, const X86CountingPlan &P, size_t NumCases,
   A.bytes({0x49, 0xFF, 0x83}); // incq Counter(%r11)
   A.bytes32(X86CountingPlan::caseCounter(C));
   A.bytes({0x49, 0x8B, 0x83}); // mov Previous(%r11), %rax
-  A.bytes32(P.previousSlot(NumCases));
-  uint32_t Successors = P.successorSlot(NumCases, 0);
+  A.bytes32(X86CountingPlan::previousSlot());
+  uint32_t Successors = P.successorSlot(0);
   A.bytes({0x49, 0x81, 0xBC, 0xC3}); // cmpq $(C + 1), Successors(%r11,%rax,8)
   A.bytes32(Successors);
   A.bytes32(C + 1);
   unsigned Missed = A.newLabel();
   A.jump(CondNE, Missed);
   A.bytes({0x49, 0xFF, 0x83}); // incq Predicted(%r11)
-  A.bytes32(P.predictedCounter(NumCases));
+  A.bytes32(X86CountingPlan::predictedCounter());
   A.bind(Missed);
   A.bytes({0x49, 0xC7, 0x84, 0xC3}); // movq $(C + 1), Successors(%r11,%rax,8)
   A.bytes32(Successors);
   A.bytes32(C + 1);
   A.bytes({0x49, 0xC7, 0x83}); // movq $(C + 1), Previous(%r11)
-  A.bytes32(P.previousSlot(NumCases));
+  A.bytes32(X86CountingPlan::previousSlot());
   A.bytes32(C + 1);
   A.jmpToCase(C);
 }
 
 } // namespace
 
-uint32_t X86CountingPlan::blockBytesFor(size_t NumCases, uint32_t RingSlots) {
-  // Counters, the fallback's, the ring, the previous case, the predicted
-  // count and the successor table.
-  return static_cast<uint32_t>(
-      alignTo(8 * (NumCases + 1 + RingSlots + 2 + NumCases + 1), 64));
+uint32_t X86CountingPlan::blockBytesFor(uint32_t MaxCases, uint32_t RingSlots) {
+  X86CountingPlan P;
+  P.MaxCases = MaxCases;
+  P.RingSlots = RingSlots;
+  // The successor table ends the block.
+  return static_cast<uint32_t>(alignTo(P.successorSlot(MaxCases + 1), 64));
 }
 
 bool X86CountingPlan::hostHasRDPID() {
@@ -297,10 +298,12 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   if (Counting &&
       (!isPowerOf2_32(Counting->NumBlocks) ||
        !isPowerOf2_32(Counting->RingSlots) ||
-       Counting->BlockBytes <
-           X86CountingPlan::blockBytesFor(Cases.size(), Counting->RingSlots)))
+       Cases.size() > Counting->MaxCases ||
+       Counting->BlockBytes < X86CountingPlan::blockBytesFor(
+                                  Counting->MaxCases, Counting->RingSlots)))
     return createStringError("a counting plan needs power-of-two blocks and "
-                             "ring slots, and blocks that hold every counter");
+                             "ring slots, room for every case and blocks "
+                             "that hold every counter");
 
   Assembler A;
   if (unsigned DelayPauses = Options.DelayPauses) {

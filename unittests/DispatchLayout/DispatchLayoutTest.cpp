@@ -225,6 +225,17 @@ TEST(DispatchLayoutTest, APredictableOrderKeepsTheTree) {
   EXPECT_NE(L.shape(), DispatchLayout::Shape::FallbackOnly);
   EXPECT_LT(L.predictedCost(), LayoutCostModel().Retpoline);
   expectRoutesEverything(L, Cases);
+  // A predictor follows only so many targets: a round-robin over 4096
+  // keeps no tree, over 1024 it does.
+  Options.Predictability = 1;
+  EXPECT_EQ(DispatchLayout::choose(makeCases(4096, [](size_t) { return 10; }),
+                                   Options)
+                .shape(),
+            DispatchLayout::Shape::FallbackOnly);
+  EXPECT_NE(DispatchLayout::choose(makeCases(1024, [](size_t) { return 10; }),
+                                   Options)
+                .shape(),
+            DispatchLayout::Shape::FallbackOnly);
   // And a plain indirect call, which history predicts as well, stays the
   // cheapest for the same order when allowed.
   LayoutOptions Plain;

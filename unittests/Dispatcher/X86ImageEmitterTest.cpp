@@ -313,7 +313,8 @@ public:
       : NumCases(NumCases) {
     Plan.NumBlocks = NumBlocks;
     Plan.RingSlots = RingSlots;
-    Plan.BlockBytes = X86CountingPlan::blockBytesFor(NumCases, RingSlots);
+    Plan.MaxCases = static_cast<uint32_t>(NumCases);
+    Plan.BlockBytes = X86CountingPlan::blockBytesFor(Plan.MaxCases, RingSlots);
     Plan.UseRDPID = UseRDPID;
     Words.assign(size_t(NumBlocks) * Plan.BlockBytes / 8 + 8, 0);
     uint64_t Raw = reinterpret_cast<uint64_t>(Words.data());
@@ -331,10 +332,10 @@ public:
     return Sum;
   }
   uint64_t fallbackCount(uint32_t Block) const {
-    return at(Block, X86CountingPlan::fallbackCounter(NumCases));
+    return at(Block, X86CountingPlan::fallbackCounter());
   }
   uint64_t ring(uint32_t Block, uint32_t Slot) const {
-    return at(Block, X86CountingPlan::ringSlot(NumCases, Slot));
+    return at(Block, Plan.ringSlot(Slot));
   }
 
 private:
@@ -452,7 +453,7 @@ TEST(X86ImageEmitterTest, CountingImagesScoreHowPredictableTheOrderIs) {
     }
     uint32_t Block = Pin.CPU % 64;
     uint64_t Predicted =
-        Counters.at(Block, Counters.plan().predictedCounter(N));
+        Counters.at(Block, X86CountingPlan::predictedCounter());
     if (RoundRobin) {
       // The first round teaches the table all but the wrap-around, which
       // the second round's first call teaches.
@@ -464,8 +465,56 @@ TEST(X86ImageEmitterTest, CountingImagesScoreHowPredictableTheOrderIs) {
     // The previous case is the last call's.
     size_t Last = RoundRobin ? (N * Rounds - 1) % N : 0;
     if (RoundRobin)
-      EXPECT_EQ(Counters.at(Block, Counters.plan().previousSlot(N)), Last + 1);
+      EXPECT_EQ(Counters.at(Block, X86CountingPlan::previousSlot()), Last + 1);
   }
+}
+
+TEST(X86ImageEmitterTest, CountingImagesOfAnyCaseCountShareTheBlocks) {
+  // A window's set may change: images of 3, then 12, then 5 cases count
+  // into the same blocks without a reset. Every field keeps its offset, so
+  // nothing one image wrote makes another index out of its block (the
+  // successor table is indexed by the previous case), and every call is
+  // still routed and counted.
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(43);
+  std::vector<size_t> Keys, Targets;
+  auto All = randomCases(Area, 12, /*Weighted=*/false, Rng, Keys, Targets);
+  CounterBlocks Counters(12, 64, 8, X86CountingPlan::hostHasRDPID());
+  PinToThisCPU Pin;
+  ASSERT_TRUE(Pin.Pinned);
+  uint64_t Calls = 0;
+  for (size_t N : {3u, 12u, 5u, 12u}) {
+    SCOPED_TRACE(N);
+    ArrayRef<ImageCase> Cases = ArrayRef(All).take_front(N);
+    X86ImageOptions Options;
+    Options.Counting = Counters.plan();
+    auto Img = emitX86Image(Cases, RDI, Options);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    Area.install(*Img, Cases);
+    for (size_t K = 0; K < 40 * N; ++K) {
+      size_t I = K % N;
+      ASSERT_EQ(Area.call(RDI, Cases[I].Key), static_cast<int>(Targets[I]));
+      ++Calls;
+    }
+    // A selector of no case between rounds: the fallback resets the
+    // previous case.
+    ASSERT_EQ(Area.call(RDI, Area.stub(CodeArea::NumStubs / 2 - 1)),
+              static_cast<int>(CodeArea::NumStubs / 2 - 1));
+  }
+  uint64_t Counted = 0;
+  for (uint32_t C = 0; C < 12; ++C)
+    Counted += Counters.caseCount(C);
+  EXPECT_EQ(Counted, Calls);
+  EXPECT_EQ(Counters.fallbackCount(Pin.CPU % 64), 4u);
+  // More cases than the plan has room for is refused.
+  CounterBlocks Small(4, 64, 8, false);
+  X86ImageOptions Options;
+  Options.Counting = Small.plan();
+  auto TooMany = emitX86Image(All, RDI, Options);
+  ASSERT_FALSE(!!TooMany);
+  EXPECT_NE(toString(TooMany.takeError()).find("room for every case"),
+            std::string::npos);
 }
 
 TEST(X86ImageEmitterTest, CountingThreadsWriteTheirOwnCPUsBlocks) {
