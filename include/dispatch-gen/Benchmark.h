@@ -174,6 +174,9 @@ struct LearnedLayout {
   std::vector<uint64_t> Promoted;
   /// The last background window's failure, if any.
   std::string Error;
+  /// ns per call of the calls made while the window was open (through the
+  /// counting image), timed by learn(); 0 when learned in the background.
+  double LearningNsPerCall = 0;
 };
 
 /// Calls a read-side section of CallLoopSet::run() holds at most.

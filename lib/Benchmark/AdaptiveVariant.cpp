@@ -87,11 +87,18 @@ Error CallLoopSet::Impl::makeAdaptive(bool Background) {
 }
 
 Error CallLoopSet::learn(uint64_t Iterations) {
+  // Not timed in the background: no figure rather than the last pattern's.
+  I->LearningNs = 0;
   if (I->AdaptiveBackground)
     return Error::success();
   if (Error E = I->Adaptive->beginLearning())
     return E;
+  // Timed: what a call costs while a window is open.
+  auto Start = std::chrono::steady_clock::now();
   run(CallVariant::Adaptive, Iterations);
+  std::chrono::duration<double, std::nano> T =
+      std::chrono::steady_clock::now() - Start;
+  I->LearningNs = Iterations ? T.count() / double(Iterations) : 0;
   auto R = I->Adaptive->endLearning();
   if (!R)
     return R.takeError();
@@ -102,8 +109,8 @@ LearnedLayout CallLoopSet::learned() const {
   if (!I->Adaptive)
     return {};
   DispatcherStatus S = I->Adaptive->status();
-  return {S.Layout, S.PredictedCost, S.LearningWindows, S.Promoted,
-          S.LearningError};
+  return {S.Layout,   S.PredictedCost, S.LearningWindows,
+          S.Promoted, S.LearningError, I->LearningNs};
 }
 
 uint64_t CallLoopSet::programAddress(unsigned K) const {

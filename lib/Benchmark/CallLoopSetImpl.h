@@ -80,6 +80,8 @@ public:
   /// dispatchers (and loops) were made: each has a name of its own.
   bool AdaptiveBackground = false;
   unsigned AdaptiveCount = 0;
+  /// ns per call through the counting image in learn()'s window.
+  double LearningNs = 0;
   /// The host's CPU and features, for loops compiled later.
   std::string CPU, Features;
   /// The registered programs, then the unregistered ones.

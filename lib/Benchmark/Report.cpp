@@ -262,6 +262,8 @@ void writeJSON(const Report &R, raw_ostream &OS) {
             J.attribute("predicted_cost", L->PredictedCost);
             J.attribute("learning_windows", L->Windows);
             J.attribute("promoted", L->Promoted.size());
+            if (L->LearningNsPerCall > 0)
+              J.attribute("learning_ns_per_call", L->LearningNsPerCall);
           }
         });
     });

@@ -168,6 +168,9 @@ TEST(CallLoopSetTest, TheAdaptiveVariantPromotesTheHotUnregisteredTarget) {
   EXPECT_EQ(L.Layout, "hot-scan");
   EXPECT_GT(L.PredictedCost, 0);
   EXPECT_LT(L.PredictedCost, 20);
+  // The window's calls were timed.
+  EXPECT_GT(L.LearningNsPerCall, 0);
+  EXPECT_EQ(Before.LearningNsPerCall, 0);
   // The learned image answers as the indirect call does, and so do the
   // others.
   ASSERT_FALSE(llvm::errorToBool((*Set)->check(4096)));
@@ -349,7 +352,7 @@ TEST(ReportTest, TheAdaptiveVariantsLayoutAndGoals) {
     R.Calls.push_back({8, P, CV::Dispatcher, 2.0});
   }
   R.Calls.push_back({8, Pattern::Uniform, CV::Adaptive, 2.0,
-                     LearnedLayout{"hot-scan", 3.5, 1, {}, ""}});
+                     LearnedLayout{"hot-scan", 3.5, 1, {}, "", 3.0}});
   R.Calls.push_back({8, Pattern::Phase, CV::Adaptive, 6.0,
                      LearnedLayout{"hot-scan", 1.0, 40, {0x1000}, ""}});
   std::vector<std::string> Lines = reportLines(R);
@@ -358,9 +361,13 @@ TEST(ReportTest, TheAdaptiveVariantsLayoutAndGoals) {
              "timed loops of 1024 calls (10000000 calls for phase: one move "
              "of the hot target in each)"));
   EXPECT_TRUE(llvm::is_contained(Lines, "uniform 8 hot-scan 3.50 1 0 2.00 "
-                                        "10.00 2.00 5.00x"));
+                                        "10.00 2.00 5.00x 3.00"));
   EXPECT_TRUE(llvm::is_contained(Lines, "phase 8 hot-scan 1.00 40 1 6.00 "
-                                        "10.00 2.00 1.67x"));
+                                        "10.00 2.00 1.67x -"));
+  // The window's calls (3.00 ns) against the dispatcher's (2.00 ns).
+  EXPECT_TRUE(llvm::is_contained(
+      Lines, "while a window is open, adaptive <= 2x the dispatcher: 1.50x "
+             "at worst (uniform, N=8): met"));
   EXPECT_TRUE(llvm::is_contained(
       Lines, "uniform, N <= 8: adaptive >= 1.1x faster than the retpoline: "
              "5.00x at worst (N=8): met"));
