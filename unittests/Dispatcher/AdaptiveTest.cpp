@@ -446,6 +446,45 @@ TEST_F(AdaptiveTest, AForkedChildLearnsWithItsOwnThread) {
   expectOk(D->verify());
 }
 
+TEST_F(AdaptiveTest, AProcessExitsCleanlyWithItsLearnerBusy) {
+#if __has_feature(thread_sanitizer)
+  GTEST_SKIP() << "fork() with threads is not supported under TSan";
+#endif
+  // A host that never destroys its adaptive dispatcher and calls exit():
+  // static destructors run while the learner opens and closes windows
+  // every hundred microseconds. The process must end with its own status,
+  // not a crash in a half-torn-down process.
+  for (int Round = 0; Round < 20; ++Round) {
+    pid_t Child = fork();
+    ASSERT_GE(Child, 0);
+    if (Child == 0) {
+      alarm(10);
+      DispatcherConfig C = adaptiveConfig(/*Background=*/true);
+      C.Adaptive.Window = std::chrono::microseconds(100);
+      C.Adaptive.Period = std::chrono::microseconds(100);
+      C.Adaptive.MaxPeriod = std::chrono::microseconds(200);
+      auto D = Dispatcher::create(std::move(C));
+      if (!D)
+        _exit(2);
+      if ((*D)->add(addr(0)))
+        _exit(3);
+      auto *Entry = (*D)->entryAs<EntryFn>();
+      for (int K = 0; K < 2000 + Round * 100; ++K) {
+        RCUReadGuard Guard;
+        if (Entry(K, Progs[K % 3]) != (K % 3) * 1000 + K)
+          _exit(4);
+      }
+      (void)(*D).release(); // leaked, as hosts do at exit
+      exit(0);
+    }
+    int Status = 0;
+    ASSERT_EQ(waitpid(Child, &Status, 0), Child);
+    ASSERT_TRUE(WIFEXITED(Status))
+        << "round " << Round << ": killed by signal " << WTERMSIG(Status);
+    ASSERT_EQ(WEXITSTATUS(Status), 0) << "round " << Round;
+  }
+}
+
 TEST_F(AdaptiveTest,
        TheBackgroundLearnerPromotesAndDemotesUnderCallsAndUpdates) {
   // Two calling threads (a hot unregistered target and the registered
