@@ -11,8 +11,6 @@
 
 #include "llvm/ADT/STLExtras.h"
 
-#include <thread>
-
 #include <pthread.h>
 
 #include <unistd.h>
@@ -58,7 +56,22 @@ void Learner::startLocked() {
   // A forked child inherits the list but not the thread, nor a step that
   // was running in the parent.
   Busy = nullptr;
-  std::thread([this] { run(); }).detach();
+  // pthread_create rather than std::thread: a detached std::thread owns a
+  // heap block that only the thread frees, so a forked child, which
+  // inherits the block but not the thread, would leak it (LeakSanitizer
+  // in a host reports it at the child's exit).
+  pthread_t Thread;
+  if (pthread_create(
+          &Thread, nullptr,
+          [](void *) -> void * {
+            Learner::get().run();
+            return nullptr;
+          },
+          nullptr) != 0) {
+    Owner = 0; // no thread: the next add() or update tries again
+    return;
+  }
+  pthread_detach(Thread);
 }
 
 void Learner::ensureRunning() {
