@@ -108,9 +108,23 @@ struct X86CountingPlan {
   uint32_t RingSlots = 1;
   /// The most cases an image counting into these blocks may have.
   uint32_t MaxCases = 0;
-  /// Read the CPU number with `rdpid`; else with `lsl` of the per-CPU
-  /// segment Linux sets up for vgetcpu (slower, always there on x86-64).
-  bool UseRDPID = false;
+  /// Where the image reads the CPU number.
+  enum class CPUSource {
+    /// `lsl` of the per-CPU segment Linux sets up for vgetcpu: always
+    /// there on x86-64, the slowest (about 8 ns on a Xeon).
+    LSL,
+    /// `rdpid` (TSC_AUX, which Linux sets to the CPU number): about 2 ns.
+    RDPID,
+    /// One load of `cpu_id_start` from the restartable-sequences area
+    /// glibc (2.35 and later) registers for every thread it starts, at
+    /// RSeqOffset from %fs: as cheap as any load. A thread glibc did not
+    /// start reads whatever its %fs holds there: NumBlocks' mask keeps the
+    /// write in the blocks all the same.
+    RSeq,
+  };
+  CPUSource CPU = CPUSource::LSL;
+  /// With CPUSource::RSeq: glibc's __rseq_offset.
+  int32_t RSeqOffset = 0;
 
   /// The bytes of one block, rounded up to a multiple of 64 so blocks
   /// share no cache line.
@@ -128,6 +142,11 @@ struct X86CountingPlan {
   }
   /// Whether this CPU has `rdpid`.
   static bool hostHasRDPID();
+  /// Where this process has its threads' rseq areas (glibc registered one
+  /// for the calling thread), or none.
+  static std::optional<int32_t> hostRSeqOffset();
+  /// The cheapest source this process and CPU offer, with its offset set.
+  void useCheapestCPUSource();
 };
 
 /// How emitX86Image lays an image out.

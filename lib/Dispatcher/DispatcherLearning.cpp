@@ -73,7 +73,7 @@ Error Dispatcher::Impl::initLearning() {
   Plan.MaxCases = Config.Capacity + A.MaxPromoted;
   Plan.BlockBytes =
       X86CountingPlan::blockBytesFor(Plan.MaxCases, Plan.RingSlots);
-  Plan.UseRDPID = X86CountingPlan::hostHasRDPID();
+  Plan.useCheapestCPUSource();
   CounterBytes = size_t(Plan.NumBlocks) * Plan.BlockBytes;
   // Private, writable, never executable: only the images' counting code
   // writes it.

@@ -25,6 +25,14 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__GLIBC__) &&                                                      \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+#include <sys/rseq.h>
+#define DISPATCHGEN_HAVE_RSEQ 1
+#else
+#define DISPATCHGEN_HAVE_RSEQ 0
+#endif
+
 using namespace llvm;
 
 namespace dispatchgen {
@@ -158,17 +166,28 @@ void emitMove(Assembler &A, unsigned From, unsigned To) {
   A.bytes({Rex, 0x89, uint8_t(0xC0 | ((From & 7) << 3) | (To & 7))});
 }
 
-/// %rax = the byte offset of this CPU's block: the CPU number (the low 12
-/// bits of what `rdpid` reads, TSC_AUX, or of the limit of Linux's per-CPU
-/// segment 0x7b, as vgetcpu reads it) modulo NumBlocks, times BlockBytes.
+/// %rax = the byte offset of this CPU's block: the CPU number (rseq's
+/// cpu_id_start, or the low 12 bits of what `rdpid` reads, TSC_AUX, or of
+/// the limit of Linux's per-CPU segment 0x7b, as vgetcpu reads it) modulo
+/// NumBlocks, times BlockBytes.
 void emitBlockOffset(Assembler &A, const X86CountingPlan &P) {
-  if (P.UseRDPID)
+  switch (P.CPU) {
+  case X86CountingPlan::CPUSource::RSeq:
+    A.bytes({0x64, 0x8B, 0x04, 0x25}); // mov %fs:RSeqOffset, %eax
+    A.bytes32(static_cast<uint32_t>(P.RSeqOffset));
+    break;
+  case X86CountingPlan::CPUSource::RDPID:
     A.bytes({0xF3, 0x0F, 0xC7, 0xF8}); // rdpid %rax
-  else
+    A.bytes({0x25});                   // and $0xfff, %eax
+    A.bytes32(0xFFF);
+    break;
+  case X86CountingPlan::CPUSource::LSL:
     A.bytes({0xB8, 0x7B, 0x00, 0x00, 0x00, // mov $0x7b, %eax
              0x0F, 0x03, 0xC0});           // lsl %eax, %eax
-  A.bytes({0x25});                         // and $0xfff, %eax
-  A.bytes32(0xFFF);
+    A.bytes({0x25});                       // and $0xfff, %eax
+    A.bytes32(0xFFF);
+    break;
+  }
   A.bytes({0x25}); // and $(NumBlocks - 1), %eax
   A.bytes32(P.NumBlocks - 1);
   A.bytes({0x69, 0xC0}); // imul $BlockBytes, %eax, %eax
@@ -241,6 +260,26 @@ uint32_t X86CountingPlan::blockBytesFor(uint32_t MaxCases, uint32_t RingSlots) {
 bool X86CountingPlan::hostHasRDPID() {
   unsigned EAX, EBX, ECX, EDX;
   return __get_cpuid_count(7, 0, &EAX, &EBX, &ECX, &EDX) && (ECX >> 22) & 1;
+}
+
+std::optional<int32_t> X86CountingPlan::hostRSeqOffset() {
+#if DISPATCHGEN_HAVE_RSEQ
+  // __rseq_size is 0 where glibc did not register (an old kernel, or
+  // GLIBC_TUNABLES=glibc.pthread.rseq=0); cpu_id_start is the area's
+  // first field.
+  if (__rseq_size >= 4 && isInt<32>(__rseq_offset))
+    return static_cast<int32_t>(__rseq_offset);
+#endif
+  return std::nullopt;
+}
+
+void X86CountingPlan::useCheapestCPUSource() {
+  if (std::optional<int32_t> Offset = hostRSeqOffset()) {
+    CPU = CPUSource::RSeq;
+    RSeqOffset = *Offset;
+  } else {
+    CPU = hostHasRDPID() ? CPUSource::RDPID : CPUSource::LSL;
+  }
 }
 
 std::optional<unsigned>

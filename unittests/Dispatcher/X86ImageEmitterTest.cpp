@@ -305,17 +305,50 @@ TEST(X86ImageEmitterTest, WeightedImagesTestInTheLayoutsOrder) {
   }
 }
 
+using CPUSource = X86CountingPlan::CPUSource;
+
+/// The sources of the CPU number this process and CPU offer.
+std::vector<CPUSource> availableCPUSources() {
+  std::vector<CPUSource> Sources = {CPUSource::LSL};
+  if (X86CountingPlan::hostHasRDPID())
+    Sources.push_back(CPUSource::RDPID);
+  if (X86CountingPlan::hostRSeqOffset())
+    Sources.push_back(CPUSource::RSeq);
+  return Sources;
+}
+
+const char *sourceName(CPUSource S) {
+  switch (S) {
+  case CPUSource::LSL:
+    return "lsl";
+  case CPUSource::RDPID:
+    return "rdpid";
+  case CPUSource::RSeq:
+    return "rseq";
+  }
+  return "?";
+}
+
+/// The cheapest source, as a dispatcher picks it.
+CPUSource cheapestCPUSource() {
+  X86CountingPlan Plan;
+  Plan.useCheapestCPUSource();
+  return Plan.CPU;
+}
+
 /// Zeroed counter blocks for a counting image, 64-byte aligned.
 class CounterBlocks {
 public:
   CounterBlocks(size_t NumCases, uint32_t NumBlocks, uint32_t RingSlots,
-                bool UseRDPID)
+                CPUSource Source)
       : NumCases(NumCases) {
     Plan.NumBlocks = NumBlocks;
     Plan.RingSlots = RingSlots;
     Plan.MaxCases = static_cast<uint32_t>(NumCases);
     Plan.BlockBytes = X86CountingPlan::blockBytesFor(Plan.MaxCases, RingSlots);
-    Plan.UseRDPID = UseRDPID;
+    Plan.CPU = Source;
+    if (Source == CPUSource::RSeq)
+      Plan.RSeqOffset = X86CountingPlan::hostRSeqOffset().value_or(0);
     Words.assign(size_t(NumBlocks) * Plan.BlockBytes / 8 + 8, 0);
     uint64_t Raw = reinterpret_cast<uint64_t>(Words.data());
     Plan.Base = alignTo(Raw, 64);
@@ -365,11 +398,12 @@ private:
 
 TEST(X86ImageEmitterTest, CountingImagesCountEveryCallAndRecordTheFallback) {
   // One pinned thread: every call lands in its CPU's block, exactly.
-  for (bool UseRDPID : {false, true}) {
-    if (UseRDPID && !X86CountingPlan::hostHasRDPID())
-      continue;
+  // Every source of the CPU number this machine has: rseq's is checked
+  // against sched_getcpu(), which reads the same field.
+  EXPECT_EQ(cheapestCPUSource(), availableCPUSources().back());
+  for (CPUSource Source : availableCPUSources()) {
     for (bool Low : {false, true}) {
-      SCOPED_TRACE(formatv("{0}, {1} addresses", UseRDPID ? "rdpid" : "lsl",
+      SCOPED_TRACE(formatv("{0}, {1} addresses", sourceName(Source),
                            Low ? "low" : "high")
                        .str());
       CodeArea Area(Low ? reinterpret_cast<void *>(uint64_t(0x30000000))
@@ -380,7 +414,7 @@ TEST(X86ImageEmitterTest, CountingImagesCountEveryCallAndRecordTheFallback) {
       std::mt19937_64 Rng(31);
       std::vector<size_t> Keys, Targets;
       auto Cases = randomCases(Area, 9, /*Weighted=*/false, Rng, Keys, Targets);
-      CounterBlocks Counters(Cases.size(), 64, 8, UseRDPID);
+      CounterBlocks Counters(Cases.size(), 64, 8, Source);
       X86ImageOptions Options;
       Options.Counting = Counters.plan();
       auto Img = emitX86Image(Cases, RDX, Options);
@@ -437,8 +471,7 @@ TEST(X86ImageEmitterTest, CountingImagesScoreHowPredictableTheOrderIs) {
   auto Cases = randomCases(Area, N, /*Weighted=*/false, Rng, Keys, Targets);
   for (bool RoundRobin : {true, false}) {
     SCOPED_TRACE(RoundRobin ? "round-robin" : "random");
-    CounterBlocks Counters(Cases.size(), 64, 8,
-                           X86CountingPlan::hostHasRDPID());
+    CounterBlocks Counters(Cases.size(), 64, 8, cheapestCPUSource());
     X86ImageOptions Options;
     Options.Counting = Counters.plan();
     auto Img = emitX86Image(Cases, RSI, Options);
@@ -480,7 +513,7 @@ TEST(X86ImageEmitterTest, CountingImagesOfAnyCaseCountShareTheBlocks) {
   std::mt19937_64 Rng(43);
   std::vector<size_t> Keys, Targets;
   auto All = randomCases(Area, 12, /*Weighted=*/false, Rng, Keys, Targets);
-  CounterBlocks Counters(12, 64, 8, X86CountingPlan::hostHasRDPID());
+  CounterBlocks Counters(12, 64, 8, cheapestCPUSource());
   PinToThisCPU Pin;
   ASSERT_TRUE(Pin.Pinned);
   uint64_t Calls = 0;
@@ -508,7 +541,7 @@ TEST(X86ImageEmitterTest, CountingImagesOfAnyCaseCountShareTheBlocks) {
   EXPECT_EQ(Counted, Calls);
   EXPECT_EQ(Counters.fallbackCount(Pin.CPU % 64), 4u);
   // More cases than the plan has room for is refused.
-  CounterBlocks Small(4, 64, 8, false);
+  CounterBlocks Small(4, 64, 8, CPUSource::LSL);
   X86ImageOptions Options;
   Options.Counting = Small.plan();
   auto TooMany = emitX86Image(All, RDI, Options);
@@ -526,31 +559,34 @@ TEST(X86ImageEmitterTest, CountingThreadsWriteTheirOwnCPUsBlocks) {
   std::mt19937_64 Rng(37);
   std::vector<size_t> Keys, Targets;
   auto Cases = randomCases(Area, 16, /*Weighted=*/false, Rng, Keys, Targets);
-  CounterBlocks Counters(Cases.size(), 256, 4, X86CountingPlan::hostHasRDPID());
-  X86ImageOptions Options;
-  Options.Counting = Counters.plan();
-  auto Img = emitX86Image(Cases, RDI, Options);
-  ASSERT_TRUE(!!Img) << toString(Img.takeError());
-  Area.install(*Img, Cases);
-  constexpr size_t Rounds = 20000;
-  std::atomic<size_t> Wrong{0};
-  auto Work = [&] {
-    for (size_t R = 0; R < Rounds; ++R)
-      for (size_t I = 0; I < Cases.size(); ++I)
-        if (Area.call(RDI, Cases[I].Key) != static_cast<int>(Targets[I]))
-          ++Wrong;
-  };
-  std::thread T1(Work), T2(Work);
-  T1.join();
-  T2.join();
-  EXPECT_EQ(Wrong.load(), 0u);
-  long CPUs = sysconf(_SC_NPROCESSORS_CONF);
-  for (size_t I = 0; I < Cases.size(); ++I) {
-    EXPECT_LE(Counters.caseCount(I), 2 * Rounds);
-    EXPECT_GE(Counters.caseCount(I), 2 * Rounds * 99 / 100) << "case " << I;
-    for (uint32_t B = static_cast<uint32_t>(CPUs); B < 256; ++B)
-      ASSERT_EQ(Counters.at(B, X86CountingPlan::caseCounter(I)), 0u)
-          << "block " << B << " of no CPU";
+  for (CPUSource Source : availableCPUSources()) {
+    SCOPED_TRACE(sourceName(Source));
+    CounterBlocks Counters(Cases.size(), 256, 4, Source);
+    X86ImageOptions Options;
+    Options.Counting = Counters.plan();
+    auto Img = emitX86Image(Cases, RDI, Options);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    Area.install(*Img, Cases);
+    constexpr size_t Rounds = 20000;
+    std::atomic<size_t> Wrong{0};
+    auto Work = [&] {
+      for (size_t R = 0; R < Rounds; ++R)
+        for (size_t I = 0; I < Cases.size(); ++I)
+          if (Area.call(RDI, Cases[I].Key) != static_cast<int>(Targets[I]))
+            ++Wrong;
+    };
+    std::thread T1(Work), T2(Work);
+    T1.join();
+    T2.join();
+    EXPECT_EQ(Wrong.load(), 0u);
+    long CPUs = sysconf(_SC_NPROCESSORS_CONF);
+    for (size_t I = 0; I < Cases.size(); ++I) {
+      EXPECT_LE(Counters.caseCount(I), 2 * Rounds);
+      EXPECT_GE(Counters.caseCount(I), 2 * Rounds * 99 / 100) << "case " << I;
+      for (uint32_t B = static_cast<uint32_t>(CPUs); B < 256; ++B)
+        ASSERT_EQ(Counters.at(B, X86CountingPlan::caseCounter(I)), 0u)
+            << "block " << B << " of no CPU";
+    }
   }
 }
 
