@@ -221,9 +221,10 @@ public:
   uint64_t position(CallVariant V) const;
   /// The Adaptive variant learns the sequence: with a host-driven
   /// dispatcher (a sequence of one phase), one learning window over its
-  /// next Iterations calls (untimed); with the background learner, nothing
-  /// (it learns as it is called).
-  llvm::Error learn(uint64_t Iterations);
+  /// next 1 + Repetitions loops of Iterations calls (the median of the
+  /// last Repetitions is LearnedLayout::LearningNsPerCall); with the background
+  /// learner, nothing (it learns as it is called).
+  llvm::Error learn(uint64_t Iterations, unsigned Repetitions = 1);
   /// What the Adaptive variant's dispatcher has learned so far.
   LearnedLayout learned() const;
   /// The address of program K (< N + UnregisteredPrograms).

@@ -140,6 +140,15 @@ struct AdaptiveConfig {
   /// the most recent ones, a fair sample of a window whose calls are mixed,
   /// and the newest hot targets of a call site whose target moves.
   unsigned FallbackSamples = 64;
+  /// Sampling inside a window: per CPU, SampleBurst calls in a row are
+  /// counted, then SampleSkip calls are not, and so on (the default counts
+  /// one call in 8, in bursts of 32 so that the order of consecutive calls
+  /// is still seen). A call that is not counted costs a window one load, a
+  /// decrement and a branch; a counted one a few increments more. The
+  /// counts (LearningReport, status()) are of the counted calls.
+  /// SampleSkip = 0 counts every call.
+  unsigned SampleBurst = 32;
+  unsigned SampleSkip = 224;
 };
 
 /// What one learning window saw and did (Dispatcher::endLearning()).

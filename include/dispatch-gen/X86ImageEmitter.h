@@ -91,12 +91,12 @@ getX86SelectorRegister(llvm::FunctionType *Signature,
 /// counts (a set that changes during a window) can share the blocks safely:
 /// the case the CPU's last call reached (its index + 1; 0 after the
 /// fallback), the calls whose case the successor table predicted, the
-/// fallback's calls, MaxCases case counters (in Cases' order), a ring of
-/// RingSlots (a power of two) selectors that took the fallback (the newest
-/// at slot (fallback count - 1) mod RingSlots), and the successor table
-/// (MaxCases + 1 entries: the index + 1 of the case that followed each
-/// case, by the previous case's index + 1), a first-order guess of the
-/// next target as a branch predictor's history makes one. Each thread
+/// fallback's calls, the sampling countdown, MaxCases case counters (in Cases'
+/// order), a ring of RingSlots (a power of two) selectors that took the
+/// fallback (the newest at slot (fallback count - 1) mod RingSlots), and the
+/// successor table (MaxCases + 1 entries: the index + 1 of the case that
+/// followed each case, by the previous case's index + 1), a first-order guess
+/// of the next target as a branch predictor's history makes one. Each thread
 /// writes the block of the CPU it runs on, without a lock prefix: no cache
 /// line is written by every calling thread, and a thread preempted between
 /// reading its CPU number and the increment may lose a count or add it to
@@ -125,6 +125,16 @@ struct X86CountingPlan {
   CPUSource CPU = CPUSource::LSL;
   /// With CPUSource::RSeq: glibc's __rseq_offset.
   int32_t RSeqOffset = 0;
+  /// Sampling. 0: every call is counted. Else the image is sampled: a
+  /// countdown in the CPU's block (signed) sends SampleBurst calls in a
+  /// row through the counting compares, then SampleSkip calls through
+  /// plain ones that only decrement it, and so on: a call between bursts
+  /// costs a load, a decrement and a not-taken branch more than a steady
+  /// image's. Counts, ring and successor table then describe the bursts'
+  /// calls (one in (SampleSkip + SampleBurst) / SampleBurst); a burst's
+  /// first call scores no prediction.
+  uint32_t SampleSkip = 0;
+  uint32_t SampleBurst = 0;
 
   /// The bytes of one block, rounded up to a multiple of 64 so blocks
   /// share no cache line.
@@ -133,7 +143,8 @@ struct X86CountingPlan {
   static constexpr uint32_t previousSlot() { return 0; }
   static constexpr uint32_t predictedCounter() { return 8; }
   static constexpr uint32_t fallbackCounter() { return 16; }
-  static constexpr uint32_t caseCounter(uint32_t Case) { return 24 + 8 * Case; }
+  static constexpr uint32_t countdownSlot() { return 24; }
+  static constexpr uint32_t caseCounter(uint32_t Case) { return 32 + 8 * Case; }
   uint32_t ringSlot(uint32_t Slot) const {
     return caseCounter(MaxCases) + 8 * Slot;
   }

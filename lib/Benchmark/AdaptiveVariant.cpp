@@ -86,19 +86,26 @@ Error CallLoopSet::Impl::makeAdaptive(bool Background) {
   return Error::success();
 }
 
-Error CallLoopSet::learn(uint64_t Iterations) {
+Error CallLoopSet::learn(uint64_t Iterations, unsigned Repetitions) {
   // Not timed in the background: no figure rather than the last pattern's.
   I->LearningNs = 0;
   if (I->AdaptiveBackground)
     return Error::success();
   if (Error E = I->Adaptive->beginLearning())
     return E;
-  // Timed: what a call costs while a window is open.
-  auto Start = std::chrono::steady_clock::now();
+  // Timed as the other columns are: after one loop that warms the
+  // counting image up, the median of Repetitions loops while the window is
+  // open.
   run(CallVariant::Adaptive, Iterations);
-  std::chrono::duration<double, std::nano> T =
-      std::chrono::steady_clock::now() - Start;
-  I->LearningNs = Iterations ? T.count() / double(Iterations) : 0;
+  std::vector<double> Samples;
+  for (unsigned R = 0; R < Repetitions; ++R) {
+    auto Start = std::chrono::steady_clock::now();
+    run(CallVariant::Adaptive, Iterations);
+    std::chrono::duration<double, std::nano> T =
+        std::chrono::steady_clock::now() - Start;
+    Samples.push_back(Iterations ? T.count() / double(Iterations) : 0);
+  }
+  I->LearningNs = median(Samples);
   auto R = I->Adaptive->endLearning();
   if (!R)
     return R.takeError();

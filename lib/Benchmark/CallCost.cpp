@@ -443,7 +443,7 @@ Expected<std::vector<CallCost>> measureCallCost(const CallCostOptions &Opts,
         return std::move(E);
       // The adaptive dispatcher learns from one untimed loop (or, for a
       // moving target, in the background while it is timed).
-      if (Error E = (*Set)->learn(Opts.Iterations))
+      if (Error E = (*Set)->learn(Opts.Iterations, Opts.Repetitions))
         return std::move(E);
       // Also the warm-up: code, pattern and targets into the caches.
       if (Error E = (*Set)->check(Opts.PatternLength))

@@ -65,6 +65,12 @@ Error Dispatcher::Impl::initLearning() {
         "AdaptiveConfig needs a PromoteShare in (0, 1], a Hysteresis of at "
         "least 0, a Window and a Period above 0 and a MaxPeriod of at least "
         "the Period");
+  if (A.SampleSkip && (A.SampleBurst == 0 || A.SampleBurst > (1u << 30) ||
+                       A.SampleSkip > (1u << 30)))
+    return createStringError(
+        formatv("AdaptiveConfig::SampleBurst must be 1 to 2^30 and "
+                "SampleSkip 0 to 2^30, not {0} and {1}",
+                A.SampleBurst, A.SampleSkip));
   long CPUs = sysconf(_SC_NPROCESSORS_CONF);
   X86CountingPlan Plan;
   Plan.NumBlocks = static_cast<uint32_t>(
@@ -74,6 +80,8 @@ Error Dispatcher::Impl::initLearning() {
   Plan.BlockBytes =
       X86CountingPlan::blockBytesFor(Plan.MaxCases, Plan.RingSlots);
   Plan.useCheapestCPUSource();
+  Plan.SampleSkip = A.SampleSkip;
+  Plan.SampleBurst = A.SampleSkip ? A.SampleBurst : 0;
   CounterBytes = size_t(Plan.NumBlocks) * Plan.BlockBytes;
   // Private, writable, never executable: only the images' counting code
   // writes it.

@@ -45,7 +45,8 @@ constexpr unsigned RegRAX = 0, RegR11 = 11;
 constexpr unsigned ArgRegs[] = {7 /*rdi*/, 6 /*rsi*/, 2 /*rdx*/,
                                 1 /*rcx*/, 8 /*r8*/,  9 /*r9*/};
 // Condition codes (the low nibble of Jcc's opcode).
-constexpr uint8_t CondB = 0x2, CondAE = 0x3, CondE = 0x4, CondNE = 0x5;
+constexpr uint8_t CondB = 0x2, CondAE = 0x3, CondE = 0x4, CondNE = 0x5,
+                  CondS = 0x8, CondG = 0xF;
 /// Whether the SysV convention passes Ty in one general-purpose register
 /// (true), in vector registers or on the stack without touching the GPRs
 /// (false), or in some way only the full ABI lowering knows (nothing).
@@ -343,6 +344,11 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     return createStringError("a counting plan needs power-of-two blocks and "
                              "ring slots, room for every case and blocks "
                              "that hold every counter");
+  if (Counting && Counting->SampleSkip &&
+      (Counting->SampleBurst == 0 || Counting->SampleBurst > (1u << 30) ||
+       Counting->SampleSkip > (1u << 30)))
+    return createStringError("a sampled counting plan needs 1 to 2^30 calls "
+                             "per burst and at most 2^30 between bursts");
 
   Assembler A;
   if (unsigned DelayPauses = Options.DelayPauses) {
@@ -354,7 +360,6 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     A.bytes({0xF3, 0x90, 0xFF, 0xC8});
     A.jump(CondNE, Loop);
   }
-  unsigned CmpReg = SelectorReg;
   uint64_t Base = 0;
   if (!Sorted.empty() && Cases[Sorted.back()].Key > uint64_t(INT32_MAX)) {
     // Offsets from the lowest program make every key a 32-bit immediate.
@@ -364,22 +369,7 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
           formatv("the programs span {0:x} bytes, more than a "
                   "32-bit compare covers",
                   Cases[Sorted.back()].Key - Base));
-    A.bytes({0x48, 0xB8}); // movabs $Base, %rax
-    A.bytes64(Base);
-    emitMove(A, SelectorReg, RegR11);
-    A.bytes({0x49, 0x29, 0xC3}); // sub %rax, %r11
-    CmpReg = RegR11;
   }
-
-  // A counting image keeps its block's offset in %rax, which nothing else
-  // uses from here on.
-  SmallVector<unsigned, 0> CaseLabels;
-  if (Counting) {
-    emitBlockOffset(A, *Counting);
-    for (size_t C = 0; C < Cases.size(); ++C)
-      CaseLabels.push_back(A.newLabel());
-  }
-
   std::optional<DispatchLayout> Chosen;
   if (!Options.Layout) {
     std::vector<LayoutCase> ForLayout;
@@ -387,14 +377,82 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
       ForLayout.push_back({C.Key, C.Weight});
     Chosen = DispatchLayout::choose(ForLayout);
   }
-  unsigned Fallback = A.newLabel();
-  LayoutLowering(Options.Layout ? *Options.Layout : *Chosen, Cases, Base,
-                 CmpReg, A, Fallback, CaseLabels)
-      .lower();
+  const DispatchLayout &Layout = Options.Layout ? *Options.Layout : *Chosen;
 
-  A.bind(Fallback);
-  if (Counting)
+  // One body: the rebase, the layout's compares and, when counting, the
+  // block's offset in %rax (which nothing else uses from there on) and the
+  // stubs' labels.
+  SmallVector<unsigned, 0> CaseLabels;
+  auto EmitBody = [&](bool Count, unsigned Fallback) {
+    unsigned CmpReg = SelectorReg;
+    if (Base) {
+      A.bytes({0x48, 0xB8}); // movabs $Base, %rax
+      A.bytes64(Base);
+      emitMove(A, SelectorReg, RegR11);
+      A.bytes({0x49, 0x29, 0xC3}); // sub %rax, %r11
+      CmpReg = RegR11;
+    }
+    SmallVector<unsigned, 0> Labels;
+    if (Count) {
+      emitBlockOffset(A, *Counting);
+      for (size_t C = 0; C < Cases.size(); ++C)
+        Labels.push_back(A.newLabel());
+    }
+    LayoutLowering(Layout, Cases, Base, CmpReg, A, Fallback, Labels).lower();
+    if (Count)
+      CaseLabels = std::move(Labels);
+  };
+
+  unsigned Fallback = A.newLabel();
+  if (Counting && Counting->SampleSkip) {
+    // Sampled: a countdown in this CPU's block sends SampleBurst calls in
+    // a row down the counting body, then lets SampleSkip calls take the
+    // plain one (no stubs), and so on.
+    unsigned Sampled = A.newLabel(), Count = A.newLabel(),
+             CountFallback = A.newLabel();
+    emitBlockOffset(A, *Counting);
+    A.bytes({0x49, 0xBB}); // movabs $Base, %r11
+    A.bytes64(Counting->Base);
+    A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11: this CPU's block
+    A.bytes({0x49, 0xFF, 0x8B}); // decq Countdown(%r11)
+    A.bytes32(X86CountingPlan::countdownSlot());
+    A.jump(CondS, Sampled);
+    EmitBody(false, Fallback);
+    A.jump(std::nullopt, Fallback); // the body ends in its last compare
+    A.bind(Sampled);
+    // A burst's first call follows no counted call.
+    A.bytes({0x49, 0x83, 0xBB}); // cmpq $-1, Countdown(%r11)
+    A.bytes32(X86CountingPlan::countdownSlot());
+    A.bytes({0xFF});
+    unsigned NotFirst = A.newLabel();
+    A.jump(CondNE, NotFirst);
+    A.bytes({0x49, 0xC7, 0x83}); // movq $0, Previous(%r11)
+    A.bytes32(X86CountingPlan::previousSlot());
+    A.bytes32(0);
+    A.bind(NotFirst);
+    // Its last call (or any below, which a count lost between CPUs can
+    // leave) restarts the countdown.
+    A.bytes({0x49, 0x81, 0xBB}); // cmpq $-SampleBurst, Countdown(%r11)
+    A.bytes32(X86CountingPlan::countdownSlot());
+    A.bytes32(static_cast<uint32_t>(-int32_t(Counting->SampleBurst)));
+    A.jump(CondG, Count);
+    A.bytes({0x49, 0xC7, 0x83}); // movq $SampleSkip, Countdown(%r11)
+    A.bytes32(X86CountingPlan::countdownSlot());
+    A.bytes32(Counting->SampleSkip);
+    A.bind(Count);
+    EmitBody(true, CountFallback);
+    A.bind(CountFallback);
     emitFallbackRecord(A, *Counting, Cases.size(), SelectorReg);
+  } else if (Counting) {
+    unsigned CountFallback = A.newLabel();
+    EmitBody(true, CountFallback);
+    A.bind(CountFallback);
+    emitFallbackRecord(A, *Counting, Cases.size(), SelectorReg);
+  } else {
+    EmitBody(false, Fallback);
+  }
+  // The one indirect branch.
+  A.bind(Fallback);
   if (Options.ThunkFallback) {
     emitMove(A, SelectorReg, RegR11);
     A.jumpToThunk();

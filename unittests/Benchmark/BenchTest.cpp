@@ -158,8 +158,9 @@ TEST(CallLoopSetTest, TheAdaptiveVariantPromotesTheHotUnregisteredTarget) {
   LearnedLayout Before = (*Set)->learned();
   EXPECT_EQ(Before.Windows, 0u);
   EXPECT_TRUE(Before.Promoted.empty());
-  ASSERT_FALSE(llvm::errorToBool((*Set)->learn(1u << 14)));
-  EXPECT_EQ((*Set)->position(CallVariant::Adaptive), 1u << 14);
+  // One warm-up loop and three timed ones, all in the window.
+  ASSERT_FALSE(llvm::errorToBool((*Set)->learn(1u << 14, 3)));
+  EXPECT_EQ((*Set)->position(CallVariant::Adaptive), 4u << 14);
   LearnedLayout L = (*Set)->learned();
   EXPECT_EQ(L.Windows, 1u);
   EXPECT_EQ(L.Promoted, std::vector<uint64_t>{(*Set)->programAddress(N)});

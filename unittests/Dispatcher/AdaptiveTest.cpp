@@ -24,6 +24,7 @@
 
 #include <array>
 #include <atomic>
+#include <sched.h>
 #include <thread>
 
 #include <sys/wait.h>
@@ -68,6 +69,10 @@ DispatcherConfig adaptiveConfig(bool Background = false) {
   C.VerifyImages = true;
   C.Adaptive.Enabled = true;
   C.Adaptive.Background = Background;
+  // The host-driven tests count every call, to check exact counts; the
+  // background ones sample as the default does.
+  if (!Background)
+    C.Adaptive.SampleSkip = 0;
   C.OnRelease = [](const ProgramEntry &) { ++Releases; };
   return C;
 }
@@ -145,6 +150,58 @@ TEST_F(AdaptiveTest, AWindowCountsEachProgramAndTheLayoutFollows) {
     EXPECT_EQ(Steady.find(Op), std::string::npos) << Op << "\n" << Steady;
   EXPECT_NE(Counting.find("inc"), std::string::npos) << Counting;
   for (int I = 0; I < 4; ++I)
+    call(*D, I, 3);
+}
+
+TEST_F(AdaptiveTest, ASampledWindowCountsBurstsAndLearnsTheSame) {
+  // The default samples: per CPU, 32 calls in a row counted, then 224 not.
+  // A pinned thread's calls, from a window's zeroed countdown, are counted
+  // exactly so; an unregistered hot target is still found and promoted,
+  // and the layout follows the sample.
+  DispatcherConfig C = adaptiveConfig();
+  C.Adaptive.SampleSkip = AdaptiveConfig().SampleSkip;
+  C.Adaptive.SampleBurst = AdaptiveConfig().SampleBurst;
+  ASSERT_EQ(C.Adaptive.SampleBurst, 32u);
+  ASSERT_EQ(C.Adaptive.SampleSkip, 224u);
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 4; ++I)
+    expectOk(D->add(addr(I)));
+  cpu_set_t Old, One;
+  sched_getaffinity(0, sizeof(Old), &Old);
+  CPU_ZERO(&One);
+  CPU_SET(sched_getcpu(), &One);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(One), &One), 0);
+  expectOk(D->beginLearning());
+  expectOk(D->verify());
+  std::string Sampled = dumpOf(*D);
+  EXPECT_NE(Sampled.find("dec"), std::string::npos) << Sampled;
+  // Calls 1-32 of each 256 are counted: program 2 makes 0-3999, program 5
+  // (unregistered) 4000-9999, program 1 10000-10255.
+  call(*D, 2, 4000);
+  call(*D, 5, 6000);
+  call(*D, 1, 256);
+  auto R = D->endLearning();
+  sched_setaffinity(0, sizeof(Old), &Old);
+  ASSERT_TRUE(!!R) << toString(R.takeError());
+  auto Counted = [](uint64_t From, uint64_t To) {
+    uint64_t N = 0;
+    for (uint64_t K = From; K < To; ++K)
+      N += K % 256 < 32;
+    return N;
+  };
+  // Exact but for a preemption between reading the CPU number and
+  // counting.
+  EXPECT_NEAR(double(R->CaseCalls),
+              double(Counted(0, 4000) + Counted(10000, 10256)), 2);
+  EXPECT_NEAR(double(R->FallbackCalls), double(Counted(4000, 10000)), 2);
+  ASSERT_EQ(R->Promoted.size(), 1u);
+  EXPECT_EQ(R->Promoted[0], addr(5));
+  DispatcherStatus S = D->status();
+  EXPECT_NEAR(double(countOf(S, 2)), double(Counted(0, 4000)), 2);
+  EXPECT_EQ(S.Layout, "hot-scan");
+  expectOk(D->verify());
+  for (int I : {0, 1, 2, 3, 5})
     call(*D, I, 3);
 }
 

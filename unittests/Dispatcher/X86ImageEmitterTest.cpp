@@ -459,6 +459,87 @@ TEST(X86ImageEmitterTest, CountingImagesCountEveryCallAndRecordTheFallback) {
   }
 }
 
+TEST(X86ImageEmitterTest, SampledImagesCountBurstsAndRouteEveryCall) {
+  // Skip 5, burst 3: of each 8 calls on a CPU the first 3 take the
+  // counting compares, the other 5 the plain ones. Every call is routed
+  // either way, high addresses (rebased twice) and low.
+  for (bool Low : {false, true}) {
+    SCOPED_TRACE(Low ? "low addresses" : "high addresses");
+    CodeArea Area(Low ? reinterpret_cast<void *>(uint64_t(0x30000000))
+                      : nullptr,
+                  Low ? MAP_FIXED_NOREPLACE : 0);
+    if (!Area.valid())
+      continue;
+    std::mt19937_64 Rng(47);
+    std::vector<size_t> Keys, Targets;
+    auto Cases = randomCases(Area, 7, /*Weighted=*/false, Rng, Keys, Targets);
+    CounterBlocks Counters(Cases.size(), 64, 8, cheapestCPUSource());
+    X86ImageOptions Options;
+    Options.Counting = Counters.plan();
+    Options.Counting->SampleSkip = 5;
+    Options.Counting->SampleBurst = 3;
+    auto Img = emitX86Image(Cases, RDX, Options);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    Area.install(*Img, Cases);
+
+    PinToThisCPU Pin;
+    ASSERT_TRUE(Pin.Pinned);
+    std::set<size_t> Members(Keys.begin(), Keys.end());
+    uint64_t Other = 0;
+    for (size_t S = 0; !Other; ++S)
+      if (!Members.count(S))
+        Other = S;
+    // Calls 0-799: case K % 7; 800-839: the selector of no case.
+    std::vector<uint64_t> Expected(Cases.size());
+    uint64_t ExpectedFallback = 0;
+    for (size_t K = 0; K < 840; ++K) {
+      bool Counted = K % 8 < 3;
+      if (K < 800) {
+        size_t I = K % Cases.size();
+        ASSERT_EQ(Area.call(RDX, Cases[I].Key), static_cast<int>(Targets[I]));
+        Expected[I] += Counted;
+      } else {
+        ASSERT_EQ(Area.call(RDX, Area.stub(Other)), static_cast<int>(Other));
+        ExpectedFallback += Counted;
+      }
+    }
+    for (size_t I = 0; I < Cases.size(); ++I)
+      EXPECT_EQ(Counters.caseCount(I), Expected[I]) << "case " << I;
+    uint32_t Block = Pin.CPU % 64;
+    EXPECT_EQ(Counters.fallbackCount(Block), ExpectedFallback);
+    EXPECT_EQ(Counters.ring(Block, 0), Area.stub(Other));
+    // Within a burst the round-robin's second and third calls follow a
+    // counted call; the first follows none and scores no prediction.
+    EXPECT_LE(Counters.at(Block, X86CountingPlan::predictedCounter()),
+              2 * 100u);
+
+    // Two bodies, one indirect branch: every program reached directly.
+    auto Inspector = cantFail(CodeInspector::create());
+    ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
+                                Img->Code.size());
+    std::vector<uint64_t> Allowed;
+    for (const ImageCase &C : Cases)
+      Allowed.push_back(C.Target);
+    ImageCheck Check = Inspector->check(Installed, Area.image(), Allowed);
+    EXPECT_TRUE(Check.DecodeErrors.empty());
+    EXPECT_EQ(Check.IndirectBranches.size(), 1u);
+    EXPECT_TRUE(Check.UnknownTargets.empty());
+    EXPECT_EQ(Check.DirectTargets.size(), Cases.size());
+  }
+  // A burst of none is refused.
+  CounterBlocks Counters(3, 64, 8, CPUSource::LSL);
+  X86ImageOptions Options;
+  Options.Counting = Counters.plan();
+  Options.Counting->SampleSkip = 5;
+  std::mt19937_64 Rng(53);
+  CodeArea Area;
+  std::vector<size_t> Keys, Targets;
+  auto Cases = randomCases(Area, 3, /*Weighted=*/false, Rng, Keys, Targets);
+  auto Refused = emitX86Image(Cases, RDX, Options);
+  ASSERT_FALSE(!!Refused);
+  EXPECT_NE(toString(Refused.takeError()).find("per burst"), std::string::npos);
+}
+
 TEST(X86ImageEmitterTest, CountingImagesScoreHowPredictableTheOrderIs) {
   // A call whose case is the one that followed the previous call's case
   // the last time counts as predicted: in a round-robin order every call
