@@ -149,6 +149,18 @@ struct AdaptiveConfig {
   /// SampleSkip = 0 counts every call.
   unsigned SampleBurst = 32;
   unsigned SampleSkip = 224;
+  /// The trigger (Background only): with TriggerPoll above 0, steady
+  /// images count the calls that reach their fallback, per CPU and on that
+  /// path only (registered and promoted targets pay nothing; a fallback
+  /// call pays about 1 ns on top of its indirect jump or retpoline), and
+  /// every TriggerPoll the learner opens the next window at once when more
+  /// calls reached the fallback since its last look than twice what the
+  /// last window saw reach it at that rate, plus TriggerCalls: a hot
+  /// target that moved is promoted within about TriggerPoll + Window
+  /// instead of waiting out a Period that doubled while nothing changed.
+  /// 0 (the default): no trigger, and steady images have no counting code.
+  std::chrono::microseconds TriggerPoll{0};
+  uint64_t TriggerCalls = 1000;
 };
 
 /// What one learning window saw and did (Dispatcher::endLearning()).
@@ -292,6 +304,8 @@ struct DispatcherStatus {
   /// cost per call (DispatchLayout::predictedCost()).
   bool Learning = false;
   uint64_t LearningWindows = 0;
+  /// Of those, the windows the trigger opened early.
+  uint64_t TriggeredWindows = 0;
   std::vector<uint64_t> Promoted;
   std::vector<std::pair<uint64_t, uint64_t>> LearnedCounts;
   uint64_t LearnedFallbackCalls = 0;

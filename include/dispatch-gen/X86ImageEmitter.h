@@ -91,7 +91,8 @@ getX86SelectorRegister(llvm::FunctionType *Signature,
 /// counts (a set that changes during a window) can share the blocks safely:
 /// the case the CPU's last call reached (its index + 1; 0 after the
 /// fallback), the calls whose case the successor table predicted, the
-/// fallback's calls, the sampling countdown, MaxCases case counters (in Cases'
+/// fallback's calls, the sampling countdown, the steady images' fallback
+/// calls, MaxCases case counters (in Cases'
 /// order), a ring of RingSlots (a power of two) selectors that took the
 /// fallback (the newest at slot (fallback count - 1) mod RingSlots), and the
 /// successor table (MaxCases + 1 entries: the index + 1 of the case that
@@ -144,7 +145,10 @@ struct X86CountingPlan {
   static constexpr uint32_t predictedCounter() { return 8; }
   static constexpr uint32_t fallbackCounter() { return 16; }
   static constexpr uint32_t countdownSlot() { return 24; }
-  static constexpr uint32_t caseCounter(uint32_t Case) { return 32 + 8 * Case; }
+  /// The fallback calls of steady images (X86ImageOptions::
+  /// FallbackCounting), which windows do not count.
+  static constexpr uint32_t steadyFallbackCounter() { return 32; }
+  static constexpr uint32_t caseCounter(uint32_t Case) { return 40 + 8 * Case; }
   uint32_t ringSlot(uint32_t Slot) const {
     return caseCounter(MaxCases) + 8 * Slot;
   }
@@ -175,6 +179,10 @@ struct X86ImageOptions {
   /// the call in this CPU's block and jumps on to the program (still a
   /// direct rel32 jump); the fallback records the selector first.
   std::optional<X86CountingPlan> Counting;
+  /// Set (with Counting unset): a steady image whose fallback path counts
+  /// its calls in the CPU's steadyFallbackCounter() before it leaves; the
+  /// compares and the programs' jumps are untouched.
+  std::optional<X86CountingPlan> FallbackCounting;
 };
 
 /// Lays out the image for Cases (any order; keys distinct and non-zero) as

@@ -178,12 +178,13 @@ CallLoopSet::Impl::makeDispatcher(const std::string &Name,
   C.Capacity = std::max<unsigned>(N, ProgramSet::DefaultCapacity);
   // Next to the programs, so every case is a `je rel32`.
   C.Near = Targets.front();
-  if (Adaptive) {
+  // Every dispatcher stands in for a retpolined call, as the kernel's does
+  // in a retpoline build: what it leaves to its fallback pays the
+  // retpoline (the adaptive one's cost model weighs that). The indirect
+  // column is the plain indirect call.
+  C.RetpolineFallback = true;
+  if (Adaptive)
     C.Adaptive = *Adaptive;
-    // It stands in for a retpolined call: what it leaves to its fallback
-    // pays the retpoline, and the cost model weighs that.
-    C.RetpolineFallback = true;
-  }
   auto D = Dispatcher::create(std::move(C), *J);
   if (!D)
     return D.takeError();
@@ -234,7 +235,7 @@ Error CallLoopSet::Impl::buildLoops() {
   if (!Tree)
     return Tree.takeError();
   (*Tree)->addFnAttr("target-cpu", CPU);
-  (*Tree)->addFnAttr("target-features", Features);
+  (*Tree)->addFnAttr("target-features", RetpolineFeatures);
   // Called, as the kernel's dispatcher is: inlined into the loop, a small
   // tree would beat the direct call it stands in for.
   (*Tree)->addFnAttr(Attribute::NoInline);

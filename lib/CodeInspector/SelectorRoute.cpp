@@ -421,6 +421,35 @@ Expected<SelectorRoute> Evaluator::run(unsigned SelectorGPR, uint64_t Key,
       PC = Next;
       continue;
     }
+    // What a steady image's fallback counter does besides the route: read
+    // the CPU number, compute its block, count in memory. The registers
+    // they write become unknown; memory is not modelled (a compare with it
+    // is refused above).
+    if ((Op == "MOV32rm" || Op == "MOV64rm" || Op == "RDPID64" ||
+         Op == "LSL32rr" || Op == "IMUL32rri" || Op == "IMUL64rri32") &&
+        Need(1)) {
+      if (!write(Operand(0), std::nullopt))
+        return cannot(PC, D, "it writes a register the route does not model");
+      if (Op != "MOV32rm" && Op != "MOV64rm" && Op != "RDPID64")
+        F = Flags();
+      PC = Next;
+      continue;
+    }
+    if ((Op == "AND32i32" || Op == "AND64i32") && Need(1)) {
+      std::optional<uint64_t> A = Regs[0];
+      uint64_t B =
+          static_cast<uint64_t>(Operand(I.getNumOperands() - 1).getImm());
+      Regs[0] =
+          A ? std::optional<uint64_t>(*A & B & 0xffffffffu) : std::nullopt;
+      F = Flags();
+      PC = Next;
+      continue;
+    }
+    if (Op == "INC64m") {
+      F = Flags();
+      PC = Next;
+      continue;
+    }
     return cannot(PC, D, "an instruction the route does not model");
   }
 }

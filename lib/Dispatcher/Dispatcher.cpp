@@ -349,6 +349,7 @@ DispatcherStatus Dispatcher::Impl::status() const {
   S.LiveAllocations = Linker ? Linker->liveAllocations() : 0;
   S.Learning = Learning;
   S.LearningWindows = LearningWindows;
+  S.TriggeredWindows = TriggeredWindows.load(std::memory_order_relaxed);
   S.Promoted = Promoted;
   S.LearnedCounts = LastCounts;
   S.LearnedFallbackCalls = LastFallback;

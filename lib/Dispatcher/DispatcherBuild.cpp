@@ -94,6 +94,9 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
     if (Learning && CountingPlan) {
       Emit.Counting = *CountingPlan;
       Built.Counting = true;
+    } else if (CountingPlan && Config.Adaptive.Background &&
+               Config.Adaptive.TriggerPoll.count() > 0) {
+      Emit.FallbackCounting = *CountingPlan;
     }
     // Programs spread over more than 2 GiB are left to codegen's 64-bit
     // compares.

@@ -26,6 +26,7 @@
 #include "llvm/IR/DerivedTypes.h"
 #include "llvm/IR/LLVMContext.h"
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -140,6 +141,15 @@ public:
   uint64_t LastFallback = 0;
   /// When the window opened.
   Clock::time_point WindowStart{};
+  /// The trigger (AdaptiveConfig::TriggerPoll): the fallback calls per
+  /// second the last window saw go on reaching the fallback (sampled counts
+  /// scaled back), and the windows the trigger opened. Read and written by
+  /// the learner without UpdateMutex.
+  std::atomic<double> FallbackRateSeen{0};
+  std::atomic<uint64_t> TriggeredWindows{0};
+  /// The calls steady images sent to their fallback since the last window
+  /// opened (the blocks' steadyFallbackCounter()s, summed).
+  uint64_t steadyFallbackCalls() const;
   /// The last background window's failure, for status().
   std::string LearningError;
 

@@ -207,6 +207,12 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
                   "cycles per call)\n",
                   Learning ? "learning (counting image)" : "steady",
                   LearningWindows, Current.Layout, Current.PredictedCost);
+    if (Config.Adaptive.Background && Config.Adaptive.TriggerPoll.count() > 0)
+      OS << formatv("  trigger: looks every {0} us, {1} windows triggered, "
+                    "{2} fallback calls since the last window\n",
+                    Config.Adaptive.TriggerPoll.count(),
+                    TriggeredWindows.load(std::memory_order_relaxed),
+                    steadyFallbackCalls());
     for (uint64_t P : Promoted)
       OS << formatv("  promoted {0:x} (no reference)\n", P);
     if (!LastCounts.empty() || LastFallback) {

@@ -71,6 +71,8 @@ Error Dispatcher::Impl::initLearning() {
         formatv("AdaptiveConfig::SampleBurst must be 1 to 2^30 and "
                 "SampleSkip 0 to 2^30, not {0} and {1}",
                 A.SampleBurst, A.SampleSkip));
+  if (A.TriggerPoll.count() < 0)
+    return createStringError("AdaptiveConfig::TriggerPoll cannot be negative");
   long CPUs = sysconf(_SC_NPROCESSORS_CONF);
   X86CountingPlan Plan;
   Plan.NumBlocks = static_cast<uint32_t>(
@@ -96,6 +98,17 @@ Error Dispatcher::Impl::initLearning() {
   if (A.Background)
     Learner::get().add(this, A.Period);
   return Error::success();
+}
+
+uint64_t Dispatcher::Impl::steadyFallbackCalls() const {
+  if (!CountingPlan)
+    return 0;
+  uint64_t Sum = 0;
+  for (uint32_t B = 0; B < CountingPlan->NumBlocks; ++B)
+    Sum += loadCounter(CountingPlan->Base +
+                       uint64_t(B) * CountingPlan->BlockBytes +
+                       X86CountingPlan::steadyFallbackCounter());
+  return Sum;
 }
 
 void Dispatcher::Impl::freeLearning() {
@@ -263,6 +276,16 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
       LearnedPredictability = R.Predictability;
     }
     Promoted = std::move(Kept);
+    // The fallback's calls the next image leaves there, per second: the
+    // trigger's baseline.
+    const AdaptiveConfig &A = Config.Adaptive;
+    double Seconds =
+        std::chrono::duration<double>(Clock::now() - WindowStart).count();
+    double Scale =
+        A.SampleSkip ? double(A.SampleSkip + A.SampleBurst) / A.SampleBurst : 1;
+    FallbackRateSeen.store(Seconds > 0 ? double(NewFallback) * Scale / Seconds
+                                       : 0,
+                           std::memory_order_relaxed);
     LastCounts.clear();
     for (size_t C = 0; C < N; ++C)
       LastCounts.push_back({Cases[C].Key, Counts[C]});

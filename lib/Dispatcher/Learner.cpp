@@ -82,7 +82,11 @@ void Learner::ensureRunning() {
 
 void Learner::add(Dispatcher::Impl *I, std::chrono::microseconds Period) {
   std::lock_guard<std::mutex> Lock(M);
-  Entries.push_back({I, Clock::now() + Period, Period});
+  auto Now = Clock::now();
+  Entry E{I, Now + Period, Period};
+  E.LastPoll = Now;
+  E.NextPoll = Now + I->Config.Adaptive.TriggerPoll;
+  Entries.push_back(E);
   startLocked();
   CV.notify_all();
 }
@@ -94,18 +98,48 @@ void Learner::remove(Dispatcher::Impl *I) {
   CV.notify_all();
 }
 
+Learner::Clock::time_point Learner::wakeOf(const Entry &E) {
+  if (E.Open || E.I->Config.Adaptive.TriggerPoll.count() <= 0)
+    return E.Due;
+  return std::min(E.Due, E.NextPoll);
+}
+
+bool Learner::triggerFires(Entry &E, Clock::time_point Now) {
+  const AdaptiveConfig &A = E.I->Config.Adaptive;
+  uint64_t Calls = E.I->steadyFallbackCalls();
+  uint64_t Delta = Calls - std::min(Calls, E.SeenFallback);
+  double Seconds = std::chrono::duration<double>(Now - E.LastPoll).count();
+  double Expected =
+      E.I->FallbackRateSeen.load(std::memory_order_relaxed) * Seconds;
+  E.SeenFallback = Calls;
+  E.LastPoll = Now;
+  E.NextPoll = Now + A.TriggerPoll;
+  return double(Delta) > 2 * Expected + double(A.TriggerCalls);
+}
+
 void Learner::run() {
   std::unique_lock<std::mutex> Lock(M);
   int Me = getpid();
   while (Owner == Me) {
-    auto Next = llvm::min_element(
-        Entries, [](const Entry &L, const Entry &R) { return L.Due < R.Due; });
+    auto Next = llvm::min_element(Entries, [](const Entry &L, const Entry &R) {
+      return wakeOf(L) < wakeOf(R);
+    });
     if (Next == Entries.end()) {
       CV.wait(Lock);
       continue;
     }
-    if (Clock::now() < Next->Due) {
-      CV.wait_until(Lock, Next->Due);
+    auto Now = Clock::now();
+    if (Now < wakeOf(*Next)) {
+      CV.wait_until(Lock, wakeOf(*Next));
+      continue;
+    }
+    if (Now < Next->Due) {
+      // The trigger's look (under M: remove() cannot free the counters
+      // meanwhile).
+      if (triggerFires(*Next, Now)) {
+        Next->Due = Now;
+        Next->I->TriggeredWindows.fetch_add(1, std::memory_order_relaxed);
+      }
       continue;
     }
     Dispatcher::Impl *I = Next->I;
@@ -134,13 +168,17 @@ void Learner::run() {
     auto It = llvm::find_if(Entries, [&](const Entry &E) { return E.I == I; });
     if (It == Entries.end())
       continue;
-    auto Now = Clock::now();
+    Now = Clock::now();
     if (!Open && Failure.empty()) {
       It->Open = true;
       It->Due = Now + A.Window;
       continue;
     }
     It->Open = false;
+    // The steady counters start from 0 at each window's open.
+    It->SeenFallback = 0;
+    It->LastPoll = Now;
+    It->NextPoll = Now + A.TriggerPoll;
     It->Period = Changed
                      ? Clock::duration(A.Period)
                      : std::min<Clock::duration>(2 * It->Period, A.MaxPeriod);

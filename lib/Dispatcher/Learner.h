@@ -53,7 +53,17 @@ private:
     Clock::time_point Due;
     Clock::duration Period;
     bool Open = false;
+    /// The trigger: when it looks next, when it looked last and the
+    /// steady fallback calls it saw then.
+    Clock::time_point NextPoll{}, LastPoll{};
+    uint64_t SeenFallback = 0;
   };
+  /// When E needs the thread next: its window's open or close, or the
+  /// trigger's look, whichever comes first.
+  static Clock::time_point wakeOf(const Entry &E);
+  /// The trigger's look at E (closed, TriggerPoll set): whether to open
+  /// its window now.
+  static bool triggerFires(Entry &E, Clock::time_point Now);
   std::mutex M;
   std::condition_variable CV;
   std::vector<Entry> Entries;

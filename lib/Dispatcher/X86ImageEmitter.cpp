@@ -344,6 +344,15 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     return createStringError("a counting plan needs power-of-two blocks and "
                              "ring slots, room for every case and blocks "
                              "that hold every counter");
+  if (Counting && Options.FallbackCounting)
+    return createStringError("a counting image counts its fallback already");
+  if (Options.FallbackCounting &&
+      (!isPowerOf2_32(Options.FallbackCounting->NumBlocks) ||
+       Options.FallbackCounting->BlockBytes <
+           X86CountingPlan::blockBytesFor(Options.FallbackCounting->MaxCases,
+                                          Options.FallbackCounting->RingSlots)))
+    return createStringError("a fallback-counting plan needs power-of-two "
+                             "blocks that hold every counter");
   if (Counting && Counting->SampleSkip &&
       (Counting->SampleBurst == 0 || Counting->SampleBurst > (1u << 30) ||
        Counting->SampleSkip > (1u << 30)))
@@ -453,6 +462,14 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   }
   // The one indirect branch.
   A.bind(Fallback);
+  if (const std::optional<X86CountingPlan> &P = Options.FallbackCounting) {
+    emitBlockOffset(A, *P);
+    A.bytes({0x49, 0xBB}); // movabs $Base, %r11
+    A.bytes64(P->Base);
+    A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11: this CPU's block
+    A.bytes({0x49, 0xFF, 0x83}); // incq SteadyFallback(%r11)
+    A.bytes32(X86CountingPlan::steadyFallbackCounter());
+  }
   if (Options.ThunkFallback) {
     emitMove(A, SelectorReg, RegR11);
     A.jumpToThunk();

@@ -146,7 +146,7 @@ TEST_F(AdaptiveTest, AWindowCountsEachProgramAndTheLayoutFollows) {
   expectOk(D->verify());
   // The steady image has no counting code.
   std::string Steady = dumpOf(*D);
-  for (const char *Op : {"rdpid", "lsl", "inc"})
+  for (const char *Op : {"rdpid", "lsl", "%fs", "inc"})
     EXPECT_EQ(Steady.find(Op), std::string::npos) << Op << "\n" << Steady;
   EXPECT_NE(Counting.find("inc"), std::string::npos) << Counting;
   for (int I = 0; I < 4; ++I)
@@ -454,6 +454,61 @@ TEST_F(AdaptiveTest, MisuseIsAnError) {
   auto Bad = Dispatcher::create(std::move(Samples));
   ASSERT_FALSE(!!Bad);
   EXPECT_NE(toString(Bad.takeError()).find("power of two"), std::string::npos);
+}
+
+TEST_F(AdaptiveTest, TheTriggerOpensAWindowWhenTheFallbackRateRises) {
+  // Windows a minute apart: only the trigger can open one within the test.
+  // A hot unregistered target is promoted, then the hot target moves to
+  // another unregistered one, which is promoted too; calls to promoted
+  // targets alone trigger nothing.
+  DispatcherConfig C = adaptiveConfig(/*Background=*/true);
+  C.Adaptive.Window = std::chrono::microseconds(1000);
+  C.Adaptive.Period = std::chrono::seconds(60);
+  C.Adaptive.MaxPeriod = std::chrono::seconds(60);
+  C.Adaptive.TriggerPoll = std::chrono::microseconds(1000);
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  expectOk(D->add(addr(0)));
+  expectOk(D->add(addr(1)));
+  // The steady image counts its fallback's calls, there only.
+  std::string Steady = dumpOf(*D);
+  EXPECT_NE(Steady.find("inc"), std::string::npos) << Steady;
+  auto *Entry = D->entryAs<EntryFn>();
+  auto CallUntilPromoted = [&](int I) {
+    for (int Round = 0; Round < 5000; ++Round) {
+      {
+        RCUReadGuard Guard;
+        // Well above TriggerCalls (1000) per look.
+        for (int K = 0; K < 5000; ++K)
+          if (Entry(K, Progs[I]) != I * 1000 + K)
+            return false;
+      }
+      if (is_contained(D->status().Promoted, addr(I)))
+        return true;
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    return false;
+  };
+  ASSERT_TRUE(CallUntilPromoted(5)) << "no window opened for program 5";
+  DispatcherStatus S = D->status();
+  EXPECT_GE(S.TriggeredWindows, 1u);
+  EXPECT_EQ(S.LearningError, "");
+  ASSERT_TRUE(CallUntilPromoted(6)) << "no window opened for program 6";
+  uint64_t Triggered = D->status().TriggeredWindows;
+  EXPECT_GE(Triggered, 2u);
+  // Let a window still open close, then the promoted targets' calls
+  // alone: no fallback, no trigger.
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  Triggered = D->status().TriggeredWindows;
+  for (int Round = 0; Round < 200; ++Round) {
+    call(*D, 6, 100);
+    call(*D, 0, 10);
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  EXPECT_EQ(D->status().TriggeredWindows, Triggered);
+  expectOk(D->verify());
+  std::string Dump = dumpOf(*D);
+  EXPECT_NE(Dump.find("windows triggered"), std::string::npos) << Dump;
 }
 
 TEST_F(AdaptiveTest, AForkedChildLearnsWithItsOwnThread) {
