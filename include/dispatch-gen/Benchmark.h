@@ -153,13 +153,15 @@ constexpr CallVariant AllVariants[] = {
 llvm::StringRef variantName(CallVariant V);
 
 /// The background learner's schedule for the Adaptive variant of a
-/// sequence of several phases (AdaptiveConfig's Window, Period and
-/// MaxPeriod): a window of 1 ms at most 8 ms after the last, so a new hot
-/// target is promoted within about 9 ms of the change, against the tens
-/// of milliseconds a phase of PhaseCalls calls lasts.
+/// sequence of several phases (AdaptiveConfig's Window, Period, MaxPeriod
+/// and TriggerPoll): windows of 1 ms, the default periods (10 ms doubling
+/// to 320 ms while nothing changes) and the trigger looking every 1 ms, so
+/// a new hot target is promoted about 2 ms after the change, against the
+/// tens of milliseconds a phase of PhaseCalls calls lasts.
 constexpr std::chrono::microseconds AdaptiveWindow{1000};
-constexpr std::chrono::microseconds AdaptivePeriod{2000};
-constexpr std::chrono::microseconds AdaptiveMaxPeriod{8000};
+constexpr std::chrono::microseconds AdaptivePeriod{10000};
+constexpr std::chrono::microseconds AdaptiveMaxPeriod{320000};
+constexpr std::chrono::microseconds AdaptiveTriggerPoll{1000};
 
 /// What the Adaptive variant's dispatcher has learned (its status()).
 struct LearnedLayout {

@@ -52,6 +52,7 @@ Error CallLoopSet::Impl::makeAdaptive(bool Background) {
     A.Window = AdaptiveWindow;
     A.Period = AdaptivePeriod;
     A.MaxPeriod = AdaptiveMaxPeriod;
+    A.TriggerPoll = AdaptiveTriggerPoll;
   }
   auto D = makeDispatcher(Entry, &A);
   if (!D)
