@@ -128,14 +128,21 @@ struct X86CountingPlan {
   int32_t RSeqOffset = 0;
   /// Sampling. 0: every call is counted. Else the image is sampled: a
   /// countdown in the CPU's block (signed) sends SampleBurst calls in a
-  /// row through the counting compares, then SampleSkip calls through
-  /// plain ones that only decrement it, and so on: a call between bursts
-  /// costs a load, a decrement and a not-taken branch more than a steady
-  /// image's. Counts, ring and successor table then describe the bursts'
-  /// calls (one in (SampleSkip + SampleBurst) / SampleBurst); a burst's
-  /// first call scores no prediction.
+  /// row through the counting compares, then about SampleSkip calls
+  /// through plain ones that only decrement it, and so on: a call between
+  /// bursts costs a load, a decrement and a not-taken branch more than a
+  /// steady image's. Counts, ring and successor table then describe the
+  /// bursts' calls (one in (SampleSkip + SampleBurst) / SampleBurst); a
+  /// burst's first call scores no prediction.
   uint32_t SampleSkip = 0;
   uint32_t SampleBurst = 0;
+  /// The calls skipped after each burst vary (SampleSkip - J/2 plus a
+  /// pseudo-random 0 to J - 1, J the largest power of two up to
+  /// SampleSkip, from a per-block LCG), so that a call pattern whose
+  /// period divides the sampling's is not seen through the same window
+  /// each time (a round-robin over 64 targets would otherwise show only
+  /// 32 of them). false: exactly SampleSkip (tests).
+  bool JitterSkip = true;
 
   /// The bytes of one block, rounded up to a multiple of 64 so blocks
   /// share no cache line.
@@ -148,7 +155,9 @@ struct X86CountingPlan {
   /// The fallback calls of steady images (X86ImageOptions::
   /// FallbackCounting), which windows do not count.
   static constexpr uint32_t steadyFallbackCounter() { return 32; }
-  static constexpr uint32_t caseCounter(uint32_t Case) { return 40 + 8 * Case; }
+  /// The state of the sampling's jitter (a 32-bit LCG).
+  static constexpr uint32_t jitterSlot() { return 40; }
+  static constexpr uint32_t caseCounter(uint32_t Case) { return 48 + 8 * Case; }
   uint32_t ringSlot(uint32_t Slot) const {
     return caseCounter(MaxCases) + 8 * Slot;
   }

@@ -445,9 +445,26 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     A.bytes32(X86CountingPlan::countdownSlot());
     A.bytes32(static_cast<uint32_t>(-int32_t(Counting->SampleBurst)));
     A.jump(CondG, Count);
-    A.bytes({0x49, 0xC7, 0x83}); // movq $SampleSkip, Countdown(%r11)
-    A.bytes32(X86CountingPlan::countdownSlot());
-    A.bytes32(Counting->SampleSkip);
+    if (Counting->JitterSkip && Counting->SampleSkip > 1) {
+      // %eax = the next LCG state; the skip = its top bits + the base.
+      uint32_t J = uint32_t(1) << Log2_32(Counting->SampleSkip);
+      A.bytes({0x41, 0x69, 0x83}); // imul $1103515245, Jitter(%r11), %eax
+      A.bytes32(X86CountingPlan::jitterSlot());
+      A.bytes32(1103515245u);
+      A.bytes({0x05}); // add $12345, %eax
+      A.bytes32(12345u);
+      A.bytes({0x41, 0x89, 0x83}); // mov %eax, Jitter(%r11)
+      A.bytes32(X86CountingPlan::jitterSlot());
+      A.bytes({0xC1, 0xE8, uint8_t(32 - Log2_32(J))}); // shr $(32-log2 J), %eax
+      A.bytes({0x05}); // add $(SampleSkip - J/2), %eax
+      A.bytes32(Counting->SampleSkip - J / 2);
+      A.bytes({0x49, 0x89, 0x83}); // mov %rax, Countdown(%r11)
+      A.bytes32(X86CountingPlan::countdownSlot());
+    } else {
+      A.bytes({0x49, 0xC7, 0x83}); // movq $SampleSkip, Countdown(%r11)
+      A.bytes32(X86CountingPlan::countdownSlot());
+      A.bytes32(Counting->SampleSkip);
+    }
     A.bind(Count);
     EmitBody(true, CountFallback);
     A.bind(CountFallback);

@@ -154,10 +154,9 @@ TEST_F(AdaptiveTest, AWindowCountsEachProgramAndTheLayoutFollows) {
 }
 
 TEST_F(AdaptiveTest, ASampledWindowCountsBurstsAndLearnsTheSame) {
-  // The default samples: per CPU, 32 calls in a row counted, then 224 not.
-  // A pinned thread's calls, from a window's zeroed countdown, are counted
-  // exactly so; an unregistered hot target is still found and promoted,
-  // and the layout follows the sample.
+  // The default samples: per CPU, 32 calls in a row counted, then about
+  // 224 not. An unregistered hot target is still found and promoted, and
+  // the layout follows the sample.
   DispatcherConfig C = adaptiveConfig();
   C.Adaptive.SampleSkip = AdaptiveConfig().SampleSkip;
   C.Adaptive.SampleBurst = AdaptiveConfig().SampleBurst;
@@ -176,29 +175,20 @@ TEST_F(AdaptiveTest, ASampledWindowCountsBurstsAndLearnsTheSame) {
   expectOk(D->verify());
   std::string Sampled = dumpOf(*D);
   EXPECT_NE(Sampled.find("dec"), std::string::npos) << Sampled;
-  // Calls 1-32 of each 256 are counted: program 2 makes 0-3999, program 5
-  // (unregistered) 4000-9999, program 1 10000-10255.
   call(*D, 2, 4000);
   call(*D, 5, 6000);
   call(*D, 1, 256);
   auto R = D->endLearning();
   sched_setaffinity(0, sizeof(Old), &Old);
   ASSERT_TRUE(!!R) << toString(R.takeError());
-  auto Counted = [](uint64_t From, uint64_t To) {
-    uint64_t N = 0;
-    for (uint64_t K = From; K < To; ++K)
-      N += K % 256 < 32;
-    return N;
-  };
-  // Exact but for a preemption between reading the CPU number and
-  // counting.
-  EXPECT_NEAR(double(R->CaseCalls),
-              double(Counted(0, 4000) + Counted(10000, 10256)), 2);
-  EXPECT_NEAR(double(R->FallbackCalls), double(Counted(4000, 10000)), 2);
+  // About one call in 8 counted: the skips after each burst vary around
+  // 224 (160 to 287).
+  EXPECT_NEAR(double(R->CaseCalls), 4256 / 8.0, 4256 / 8.0 * 0.4);
+  EXPECT_NEAR(double(R->FallbackCalls), 6000 / 8.0, 6000 / 8.0 * 0.4);
   ASSERT_EQ(R->Promoted.size(), 1u);
   EXPECT_EQ(R->Promoted[0], addr(5));
   DispatcherStatus S = D->status();
-  EXPECT_NEAR(double(countOf(S, 2)), double(Counted(0, 4000)), 2);
+  EXPECT_NEAR(double(countOf(S, 2)), 4000 / 8.0, 4000 / 8.0 * 0.4);
   EXPECT_EQ(S.Layout, "hot-scan");
   expectOk(D->verify());
   for (int I : {0, 1, 2, 3, 5})

@@ -478,6 +478,7 @@ TEST(X86ImageEmitterTest, SampledImagesCountBurstsAndRouteEveryCall) {
     Options.Counting = Counters.plan();
     Options.Counting->SampleSkip = 5;
     Options.Counting->SampleBurst = 3;
+    Options.Counting->JitterSkip = false;
     auto Img = emitX86Image(Cases, RDX, Options);
     ASSERT_TRUE(!!Img) << toString(Img.takeError());
     Area.install(*Img, Cases);
@@ -538,6 +539,51 @@ TEST(X86ImageEmitterTest, SampledImagesCountBurstsAndRouteEveryCall) {
   auto Refused = emitX86Image(Cases, RDX, Options);
   ASSERT_FALSE(!!Refused);
   EXPECT_NE(toString(Refused.takeError()).find("per burst"), std::string::npos);
+}
+
+TEST(X86ImageEmitterTest, SamplingJitterSeesEveryTargetOfAPeriodicPattern) {
+  // A round-robin over 64 targets, sampled 32 in 256: without jitter each
+  // burst sees the same 32 targets and the other 32 are never counted;
+  // with it every target is, about equally.
+  CodeArea Area;
+  ASSERT_TRUE(Area.valid());
+  std::mt19937_64 Rng(59);
+  std::vector<size_t> Keys, Targets;
+  constexpr size_t N = 64, Rounds = 2000;
+  auto Cases = randomCases(Area, N, /*Weighted=*/false, Rng, Keys, Targets);
+  for (bool Jitter : {false, true}) {
+    SCOPED_TRACE(Jitter ? "jitter" : "no jitter");
+    CounterBlocks Counters(Cases.size(), 64, 8, cheapestCPUSource());
+    X86ImageOptions Options;
+    Options.Counting = Counters.plan();
+    Options.Counting->SampleSkip = 224;
+    Options.Counting->SampleBurst = 32;
+    Options.Counting->JitterSkip = Jitter;
+    auto Img = emitX86Image(Cases, RSI, Options);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    Area.install(*Img, Cases);
+    PinToThisCPU Pin;
+    ASSERT_TRUE(Pin.Pinned);
+    for (size_t K = 0; K < N * Rounds; ++K)
+      ASSERT_EQ(Area.call(RSI, Cases[K % N].Key),
+                static_cast<int>(Targets[K % N]));
+    uint64_t Total = 0, Unseen = 0, Least = UINT64_MAX, Most = 0;
+    for (size_t I = 0; I < N; ++I) {
+      uint64_t C = Counters.caseCount(I);
+      Total += C;
+      Unseen += C == 0;
+      Least = std::min(Least, C);
+      Most = std::max(Most, C);
+    }
+    // One call in 8 counted, either way.
+    EXPECT_NEAR(double(Total), N * Rounds / 8.0, N * Rounds / 80.0);
+    if (!Jitter) {
+      EXPECT_EQ(Unseen, N / 2);
+    } else {
+      EXPECT_EQ(Unseen, 0u);
+      EXPECT_GT(Least * 2, Most) << Least << " to " << Most;
+    }
+  }
 }
 
 TEST(X86ImageEmitterTest, CountingImagesScoreHowPredictableTheOrderIs) {
