@@ -98,6 +98,10 @@ buildLoop(Module &M, StringRef Name, StringRef CPU, StringRef Features,
   F->addFnAttr(Attribute::NoInline);
   F->addFnAttr("target-cpu", CPU);
   F->addFnAttr("target-features", Features);
+  // Every loop at the same offset in a cache line, so that the variants
+  // whose loops have the same shape (a call of an entry) fetch and predict
+  // them alike, whichever module they were compiled in.
+  F->setAlignment(Align(64));
   Value *Targets = F->getArg(0), *Pattern = F->getArg(1), *Mask = F->getArg(2),
         *Start = F->getArg(3), *End = F->getArg(4);
   auto *Entry = BasicBlock::Create(Ctx, "entry", F);

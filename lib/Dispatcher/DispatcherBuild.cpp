@@ -76,9 +76,14 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
     Options.Predictability = LearnedPredictability;
     Options.AllowFallbackOnly = !Learning;
   }
-  DispatchLayout Layout = DispatchLayout::choose(ForLayout, Options);
+  // An adaptive dispatcher whose counts gave no clear win keeps the plain
+  // layout; its predicted cost is still under the counts.
+  bool Plain = Adaptive && LearnedPlain;
+  DispatchLayout Layout = Plain ? plainLayout(ForLayout)
+                                : DispatchLayout::choose(ForLayout, Options);
   Built.Layout = Layout.shapeName();
-  Built.PredictedCost = Layout.predictedCost();
+  Built.PredictedCost =
+      Plain ? Layout.costUnder(ForLayout, Options) : Layout.predictedCost();
   bool NoTree = Layout.shape() == DispatchLayout::Shape::FallbackOnly;
   if (NoTree) {
     Built.Fallback += Built.Direct;

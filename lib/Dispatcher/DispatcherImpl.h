@@ -133,6 +133,13 @@ public:
   /// fallback's, from the window that last changed the layout.
   llvm::DenseMap<uint64_t, uint64_t> Learned;
   uint64_t LearnedFallback = 0;
+  /// The counts did not make a layout predicted cheaper than the plain
+  /// dispatcher's by the hysteresis: the image is laid out as a
+  /// dispatcher without counts lays it out (Learned still says what was
+  /// counted).
+  bool LearnedPlain = false;
+  /// The layout a dispatcher without counts makes of Cases.
+  DispatchLayout plainLayout(llvm::ArrayRef<LayoutCase> Cases) const;
   /// How much better than independent draws the order of calls was
   /// predicted (LayoutOptions::Predictability).
   double LearnedPredictability = 0;

@@ -100,6 +100,15 @@ Error Dispatcher::Impl::initLearning() {
   return Error::success();
 }
 
+DispatchLayout Dispatcher::Impl::plainLayout(ArrayRef<LayoutCase> Cases) const {
+  std::vector<LayoutCase> Unweighted;
+  for (const LayoutCase &C : Cases)
+    Unweighted.push_back({C.Key, 0});
+  LayoutOptions Options;
+  Options.RetpolineFallback = Config.RetpolineFallback;
+  return DispatchLayout::choose(Unweighted, Options);
+}
+
 uint64_t Dispatcher::Impl::steadyFallbackCalls() const {
   if (!CountingPlan)
     return 0;
@@ -259,21 +268,30 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     Options.FallbackWeight = NewFallback;
     Options.Predictability = R.Predictability;
     DispatchLayout Next = DispatchLayout::choose(NewCases, Options);
-    // Hysteresis: keep the current layout (its weights) unless the set of
-    // cases changed or the new one is predicted enough cheaper for the calls
-    // just counted.
+    // The layout a plain dispatcher of these cases has (no counts): kept
+    // unless the counts' layout is predicted cheaper by the hysteresis for
+    // the calls just counted. Where the model cannot tell two layouts
+    // apart it does not know which one the CPU runs faster, and the plain
+    // one is what the host would have had without adaptive dispatch.
+    double H = Config.Adaptive.Hysteresis;
+    double PlainCost = plainLayout(NewCases).costUnder(NewCases, Options);
+    bool NewPlain = !(Next.predictedCost() < PlainCost * (1 - H));
+    double NewCost = NewPlain ? PlainCost : Next.predictedCost();
+    // Hysteresis: keep the current layout unless the set of cases changed
+    // or the new one is predicted enough cheaper for the same calls.
     LayoutOptions OldOptions = Options;
     OldOptions.FallbackWeight = LearnedFallback;
     OldOptions.Predictability = LearnedPredictability;
-    double Keep = DispatchLayout::choose(OldCases, OldOptions)
+    double Keep = (LearnedPlain ? plainLayout(OldCases)
+                                : DispatchLayout::choose(OldCases, OldOptions))
                       .costUnder(NewCases, Options);
     bool NewSet = !R.Promoted.empty() || !R.Demoted.empty();
-    if (NewSet || Learned.empty() ||
-        Next.predictedCost() < Keep * (1 - Config.Adaptive.Hysteresis)) {
+    if (NewSet || Learned.empty() || NewCost < Keep * (1 - H)) {
       Changed = true;
       Learned = std::move(NewLearned);
       LearnedFallback = NewFallback;
       LearnedPredictability = R.Predictability;
+      LearnedPlain = NewPlain;
     }
     Promoted = std::move(Kept);
     // The fallback's calls the next image leaves there, per second: the

@@ -14,6 +14,7 @@
 #include "dispatch-gen/Dispatcher.h"
 
 #include "TestingSupport.h"
+#include "dispatch-gen/DispatchLayout.h"
 #include "dispatch-gen/Reclamation.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -24,6 +25,7 @@
 
 #include <array>
 #include <atomic>
+#include <random>
 #include <sched.h>
 #include <thread>
 
@@ -329,6 +331,66 @@ TEST_F(AdaptiveTest, UnchangedCountsKeepTheLayout) {
     // no better layout, so it stays.
     EXPECT_EQ(R->LayoutChanged, Window == 0) << "window " << Window;
   }
+}
+
+TEST_F(AdaptiveTest, CountsWithoutAClearWinKeepThePlainLayout) {
+  // Zipf-like draws over 8 programs: the counts' layout is predicted
+  // within the hysteresis of the plain dispatcher's bisection,
+  // so the image stays laid out as a plain dispatcher's; one program far
+  // hotter than the rest is a clear win and takes the hot scan.
+  DispatcherConfig C = adaptiveConfig();
+  C.RetpolineFallback = true;
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 8; ++I)
+    expectOk(D->add(addr(I)));
+  const std::string PlainShape = D->status().Layout;
+  const double Share[8] = {55, 396, 40, 117, 185, 47, 86, 68};
+  auto Window = [&](ArrayRef<double> Weights) {
+    std::mt19937 Rng(61);
+    std::discrete_distribution<int> Pick(Weights.begin(), Weights.end());
+    std::vector<uint64_t> Calls(8);
+    expectOk(D->beginLearning());
+    for (int K = 0; K < 8000; ++K) {
+      int I = Pick(Rng);
+      ++Calls[I];
+      call(*D, I, 1);
+    }
+    auto R = D->endLearning();
+    EXPECT_TRUE(!!R) << toString(R.takeError());
+    // What the model makes of these counts, as the dispatcher saw them.
+    std::vector<LayoutCase> Counted, Unweighted;
+    for (int I = 0; I < 8; ++I) {
+      Counted.push_back({addr(I), Calls[I]});
+      Unweighted.push_back({addr(I), 0});
+    }
+    LayoutOptions Options;
+    Options.RetpolineFallback = true;
+    Options.AllowFallbackOnly = true;
+    Options.Predictability = R ? R->Predictability : 0;
+    DispatchLayout Next = DispatchLayout::choose(Counted, Options);
+    LayoutOptions PlainOptions;
+    PlainOptions.RetpolineFallback = true;
+    double Plain = DispatchLayout::choose(Unweighted, PlainOptions)
+                       .costUnder(Counted, Options);
+    return std::make_pair(Next, Plain);
+  };
+  auto [Next, Plain] = Window(Share);
+  // The precondition: the counts make another layout (its cost differs),
+  // which the model cannot tell from the plain one by 10%.
+  EXPECT_NE(Next.predictedCost(), Plain);
+  EXPECT_GE(Next.predictedCost(), Plain * 0.9);
+  // The plain layout, its cost under the counts.
+  DispatcherStatus S = D->status();
+  EXPECT_EQ(S.Layout, PlainShape);
+  EXPECT_NEAR(S.PredictedCost, Plain, 1e-9);
+  expectOk(D->verify());
+
+  const double OneHot[8] = {9000, 10, 10, 10, 10, 10, 10, 10};
+  auto [Hot, PlainHot] = Window(OneHot);
+  EXPECT_LT(Hot.predictedCost(), PlainHot * 0.9);
+  EXPECT_EQ(D->status().Layout, "hot-scan");
+  expectOk(D->verify());
 }
 
 TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
