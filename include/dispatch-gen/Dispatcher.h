@@ -206,7 +206,10 @@ struct DispatcherConfig {
   /// How callers read (see Reclamation.h) and how old images are freed.
   RCUFlavor Flavor = RCUFlavor::Memb;
   ReclaimMode Reclaim = ReclaimMode::Synchronous;
-  /// Route the fallback indirect call through a retpoline.
+  /// Route the fallback indirect call through a retpoline. A laid-out
+  /// image is its own retpoline on the selector's register (`call 1f;
+  /// 2: pause; lfence; jmp 2b; 1: mov %sel, (%rsp); ret`); a compiled one
+  /// calls LLVM's thunk through %r11.
   bool RetpolineFallback = false;
   /// How images are made.
   ImageLowering Lowering = ImageLowering::Auto;

@@ -178,6 +178,11 @@ struct X86ImageOptions {
   /// The fallback moves the selector to %r11 and jumps to a thunk (a
   /// retpoline, or a counting one in tests) instead of `jmp *%sel`.
   bool ThunkFallback = false;
+  /// The fallback is a retpoline on the selector's own register, in the
+  /// image (`call 1f; 2: pause; lfence; jmp 2b; 1: mov %sel, (%rsp);
+  /// ret`): no move, no jump to a thunk. Its `ret` is the image's one
+  /// indirect branch. Not with ThunkFallback.
+  bool InlineRetpoline = false;
   /// Testing only: > 0 starts the image with a loop of that many `pause`s
   /// over %eax.
   unsigned DelayPauses = 0;

@@ -317,6 +317,21 @@ Expected<SelectorRoute> Evaluator::run(unsigned SelectorGPR, uint64_t Key,
       PC = Target;
       continue;
     }
+    // A retpoline on a register (`call 1f; 2: pause; lfence; jmp 2b;
+    // 1: mov %reg, (%rsp); ret`): an indirect jump through the register,
+    // never predicted.
+    if (Op == "CALL64pcrel32") {
+      static const uint8_t Head[] = {0xE8, 0x07, 0x00, 0x00, 0x00, 0xF3,
+                                     0x90, 0x0F, 0xAE, 0xE8, 0xEB, 0xF9};
+      ArrayRef<uint8_t> At = Bytes.drop_front(PC - Address);
+      if (At.size() >= sizeof(Head) + 5 &&
+          At.take_front(sizeof(Head)).equals(Head) && (At[12] & 0xFB) == 0x48 &&
+          At[13] == 0x89 && (At[14] & 0xC7) == 0x04 && At[15] == 0x24 &&
+          At[16] == 0xC3) {
+        unsigned Reg = ((At[12] & 0x04) ? 8 : 0) | ((At[14] >> 3) & 7);
+        return Leave(PC, BranchKind::Indirect, Regs[Reg]);
+      }
+    }
     if (MIA.isIndirectBranch(I) && !MIA.isCall(I))
       return Leave(PC, BranchKind::Indirect,
                    Op == "JMP64r" ? value(Operand(0)) : std::nullopt);

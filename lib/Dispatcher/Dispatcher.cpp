@@ -91,6 +91,7 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
   if (Config.Name.empty())
     return createStringError("a dispatcher needs a name");
   ThunkFallback = Config.RetpolineFallback || Config.FallbackHookForTesting;
+  InlineRetpoline = Config.RetpolineFallback && !Config.FallbackHookForTesting;
   auto Reg = checkSignature(Config);
   if (!Reg)
     return Reg.takeError();
@@ -168,7 +169,8 @@ void Dispatcher::Impl::settleResident() {
     if (Live && Live.Layout != "fallback-only")
       for (const ImageCase &C : Live.Cases)
         Programs.push_back(C.Target);
-    return verifyImage(Copy, Programs, Current.Counting);
+    return verifyImage(Copy, Programs, Current.Counting,
+                       Current.InlineRetpoline);
   };
   Resident->settle(Current.Code, Current.Cases,
                    Config.VerifyImages ? ResidentImage::Verifier(Verify)

@@ -93,7 +93,8 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
   Expected<LinkedImage> Image = createStringError("no image");
   if (SelectorReg) {
     X86ImageOptions Emit;
-    Emit.ThunkFallback = ThunkFallback;
+    Emit.InlineRetpoline = InlineRetpoline;
+    Emit.ThunkFallback = ThunkFallback && !InlineRetpoline;
     Emit.DelayPauses = Config.ImageDelayForTesting;
     Emit.Layout = &Layout;
     if (Learning && CountingPlan) {
@@ -109,6 +110,7 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
       consumeError(Image.takeError());
       Image = Linker->place(*Code, Built.Cases);
       Built.Laid = true;
+      Built.InlineRetpoline = InlineRetpoline;
       Built.Code = std::move(*Code);
     } else {
       consumeError(Code.takeError());
@@ -126,7 +128,8 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
     if (!NoTree)
       for (const ImageCase &C : Built.Cases)
         Programs.push_back(C.Target);
-    if (Error E = verifyImage(Built.Linked, Programs, Built.Counting)) {
+    if (Error E = verifyImage(Built.Linked, Programs, Built.Counting,
+                              Built.InlineRetpoline)) {
       consumeError(Linker->remove(Built.Linked));
       return createStringError(
           formatv("image of generation {0} failed verification: "

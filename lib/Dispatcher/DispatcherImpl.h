@@ -47,6 +47,8 @@ struct BuiltImage {
   size_t Direct = 0, Fallback = 0;
   /// Laid out without codegen.
   bool Laid = false;
+  /// Its fallback is a retpoline in the image.
+  bool InlineRetpoline = false;
   /// A counting image (a learning window's): Cases[C] counts at counter C.
   bool Counting = false;
   /// The layout's shape (DispatchLayout) and the model's cost of a call.
@@ -113,6 +115,9 @@ public:
   /// Whether the fallback jumps to the thunk (a retpoline, or the testing
   /// hook's) rather than through the selector; immutable.
   bool ThunkFallback = false;
+  /// Laid-out images fall back through a retpoline of their own
+  /// (X86ImageOptions::InlineRetpoline) instead of the linker's thunk.
+  bool InlineRetpoline = false;
 
   Reclaimer Reclaim;
   /// Made on first use; used under UpdateMutex only (not thread-safe).
@@ -175,9 +180,11 @@ private:
   llvm::Expected<CodeInspector &> inspector() const;
   /// Counting: a learning window's image, whose routes are not run (its
   /// counting code is beyond followSelector), only its branches checked.
+  /// InlineRetpoline: the fallback is the image's own retpoline.
   llvm::Error verifyImage(const LinkedImage &Image,
                           llvm::ArrayRef<uint64_t> Programs,
-                          bool Counting = false) const;
+                          bool Counting = false,
+                          bool InlineRetpoline = false) const;
   /// Runs the image for every program and for keys of none (see verify()).
   llvm::Error verifyRoutes(const CodeInspector &I,
                            llvm::ArrayRef<uint8_t> Bytes, uint64_t Address,

@@ -58,8 +58,8 @@ static std::vector<uint64_t> keysOfNoProgram(ArrayRef<uint64_t> Programs) {
 }
 
 Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
-                                    ArrayRef<uint64_t> Programs,
-                                    bool Counting) const {
+                                    ArrayRef<uint64_t> Programs, bool Counting,
+                                    bool InlineRetpoline) const {
   auto I = inspector();
   if (!I)
     return I.takeError();
@@ -69,7 +69,7 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
   std::vector<uint64_t> Allowed(Programs.begin(), Programs.end());
   Allowed.insert(Allowed.end(), Image.Helpers.begin(), Image.Helpers.end());
   uint64_t Thunk = 0;
-  if (ThunkFallback) {
+  if (ThunkFallback && !InlineRetpoline) {
     auto T = Linker->fallbackThunk();
     if (!T)
       return T.takeError();
@@ -79,6 +79,8 @@ Error Dispatcher::Impl::verifyImage(const LinkedImage &Image,
   ArrayRef<uint8_t> Bytes(reinterpret_cast<const uint8_t *>(Image.Address),
                           Image.Size);
   ImageCheck C = I->check(Bytes, Image.Address, Allowed);
+  // A plain fallback's `jmp *%sel`; none where it jumps to the thunk or is
+  // a retpoline (whose `ret` the routes check).
   size_t Expected = ThunkFallback ? 0 : 1;
   std::string Problems;
   if (!C.DecodeErrors.empty())
@@ -178,7 +180,8 @@ Error Dispatcher::Impl::verify() const {
         Programs.push_back(P);
   }
   bool Counting = Current.Counting;
-  if (Error E = verifyImage(Image, Programs, Counting))
+  bool Inline = Current.InlineRetpoline;
+  if (Error E = verifyImage(Image, Programs, Counting, Inline))
     return E;
   const ResidentImage *Copied = residentCopy();
   if (!Copied)
@@ -187,7 +190,7 @@ Error Dispatcher::Impl::verify() const {
   LinkedImage Copy;
   Copy.Address = Copied->address();
   Copy.Size = Copied->size();
-  if (Error E = verifyImage(Copy, Programs, Counting))
+  if (Error E = verifyImage(Copy, Programs, Counting, Inline))
     return createStringError("the resident copy: " + toString(std::move(E)));
   return Error::success();
 }

@@ -448,6 +448,16 @@ TEST_P(DispatcherTest, RetpolineFallbackLeavesNoIndirectBranch) {
   EXPECT_EQ(callThrough(*D, 1, Progs[1]), 1001);
   EXPECT_EQ(callThrough(*D, 1, Progs[2]), 2001);
   expectOk(D->verify()); // zero indirect branches expected
+  // Laid out directly, the image is its own retpoline on the selector's
+  // register (one step less than the jump to the thunk); compiled, it
+  // calls LLVM's thunk through %r11.
+  std::string Dump;
+  raw_string_ostream OS(Dump);
+  expectOk(D->dump(OS));
+  bool Direct = GetParam() == ImageLowering::Auto;
+  EXPECT_EQ(Dump.find("lfence") != std::string::npos, Direct) << Dump;
+  EXPECT_EQ(Dump.find("movq %rsi, (%rsp)") != std::string::npos, Direct)
+      << Dump;
 }
 
 TEST_P(DispatcherTest, PerfMapNamesEveryImage) {

@@ -717,6 +717,67 @@ TEST(X86ImageEmitterTest, CountingThreadsWriteTheirOwnCPUsBlocks) {
   }
 }
 
+TEST(X86ImageEmitterTest, AnInlineRetpolineIsTheFallback) {
+  // The fallback as a retpoline on the selector's own register: a key of
+  // no case still reaches its target (run for real), the routes see an
+  // indirect jump through the selector at the retpoline's call, and the
+  // image has no other indirect branch, no thunk and no other exit than
+  // the programs' jumps.
+  for (unsigned Reg : {unsigned(RDX), unsigned(RSI), 9u /*r9*/}) {
+    SCOPED_TRACE(Reg);
+    CodeArea Area;
+    ASSERT_TRUE(Area.valid());
+    std::mt19937_64 Rng(67);
+    std::vector<size_t> Keys, Targets;
+    auto Cases = randomCases(Area, 12, /*Weighted=*/false, Rng, Keys, Targets);
+    X86ImageOptions Options;
+    Options.InlineRetpoline = true;
+    auto Img = emitX86Image(Cases, Reg, Options);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    EXPECT_FALSE(Img->ThunkBranch);
+    Area.install(*Img, Cases);
+    std::set<size_t> Members(Keys.begin(), Keys.end());
+    std::vector<uint64_t> Others;
+    for (size_t I = 0; I < Cases.size(); ++I)
+      ASSERT_EQ(Area.call(Reg, Cases[I].Key), static_cast<int>(Targets[I]));
+    for (size_t S = 0; Others.size() < 5; ++S)
+      if (!Members.count(S)) {
+        Others.push_back(Area.stub(S));
+        ASSERT_EQ(Area.call(Reg, Area.stub(S)), static_cast<int>(S));
+      }
+
+    auto Inspector = cantFail(CodeInspector::create());
+    ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
+                                Img->Code.size());
+    std::vector<uint64_t> Allowed;
+    for (const ImageCase &C : Cases)
+      Allowed.push_back(C.Target);
+    ImageCheck Check = Inspector->check(Installed, Area.image(), Allowed);
+    EXPECT_TRUE(Check.DecodeErrors.empty());
+    EXPECT_TRUE(Check.IndirectBranches.empty());
+    EXPECT_TRUE(Check.UnknownTargets.empty());
+    EXPECT_EQ(Check.DirectTargets.size(), Cases.size());
+    static const char *const Names[] = {"rax", "rcx", "rdx", "rbx", "rsp",
+                                        "rbp", "rsi", "rdi", "r8",  "r9"};
+    auto Routes =
+        Inspector->followSelector(Installed, Area.image(), Names[Reg], Others);
+    ASSERT_TRUE(!!Routes) << toString(Routes.takeError());
+    for (const SelectorRoute &R : *Routes) {
+      EXPECT_EQ(R.Kind, BranchKind::Indirect);
+      EXPECT_EQ(R.Target, std::optional<uint64_t>(R.Key));
+    }
+  }
+  X86ImageOptions Both;
+  Both.InlineRetpoline = Both.ThunkFallback = true;
+  CodeArea Area;
+  std::mt19937_64 Rng(71);
+  std::vector<size_t> Keys, Targets;
+  auto Cases = randomCases(Area, 3, /*Weighted=*/false, Rng, Keys, Targets);
+  auto Refused = emitX86Image(Cases, RDX, Both);
+  ASSERT_FALSE(!!Refused);
+  EXPECT_NE(toString(Refused.takeError()).find("not both"), std::string::npos);
+}
+
 TEST(X86ImageEmitterTest, LowAddressesNeedNoRebase) {
   // Below 2 GiB the keys are compared as they are: no movabs, no sub.
   CodeArea Area(reinterpret_cast<void *>(uint64_t(0x30000000)),
