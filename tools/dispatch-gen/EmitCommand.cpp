@@ -104,8 +104,7 @@ static cl::opt<uint64_t> ImageAddress(
     "image-address", cl::sub(emitCommand()), cl::cat(EmitCategory),
     cl::value_desc("address"),
     cl::desc("--lowering=direct: where the image is placed (default: 64 "
-             "KiB below the lowest target, aligned to 64 KiB); the "
-             "retpoline thunk is taken to follow the image"));
+             "KiB below the lowest target, aligned to 64 KiB)"));
 
 static cl::opt<std::string> OutputPath("o", cl::sub(emitCommand()),
                                        cl::cat(EmitCategory), cl::init("-"),
@@ -264,7 +263,11 @@ static Error emitDirect(const DispatcherSpec &Spec, const Triple &TT,
     Cases.push_back({Layout[I].Key, Layout[I].Key, Layout[I].Weight});
     Lowest = std::min(Lowest, Layout[I].Key);
   }
-  auto Image = emitX86Image(Cases, *Reg, Spec.RetpolineFallback);
+  // A retpoline fallback is the image's own, on the selector's register, as
+  // a live dispatcher's laid-out image has it: the bytes need no thunk.
+  X86ImageOptions Options;
+  Options.InlineRetpoline = Spec.RetpolineFallback;
+  auto Image = emitX86Image(Cases, *Reg, Options);
   if (!Image)
     return Failed(toString(Image.takeError()));
   constexpr uint64_t Align = 64 * 1024;
@@ -272,8 +275,7 @@ static Error emitDirect(const DispatcherSpec &Spec, const Triple &TT,
                   : Lowest != UINT64_MAX && Lowest >= 2 * Align
                       ? alignDown(Lowest, Align) - Align
                       : 0;
-  uint64_t Thunk = Base + Image->Code.size();
-  auto Bytes = relocateX86Image(*Image, Cases, Base, Thunk);
+  auto Bytes = relocateX86Image(*Image, Cases, Base, /*Thunk=*/0);
   if (!Bytes)
     return Failed(toString(Bytes.takeError()));
   if (Emit == Output::Bin) {
@@ -292,8 +294,6 @@ static Error emitDirect(const DispatcherSpec &Spec, const Triple &TT,
   OS << formatv("{0}: direct lowering, {1} bytes at {2:x}\n", Spec.Name,
                 Bytes->size(), Base);
   (*Inspector)->print(*Insts, OS, [&](uint64_t Address) -> std::string {
-    if (Image->ThunkBranch && Address == Thunk)
-      return "__x86_indirect_thunk_r11";
     return Names.lookup(Address).str();
   });
   return Error::success();
