@@ -150,6 +150,42 @@ int main(void) {
            S.DirectTargets == 2 && S.Generation == 202;
   DispatchGenDisposeDispatcher(D);
 
+  /* Adaptive dispatch, host-driven: one window in which an unregistered
+   * program takes most calls; it is promoted, then reached directly. */
+  DispatchGenConfigRef LC = DispatchGenCreateConfig("adaptive", "i32 (i32)");
+  DispatchGenConfigSetVerifyImages(LC, 1);
+  DispatchGenConfigSetRetpolineFallback(LC, 1);
+  DispatchGenConfigSetAdaptive(LC, /*Enabled=*/1, /*Background=*/0);
+  DispatchGenConfigSetNear(LC, (uint64_t)(uintptr_t)Progs[0]);
+  DispatchGenDispatcherRef L;
+  check(DispatchGenCreateDispatcherInLLJIT(LC, J, &L),
+        "cannot create the adaptive dispatcher");
+  DispatchGenDisposeConfig(LC);
+  check(DispatchGenAdd(L, (uint64_t)(uintptr_t)Progs[0], "add_one"),
+        "add add_one");
+  Entry Learn = (Entry)(uintptr_t)DispatchGenGetEntry(L);
+  check(DispatchGenBeginLearning(L), "begin learning");
+  long LearnWrong = 0;
+  DispatchGenRegisterReaderThread(DispatchGenRCUMemb);
+  for (int I = 0; I < 20000; ++I) {
+    DispatchGenReadLock();
+    LearnWrong += Learn(I, Progs[2]) != -I; /* negate: unregistered */
+    LearnWrong += I % 100 == 0 && Learn(I, Progs[0]) != I + 1;
+    DispatchGenReadUnlock();
+  }
+  DispatchGenUnregisterReaderThread(DispatchGenRCUMemb);
+  check(DispatchGenEndLearning(L), "end learning");
+  DispatchGenAdaptiveStatus AS;
+  DispatchGenGetAdaptiveStatus(L, &AS);
+  check(DispatchGenVerify(L), "verify the adaptive dispatcher");
+  printf("adaptive: %llu window, %zu promoted, layout %s (predicted %.2f), "
+         "%ld wrong\n",
+         (unsigned long long)AS.Windows, AS.Promoted, AS.Layout,
+         AS.PredictedCost, LearnWrong);
+  Ok = Ok && LearnWrong == 0 && AS.Windows == 1 && !AS.Learning &&
+       AS.Promoted == 1 && strcmp(AS.Layout, "hot-scan") == 0;
+  DispatchGenDisposeDispatcher(L);
+
   /* The compiled-in entry, adopted by a standalone dispatcher. */
   int Before = compiled_dispatch(20, Progs[1]);
   DispatchGenConfigRef AC = DispatchGenCreateConfig("compiled", "i32 (i32)");

@@ -76,6 +76,22 @@ typedef struct {
   uint64_t LiveAllocations;
 } DispatchGenStatus;
 
+/** Adaptive dispatch (DispatchGenGetAdaptiveStatus; dispatch-gen/Dispatcher.h,
+ * AdaptiveConfig and DispatcherStatus). */
+typedef struct {
+  /** A learning window is open (the image counts). */
+  int Learning;
+  /** Windows closed, and of those the ones the trigger opened early. */
+  uint64_t Windows;
+  uint64_t TriggeredWindows;
+  /** Unregistered targets the image reaches directly now. */
+  size_t Promoted;
+  /** The live layout ("bisect", "hot-scan", "fallback-only", ...; empty
+   * before the first image) and the model's cost of a call. */
+  char Layout[24];
+  double PredictedCost;
+} DispatchGenAdaptiveStatus;
+
 /* Settings -----------------------------------------------------------------*/
 
 /** Name: the entry's symbol; Signature: the programs' type in LLVM syntax,
@@ -109,6 +125,25 @@ void DispatchGenConfigSetParamExtensions(DispatchGenConfigRef Config,
 void DispatchGenConfigSetOnRelease(DispatchGenConfigRef Config,
                                    DispatchGenReleaseCallback Callback,
                                    void *Context);
+
+/** Adaptive dispatch (off by default; see AdaptiveConfig for what it costs):
+ * Background, the library's learner thread opens and closes the windows;
+ * else the host does, with DispatchGenBeginLearning/EndLearning. */
+void DispatchGenConfigSetAdaptive(DispatchGenConfigRef Config, int Enabled,
+                                  int Background);
+/** A window's length, and the time between windows: Period, doubling up to
+ * MaxPeriod while windows change nothing (microseconds; 0 keeps the
+ * default). */
+void DispatchGenConfigSetAdaptiveSchedule(DispatchGenConfigRef Config,
+                                          uint64_t WindowMicroseconds,
+                                          uint64_t PeriodMicroseconds,
+                                          uint64_t MaxPeriodMicroseconds);
+/** The trigger on the fallback rate: looks every PollMicroseconds (0: no
+ * trigger), opens a window when the fallback's calls rose by more than
+ * Calls (AdaptiveConfig::TriggerPoll, TriggerCalls). */
+void DispatchGenConfigSetAdaptiveTrigger(DispatchGenConfigRef Config,
+                                         uint64_t PollMicroseconds,
+                                         uint64_t Calls);
 
 /* Life ---------------------------------------------------------------------*/
 
@@ -167,6 +202,13 @@ void DispatchGenGetStatus(DispatchGenDispatcherRef D,
 /** The live image's disassembly, to free with DispatchGenDisposeMessage. */
 LLVMErrorRef DispatchGenDump(DispatchGenDispatcherRef D, char **Text);
 LLVMErrorRef DispatchGenVerify(DispatchGenDispatcherRef D);
+void DispatchGenGetAdaptiveStatus(DispatchGenDispatcherRef D,
+                                  DispatchGenAdaptiveStatus *Status);
+/** A host-driven learning window (Background off): opens it (the image
+ * counts), and closes it (the counts become the layout; hot unregistered
+ * targets are promoted). */
+LLVMErrorRef DispatchGenBeginLearning(DispatchGenDispatcherRef D);
+LLVMErrorRef DispatchGenEndLearning(DispatchGenDispatcherRef D);
 void DispatchGenDisposeMessage(char *Message);
 
 /* Readers (Reclamation.h). Each is a call into the library: a host that

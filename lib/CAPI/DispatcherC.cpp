@@ -18,6 +18,8 @@
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -63,6 +65,7 @@ DispatcherConfig configOf(ConfigBox &C) {
   Config.Near = C.Config.Near;
   Config.CompiledEntry = C.Config.CompiledEntry;
   Config.VerifyImages = C.Config.VerifyImages;
+  Config.Adaptive = C.Config.Adaptive;
   if (C.OnRelease)
     Config.OnRelease = [F = C.OnRelease, Ctx = C.OnReleaseContext](
                            const ProgramEntry &P) { F(Ctx, P.Address); };
@@ -112,6 +115,28 @@ void DispatchGenConfigSetNear(DispatchGenConfigRef C, uint64_t Near) {
 }
 void DispatchGenConfigSetRetpolineFallback(DispatchGenConfigRef C, int On) {
   unwrap(C)->Config.RetpolineFallback = On != 0;
+}
+void DispatchGenConfigSetAdaptive(DispatchGenConfigRef C, int Enabled,
+                                  int Background) {
+  unwrap(C)->Config.Adaptive.Enabled = Enabled != 0;
+  unwrap(C)->Config.Adaptive.Background = Background != 0;
+}
+void DispatchGenConfigSetAdaptiveSchedule(DispatchGenConfigRef C,
+                                          uint64_t Window, uint64_t Period,
+                                          uint64_t MaxPeriod) {
+  AdaptiveConfig &A = unwrap(C)->Config.Adaptive;
+  if (Window)
+    A.Window = std::chrono::microseconds(Window);
+  if (Period)
+    A.Period = std::chrono::microseconds(Period);
+  if (MaxPeriod)
+    A.MaxPeriod = std::chrono::microseconds(MaxPeriod);
+}
+void DispatchGenConfigSetAdaptiveTrigger(DispatchGenConfigRef C, uint64_t Poll,
+                                         uint64_t Calls) {
+  AdaptiveConfig &A = unwrap(C)->Config.Adaptive;
+  A.TriggerPoll = std::chrono::microseconds(Poll);
+  A.TriggerCalls = Calls;
 }
 void DispatchGenConfigSetVerifyImages(DispatchGenConfigRef C, int On) {
   unwrap(C)->Config.VerifyImages = On != 0;
@@ -217,6 +242,28 @@ void DispatchGenSetWeights(DispatchGenDispatcherRef D, const uint64_t *Programs,
 }
 LLVMErrorRef DispatchGenRegenerate(DispatchGenDispatcherRef D) {
   return wrap(unwrap(D)->regenerate());
+}
+
+void DispatchGenGetAdaptiveStatus(DispatchGenDispatcherRef D,
+                                  DispatchGenAdaptiveStatus *S) {
+  DispatcherStatus St = unwrap(D)->status();
+  S->Learning = St.Learning;
+  S->Windows = St.LearningWindows;
+  S->TriggeredWindows = St.TriggeredWindows;
+  S->Promoted = St.Promoted.size();
+  size_t N = std::min(St.Layout.size(), sizeof(S->Layout) - 1);
+  std::memcpy(S->Layout, St.Layout.data(), N);
+  S->Layout[N] = 0;
+  S->PredictedCost = St.PredictedCost;
+}
+
+LLVMErrorRef DispatchGenBeginLearning(DispatchGenDispatcherRef D) {
+  return wrap(unwrap(D)->beginLearning());
+}
+
+LLVMErrorRef DispatchGenEndLearning(DispatchGenDispatcherRef D) {
+  auto R = unwrap(D)->endLearning();
+  return wrap(R.takeError());
 }
 
 void DispatchGenGetStatus(DispatchGenDispatcherRef D, DispatchGenStatus *S) {
