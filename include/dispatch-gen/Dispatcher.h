@@ -165,8 +165,16 @@ struct AdaptiveConfig {
   /// target that moved is promoted within about TriggerPoll + Window
   /// instead of waiting out a Period that doubled while nothing changed.
   /// 0 (the default): no trigger, and steady images have no counting code.
+  /// Not while the image has no tree (every call takes the fallback
+  /// there). 0 or 100 us to 60 s.
   std::chrono::microseconds TriggerPoll{0};
   uint64_t TriggerCalls = 1000;
+  /// Counting images read the CPU number from the rseq area glibc
+  /// registers for each thread it starts (one load through %fs), where
+  /// glibc registered one; else with `rdpid` (about 2 ns) or `lsl`. A host
+  /// whose calling threads were not started by glibc (their %fs not
+  /// glibc's thread block) sets this false.
+  bool UseRSeq = true;
 };
 
 /// What one learning window saw and did (Dispatcher::endLearning()).

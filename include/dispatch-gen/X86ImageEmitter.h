@@ -119,8 +119,9 @@ struct X86CountingPlan {
     /// One load of `cpu_id_start` from the restartable-sequences area
     /// glibc (2.35 and later) registers for every thread it starts, at
     /// RSeqOffset from %fs: as cheap as any load. A thread glibc did not
-    /// start reads whatever its %fs holds there: NumBlocks' mask keeps the
-    /// write in the blocks all the same.
+    /// start reads whatever its %fs holds there (NumBlocks' mask keeps the
+    /// write in the blocks), or faults where its %fs maps nothing there:
+    /// only for hosts whose calling threads glibc started.
     RSeq,
   };
   CPUSource CPU = CPUSource::LSL;
@@ -133,7 +134,7 @@ struct X86CountingPlan {
   /// bursts costs a load, a decrement and a not-taken branch more than a
   /// steady image's. Counts, ring and successor table then describe the
   /// bursts' calls (one in (SampleSkip + SampleBurst) / SampleBurst); a
-  /// burst's first call scores no prediction.
+  /// burst's first call is scored as if it followed the fallback.
   uint32_t SampleSkip = 0;
   uint32_t SampleBurst = 0;
   /// The calls skipped after each burst vary (SampleSkip - J/2 plus a

@@ -454,16 +454,26 @@ Expected<SelectorRoute> Evaluator::run(unsigned SelectorGPR, uint64_t Key,
       std::optional<uint64_t> A = Regs[0];
       uint64_t B =
           static_cast<uint64_t>(Operand(I.getNumOperands() - 1).getImm());
-      Regs[0] =
-          A ? std::optional<uint64_t>(*A & B & 0xffffffffu) : std::nullopt;
+      if (Op == "AND32i32")
+        B &= 0xffffffffu; // and the result is zero-extended
+      Regs[0] = A ? std::optional<uint64_t>(*A & B) : std::nullopt;
       F = Flags();
       PC = Next;
       continue;
     }
-    if (Op == "INC64m") {
-      F = Flags();
-      PC = Next;
-      continue;
+    // The counter's `incq 32(%r11)` (X86CountingPlan::
+    // steadyFallbackCounter()) and nothing else: an increment of the stack
+    // or of any other memory is refused.
+    if (Op == "INC64m" && Need(5) && Operand(0).isReg() && Operand(2).isReg() &&
+        !Operand(2).getReg() && Operand(3).isImm() &&
+        Operand(3).getImm() == 32) {
+      auto Base = GPR.find(Operand(0).getReg().id());
+      if (Base != GPR.end() && Base->second.first == 11 &&
+          Base->second.second == 64) {
+        F = Flags();
+        PC = Next;
+        continue;
+      }
     }
     return cannot(PC, D, "an instruction the route does not model");
   }

@@ -101,7 +101,9 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
       Emit.Counting = *CountingPlan;
       Built.Counting = true;
     } else if (CountingPlan && Config.Adaptive.Background &&
-               Config.Adaptive.TriggerPoll.count() > 0) {
+               Config.Adaptive.TriggerPoll.count() > 0 && !NoTree) {
+      // (Not without a tree: every call takes the fallback there, which
+      // says nothing of a target that moved.)
       Emit.FallbackCounting = *CountingPlan;
     }
     // Programs spread over more than 2 GiB are left to codegen's 64-bit

@@ -71,8 +71,13 @@ Error Dispatcher::Impl::initLearning() {
         formatv("AdaptiveConfig::SampleBurst must be 1 to 2^30 and "
                 "SampleSkip 0 to 2^30, not {0} and {1}",
                 A.SampleBurst, A.SampleSkip));
-  if (A.TriggerPoll.count() < 0)
-    return createStringError("AdaptiveConfig::TriggerPoll cannot be negative");
+  if (A.TriggerPoll.count() != 0 &&
+      (A.TriggerPoll < std::chrono::microseconds(100) ||
+       A.TriggerPoll > std::chrono::seconds(60)))
+    return createStringError(
+        formatv("AdaptiveConfig::TriggerPoll must be 0 (no trigger) or "
+                "100 us to 60 s, not {0} us",
+                A.TriggerPoll.count()));
   long CPUs = sysconf(_SC_NPROCESSORS_CONF);
   X86CountingPlan Plan;
   Plan.NumBlocks = static_cast<uint32_t>(
@@ -82,6 +87,10 @@ Error Dispatcher::Impl::initLearning() {
   Plan.BlockBytes =
       X86CountingPlan::blockBytesFor(Plan.MaxCases, Plan.RingSlots);
   Plan.useCheapestCPUSource();
+  if (!A.UseRSeq && Plan.CPU == X86CountingPlan::CPUSource::RSeq)
+    Plan.CPU = X86CountingPlan::hostHasRDPID()
+                   ? X86CountingPlan::CPUSource::RDPID
+                   : X86CountingPlan::CPUSource::LSL;
   Plan.SampleSkip = A.SampleSkip;
   Plan.SampleBurst = A.SampleSkip ? A.SampleBurst : 0;
   CounterBytes = size_t(Plan.NumBlocks) * Plan.BlockBytes;
@@ -159,6 +168,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
   DenseMap<uint64_t, uint64_t> OldLearned;
   uint64_t OldFallback = 0;
   double OldPredictability = 0;
+  bool OldPlain = false;
   {
     std::lock_guard<std::mutex> Lock(UpdateMutex);
     if (!Learning)
@@ -168,6 +178,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     OldLearned = Learned;
     OldFallback = LearnedFallback;
     OldPredictability = LearnedPredictability;
+    OldPlain = LearnedPlain;
     const X86CountingPlan &Plan = *CountingPlan;
     // What the counting image counted: its cases in order, the fallback,
     // and a sample of the fallback's selectors.
@@ -318,6 +329,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     Learned = std::move(OldLearned);
     LearnedFallback = OldFallback;
     LearnedPredictability = OldPredictability;
+    LearnedPlain = OldPlain;
     Learning = true;
     return std::move(E);
   }

@@ -174,9 +174,11 @@ void Learner::run() {
       It->Due = Now + A.Window;
       continue;
     }
+    // The steady counters start from 0 at each window's open (a window
+    // that failed to open may have left them as they were).
+    if (Open)
+      It->SeenFallback = 0;
     It->Open = false;
-    // The steady counters start from 0 at each window's open.
-    It->SeenFallback = 0;
     It->LastPoll = Now;
     It->NextPoll = Now + A.TriggerPoll;
     It->Period = Changed

@@ -394,6 +394,47 @@ TEST_F(CodeInspectorTest, FollowSelectorRunsLoopsAndTracksOtherRegisters) {
   EXPECT_EQ(R.Steps, 1u + 3 * 3 + 1);
 }
 
+TEST_F(CodeInspectorTest, FollowSelectorModelsTheFallbackCounterOnly) {
+  // A steady image's fallback counter: the CPU number (rdpid), its block
+  // (and, imul, movabs, add) and `incq 32(%r11)`, then the fallback.
+  const std::vector<uint8_t> Counter = {
+      0xf3, 0x0f, 0xc7, 0xf8,             // rdpid %rax
+      0x25, 0x01, 0x00, 0x00, 0x00,       // and $1, %eax
+      0x69, 0xc0, 0x00, 0x02, 0x00, 0x00, // imul $512, %eax, %eax
+      0x49, 0xbb, 0,    0,    0,    0,
+      0x10, 0,    0,    0,    // movabs $0x1000000000, %r11
+      0x49, 0x01, 0xc3,       // add %rax, %r11
+      0x49, 0xff, 0x43, 0x20, // incq 0x20(%r11)
+      0xff, 0xe7};            // jmp *%rdi
+  auto Routes = Inspector->followSelector(Counter, 0x1000, "rdi", {5});
+  ASSERT_THAT(takeError(Routes), Succeeded());
+  EXPECT_EQ((*Routes)[0].Kind, BranchKind::Indirect);
+  EXPECT_EQ((*Routes)[0].Target, std::optional<uint64_t>(5));
+  // Any other increment of memory is refused: of the stack, or of another
+  // slot.
+  for (std::vector<uint8_t> Inc :
+       {std::vector<uint8_t>{0x48, 0xff, 0x04, 0x24},
+        std::vector<uint8_t>{0x49, 0xff, 0x43, 0x28}}) {
+    Inc.insert(Inc.end(), {0xff, 0xe7});
+    EXPECT_THAT(takeError(Inspector->followSelector(Inc, 0x1000, "rdi", {5})),
+                Failed(HasSubstr("INC64m")));
+  }
+  // `and $imm32` on %rax sign-extends its immediate; on %eax it clears the
+  // upper half.
+  auto AndValue = [&](std::vector<uint8_t> And) {
+    std::vector<uint8_t> Code = {0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff};
+    Code.insert(Code.end(), And.begin(), And.end());
+    Code.insert(Code.end(), {0xff, 0xe7});
+    auto R = Inspector->followSelector(Code, 0x1000, "rdi", {5});
+    EXPECT_THAT(takeError(R), Succeeded());
+    return R ? (*R)[0].valueOf("rax") : std::nullopt;
+  };
+  EXPECT_EQ(AndValue({0x48, 0x25, 0xf0, 0xff, 0xff, 0xff}),
+            std::optional<uint64_t>(0xfffffffffffffff0ull));
+  EXPECT_EQ(AndValue({0x25, 0xf0, 0xff, 0xff, 0xff}),
+            std::optional<uint64_t>(0xfffffff0ull));
+}
+
 TEST_F(CodeInspectorTest, FollowSelectorRefusesWhatItCannotKnow) {
   // je with no compare before it: the flags are unknown.
   EXPECT_THAT(
