@@ -195,6 +195,14 @@ void emitBlockOffset(Assembler &A, const X86CountingPlan &P) {
   A.bytes32(P.BlockBytes);
 }
 
+/// %rax = the offset of this CPU's block, %r11 = its address.
+void emitBlockAddress(Assembler &A, const X86CountingPlan &P) {
+  emitBlockOffset(A, P);
+  A.bytes({0x49, 0xBB}); // movabs $Base, %r11
+  A.bytes64(P.Base);
+  A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11
+}
+
 /// At the fallback of a counting image (%rax = the block's offset): count
 /// the call and put the selector in the ring.
 void emitFallbackRecord(Assembler &A, const X86CountingPlan &P, size_t NumCases,
@@ -422,10 +430,7 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
     // plain one (no stubs), and so on.
     unsigned Sampled = A.newLabel(), Count = A.newLabel(),
              CountFallback = A.newLabel();
-    emitBlockOffset(A, *Counting);
-    A.bytes({0x49, 0xBB}); // movabs $Base, %r11
-    A.bytes64(Counting->Base);
-    A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11: this CPU's block
+    emitBlockAddress(A, *Counting);
     // The decrement bounds a window's call from below: a caller that
     // calls in a loop waits for the last call's store each time (about
     // 1.3 ns here). An indexed decq Countdown(%r11,%rax) measured 40%
@@ -487,10 +492,7 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   // The one indirect branch.
   A.bind(Fallback);
   if (const std::optional<X86CountingPlan> &P = Options.FallbackCounting) {
-    emitBlockOffset(A, *P);
-    A.bytes({0x49, 0xBB}); // movabs $Base, %r11
-    A.bytes64(P->Base);
-    A.bytes({0x49, 0x01, 0xC3}); // add %rax, %r11: this CPU's block
+    emitBlockAddress(A, *P);
     A.bytes({0x49, 0xFF, 0x83}); // incq SteadyFallback(%r11)
     A.bytes32(X86CountingPlan::steadyFallbackCounter());
   }
