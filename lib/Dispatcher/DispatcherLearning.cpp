@@ -26,7 +26,6 @@
 #include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -42,6 +41,12 @@ uint64_t loadCounter(uint64_t Address) {
   // needs.
   return __atomic_load_n(reinterpret_cast<const uint64_t *>(Address),
                          __ATOMIC_RELAXED);
+}
+
+void clearCounters(void *Memory, size_t Bytes) {
+  auto *Words = static_cast<uint64_t *>(Memory);
+  for (size_t I = 0, E = Bytes / sizeof(uint64_t); I != E; ++I)
+    __atomic_store_n(Words + I, 0, __ATOMIC_RELAXED);
 }
 
 } // namespace
@@ -148,7 +153,9 @@ Error Dispatcher::Impl::beginLearning() {
       return createStringError(formatv(
           "dispatcher '{0}' has a learning window open already", Config.Name));
     // A caller still in the last window's image may add a count or two.
-    std::memset(CounterMemory, 0, CounterBytes);
+    // The learner's trigger reads the steady fallback counters meanwhile,
+    // so the words are cleared as they are read: atomically.
+    clearCounters(CounterMemory, CounterBytes);
     Learning = true;
     WindowStart = Clock::now();
   }

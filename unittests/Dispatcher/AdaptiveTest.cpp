@@ -458,13 +458,6 @@ TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
 }
 
 TEST_F(AdaptiveTest, WithoutATreeTheTriggerCountsNothing) {
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-  // Failed once under TSan in the test command (not diagnosed yet: the
-  // ctest log kept no output); the normal and ASan builds run it.
-  GTEST_SKIP() << "timing-sensitive under ThreadSanitizer";
-#endif
-#endif
   // The trigger on, windows a minute apart: once the layout has no tree,
   // every call takes the fallback, which says nothing of a target that
   // moved. That image counts nothing, and a stream of calls opens no
