@@ -226,8 +226,10 @@ struct DispatcherConfig {
   llvm::CodeGenOptLevel OptLevel = llvm::CodeGenOptLevel::Less;
   /// Place the entry and the images near this address: a program's, or any
   /// function of the module (executable or shared library) the programs
-  /// live in. 0: wherever mmap puts new memory, next to the shared
-  /// libraries, which is where JIT-compiled code usually lands too. Ignored
+  /// live in. 0: wherever mmap puts new memory when the dispatcher is
+  /// made, next to the shared libraries, which is where JIT-compiled code
+  /// usually lands too (not where the process's other dispatchers were
+  /// placed, which may be near an executable's text). Ignored
   /// with CompiledEntry, which is itself the anchor.
   uint64_t Near = 0;
   /// Adopt this entry, defined with DISPATCHGEN_DEFINE_DISPATCHER, instead

@@ -308,12 +308,29 @@ void NearArena::addFree(Chunk &C, size_t Offset, size_t Size) {
   insertFree(C, Offset, Size);
 }
 
+uint64_t NearArena::newMemoryAddress() {
+  // A page that is mapped and unmapped at once: the address the next
+  // mapping without a hint would get. 0 if none can be had.
+  void *P =
+      mmap(nullptr, pageSize(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (P == MAP_FAILED)
+    return 0;
+  munmap(P, pageSize());
+  return reinterpret_cast<uint64_t>(P);
+}
+
 Expected<NearArena::Block> NearArena::allocate(size_t Size, size_t Align,
                                                uint64_t Near) {
   Size = alignTo(std::max<size_t>(Size, 1), 16);
   Align = std::max<size_t>(Align, 16);
   if (!isPowerOf2_64(Align) || Align > pageSize())
     return createStringError(formatv("bad code alignment {0}", Align));
+  // Near 0 is where mmap puts new memory now: next to the shared libraries
+  // and to JIT memory the host maps after this. A chunk that an earlier
+  // request placed near an executable's text (a PIE's is far from both)
+  // is no place for it.
+  if (Near == 0)
+    Near = newMemoryAddress();
   auto Fits = [&](const Chunk &C) {
     if (Near == 0)
       return true;

@@ -105,9 +105,9 @@ public:
   static NearArena &get();
 
   /// Size bytes (rounded up to 16) at an Align-aligned address (Align a
-  /// power of two, at most a page) within Reach of Near (anywhere when Near is
-  /// 0). Memory never used before holds zeros, released memory FreeFill: the
-  /// owner writes the whole block before anything runs it.
+  /// power of two, at most a page) within Reach of Near (0: of where mmap puts
+  /// new memory now). Memory never used before holds zeros, released memory
+  /// FreeFill: the owner writes the whole block before anything runs it.
   llvm::Expected<Block> allocate(size_t Size, size_t Align, uint64_t Near);
   /// Gives B back. No thread may run it any more (its grace period has
   /// passed).
@@ -144,6 +144,8 @@ private:
   };
 
   NearArena() = default;
+  /// Where the next mapping without a hint would go (0 if none can be had).
+  static uint64_t newMemoryAddress();
   /// M must be held.
   std::optional<Block> carve(Chunk &C, size_t Size, size_t Align);
   void addFree(Chunk &C, size_t Offset, size_t Size);

@@ -773,6 +773,12 @@ TEST_P(DispatcherTest, CallsStayCorrectWhileTheSetChurnsAsynchronously) {
 TEST_P(DispatcherTest, EmbeddedInACallersLLJIT) {
   InitializeNativeTarget();
   InitializeNativeTargetAsmPrinter();
+  // Another dispatcher of the process lives near the executable's code
+  // (a PIE's text is far from the shared libraries and from JIT memory);
+  // one made with Near = 0 must still land where the LLJIT's code does,
+  // not in the space that one left free.
+  auto NearTheExecutable = makeDispatcher(hostConfig());
+  ASSERT_TRUE(NearTheExecutable);
   auto J = orc::LLJITBuilder().create();
   ASSERT_TRUE(!!J) << toString(J.takeError());
   auto Ctx = std::make_unique<LLVMContext>();
