@@ -155,6 +155,18 @@ struct AdaptiveConfig {
   /// SampleSkip = 0 counts every call.
   unsigned SampleBurst = 32;
   unsigned SampleSkip = 224;
+  /// Sampling in time (Background only): the learner lets a window count
+  /// for SampleOn, then stops it for SampleOff, and so on until the
+  /// window closes, also a window the host opened with beginLearning().
+  /// While it is stopped a call costs one load and a branch more than a
+  /// steady image's, and writes nothing: a caller calling in a tight loop
+  /// no longer waits for its previous call's count (the sampling's
+  /// countdown) on most calls. The defaults count an eighth of a window's
+  /// time. SampleOff = 0: the whole window counts (so do windows of a
+  /// dispatcher without Background). SampleOn 10 us to 60 s, SampleOff 0
+  /// or 10 us to 60 s.
+  std::chrono::microseconds SampleOn{100};
+  std::chrono::microseconds SampleOff{700};
   /// The trigger (Background only): with TriggerPoll above 0, steady
   /// images count the calls that reach their fallback, per CPU and on that
   /// path only (registered and promoted targets pay nothing; a fallback
@@ -405,9 +417,11 @@ public:
   /// counts become weights, hot fallback targets are promoted, cold ones
   /// demoted, and the image is laid out anew without counting code. The
   /// background learner calls these; a host that drives windows itself
-  /// (Background = false) calls them in pairs. An error for a dispatcher
-  /// without adaptive dispatch, or for a window already open (begin) or not
-  /// open (end).
+  /// (Background = false) calls them in pairs. A host may also open a
+  /// window of a Background dispatcher: the learner then samples it in
+  /// time (SampleOn/SampleOff), does not open another meanwhile, and leaves
+  /// closing it to the host. An error for a dispatcher without adaptive
+  /// dispatch, or for a window already open (begin) or not open (end).
   llvm::Error beginLearning();
   llvm::Expected<LearningReport> endLearning();
 

@@ -144,6 +144,11 @@ struct X86CountingPlan {
   /// each time (a round-robin over 64 targets would otherwise show only
   /// 32 of them). false: exactly SampleSkip (tests).
   bool JitterSkip = true;
+  /// The address of a byte that gates the counting: while it is 0 a call
+  /// reads it and takes the plain compares, counting nothing and writing
+  /// nothing; while it is not, the call is counted (or sampled) as above.
+  /// The learner opens and closes it during a window. 0: no gate.
+  uint64_t Gate = 0;
 
   /// The bytes of one block, rounded up to a multiple of 64 so blocks
   /// share no cache line.

@@ -12,8 +12,12 @@
 // its own (the loops of the other variants are compiled once).
 //
 // A sequence of one phase is learned by the host: learn() opens a window,
-// runs untimed calls through the counting image and closes it; the timed
-// loops then run a steady image with no counting code. A sequence whose
+// times calls through the counting image and closes it; the timed loops
+// then run a steady image with no counting code. The dispatcher is still
+// one of the background learner's (with a schedule of an hour, which no
+// run reaches): it samples the host's window in time as it samples its
+// own (AdaptiveConfig::SampleOn/SampleOff), so the window's cost is the
+// default configuration's. A sequence whose
 // hot target moves is learned by the background learner, with the short
 // schedule of AdaptiveWindow/AdaptivePeriod/AdaptiveMaxPeriod, while the
 // loops are timed: re-learning after each move is part of what is measured.
@@ -32,6 +36,9 @@
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <algorithm>
+#include <cmath>
+
 using namespace llvm;
 
 namespace dispatchgen::bench {
@@ -47,12 +54,14 @@ Error CallLoopSet::Impl::makeAdaptive(bool Background) {
 
   AdaptiveConfig A;
   A.Enabled = true;
-  A.Background = Background;
+  A.Background = true;
   if (Background) {
     A.Window = AdaptiveWindow;
     A.Period = AdaptivePeriod;
     A.MaxPeriod = AdaptiveMaxPeriod;
     A.TriggerPoll = AdaptiveTriggerPoll;
+  } else {
+    A.Period = A.MaxPeriod = std::chrono::hours(1);
   }
   auto D = makeDispatcher(Entry, &A);
   if (!D)
@@ -94,17 +103,29 @@ Error CallLoopSet::learn(uint64_t Iterations, unsigned Repetitions) {
     return Error::success();
   if (Error E = I->Adaptive->beginLearning())
     return E;
-  // Timed as the other columns are: after one loop that warms the
-  // counting image up, the median of Repetitions loops while the window is
-  // open.
+  // Timed as the other columns are, after one loop that warms the
+  // counting image up: the median of Repetitions samples while the window
+  // is open. The learner stops and restarts the window's counting in time,
+  // so a call costs one thing or the other depending on when it comes:
+  // each sample spans at least five of those cycles (loops of Iterations
+  // calls in a row), and is their average.
+  auto Start = std::chrono::steady_clock::now();
   run(CallVariant::Adaptive, Iterations);
+  std::chrono::duration<double> First =
+      std::chrono::steady_clock::now() - Start;
+  AdaptiveConfig Defaults;
+  std::chrono::duration<double> Span =
+      5 * (Defaults.SampleOn + Defaults.SampleOff);
+  uint64_t Loops = std::max<uint64_t>(
+      1, uint64_t(std::ceil(Span.count() / std::max(First.count(), 1e-9))));
   std::vector<double> Samples;
   for (unsigned R = 0; R < Repetitions; ++R) {
-    auto Start = std::chrono::steady_clock::now();
-    run(CallVariant::Adaptive, Iterations);
+    Start = std::chrono::steady_clock::now();
+    for (uint64_t L = 0; L < Loops; ++L)
+      run(CallVariant::Adaptive, Iterations);
     std::chrono::duration<double, std::nano> T =
         std::chrono::steady_clock::now() - Start;
-    Samples.push_back(Iterations ? T.count() / double(Iterations) : 0);
+    Samples.push_back(Iterations ? T.count() / double(Iterations * Loops) : 0);
   }
   I->LearningNs = median(Samples);
   auto R = I->Adaptive->endLearning();

@@ -153,6 +153,19 @@ public:
   uint64_t LastFallback = 0;
   /// When the window opened.
   Clock::time_point WindowStart{};
+  /// The window's gate (X86CountingPlan::Gate, with Background and
+  /// AdaptiveConfig::SampleOff): the learner opens and closes it; the time
+  /// it was open is the time the window counted. GateMutex is taken last.
+  std::mutex GateMutex;
+  bool GateOpen = false;
+  Clock::time_point GateOpenedAt{};
+  Clock::duration GateOpenFor{};
+  void setGate(bool Open);
+  /// The time the window has counted so far (with no gate, since it
+  /// opened).
+  Clock::duration countedTime();
+  /// Whether a window is open (takes UpdateMutex).
+  bool learningNow();
   /// The trigger (AdaptiveConfig::TriggerPoll): the fallback calls per
   /// second the last window saw go on reaching the fallback (sampled counts
   /// scaled back), and the windows the trigger opened. Read and written by

@@ -83,6 +83,14 @@ Error Dispatcher::Impl::initLearning() {
         formatv("AdaptiveConfig::TriggerPoll must be 0 (no trigger) or "
                 "100 us to 60 s, not {0} us",
                 A.TriggerPoll.count()));
+  auto Within = [](std::chrono::microseconds T) {
+    return T >= std::chrono::microseconds(10) && T <= std::chrono::seconds(60);
+  };
+  if (!Within(A.SampleOn) || (A.SampleOff.count() != 0 && !Within(A.SampleOff)))
+    return createStringError(
+        formatv("AdaptiveConfig::SampleOn must be 10 us to 60 s and "
+                "SampleOff 0 or 10 us to 60 s, not {0} us and {1} us",
+                A.SampleOn.count(), A.SampleOff.count()));
   long CPUs = sysconf(_SC_NPROCESSORS_CONF);
   X86CountingPlan Plan;
   Plan.NumBlocks = static_cast<uint32_t>(
@@ -99,6 +107,11 @@ Error Dispatcher::Impl::initLearning() {
   Plan.SampleSkip = A.SampleSkip;
   Plan.SampleBurst = A.SampleSkip ? A.SampleBurst : 0;
   CounterBytes = size_t(Plan.NumBlocks) * Plan.BlockBytes;
+  // The gate's byte has a cache line of its own after the blocks: callers
+  // read it, only the learner writes it.
+  bool Gated = A.Background && A.SampleOff.count() > 0;
+  if (Gated)
+    CounterBytes += 64;
   // Private, writable, never executable: only the images' counting code
   // writes it.
   void *Memory = mmap(nullptr, CounterBytes, PROT_READ | PROT_WRITE,
@@ -108,6 +121,8 @@ Error Dispatcher::Impl::initLearning() {
                              errnoAsErrorCode().message());
   CounterMemory = Memory;
   Plan.Base = reinterpret_cast<uint64_t>(Memory);
+  if (Gated)
+    Plan.Gate = Plan.Base + uint64_t(Plan.NumBlocks) * Plan.BlockBytes;
   CountingPlan = Plan;
   if (A.Background)
     Learner::get().add(this, A.Period);
@@ -134,6 +149,33 @@ uint64_t Dispatcher::Impl::steadyFallbackCalls() const {
   return Sum;
 }
 
+void Dispatcher::Impl::setGate(bool Open) {
+  if (!CountingPlan || !CountingPlan->Gate)
+    return;
+  std::lock_guard<std::mutex> Lock(GateMutex);
+  auto Now = Clock::now();
+  if (GateOpen && !Open)
+    GateOpenFor += Now - GateOpenedAt;
+  if (Open && !GateOpen)
+    GateOpenedAt = Now;
+  GateOpen = Open;
+  __atomic_store_n(reinterpret_cast<uint8_t *>(CountingPlan->Gate),
+                   uint8_t(Open), __ATOMIC_RELAXED);
+}
+
+Dispatcher::Impl::Clock::duration Dispatcher::Impl::countedTime() {
+  auto Now = Clock::now();
+  if (!CountingPlan || !CountingPlan->Gate)
+    return Now - WindowStart;
+  std::lock_guard<std::mutex> Lock(GateMutex);
+  return GateOpenFor + (GateOpen ? Now - GateOpenedAt : Clock::duration());
+}
+
+bool Dispatcher::Impl::learningNow() {
+  std::lock_guard<std::mutex> Lock(UpdateMutex);
+  return Learning;
+}
+
 void Dispatcher::Impl::freeLearning() {
   if (Config.Adaptive.Enabled && Config.Adaptive.Background)
     Learner::get().remove(this);
@@ -156,6 +198,13 @@ Error Dispatcher::Impl::beginLearning() {
     // The learner's trigger reads the steady fallback counters meanwhile,
     // so the words are cleared as they are read: atomically.
     clearCounters(CounterMemory, CounterBytes);
+    {
+      std::lock_guard<std::mutex> GateLock(GateMutex);
+      GateOpen = false;
+      GateOpenFor = Clock::duration();
+    }
+    // Open until the learner's first stop (SampleOn from now).
+    setGate(true);
     Learning = true;
     WindowStart = Clock::now();
   }
@@ -164,6 +213,8 @@ Error Dispatcher::Impl::beginLearning() {
     Learning = false;
     return E;
   }
+  if (CountingPlan->Gate)
+    Learner::get().sampleWindow(this, /*Open=*/true);
   return Error::success();
 }
 
@@ -315,8 +366,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     // The fallback's calls the next image leaves there, per second: the
     // trigger's baseline.
     const AdaptiveConfig &A = Config.Adaptive;
-    double Seconds =
-        std::chrono::duration<double>(Clock::now() - WindowStart).count();
+    double Seconds = std::chrono::duration<double>(countedTime()).count();
     double Scale =
         A.SampleSkip ? double(A.SampleSkip + A.SampleBurst) / A.SampleBurst : 1;
     FallbackRateSeen.store(Seconds > 0 ? double(NewFallback) * Scale / Seconds
@@ -340,6 +390,8 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     Learning = true;
     return std::move(E);
   }
+  if (CountingPlan->Gate)
+    Learner::get().sampleWindow(this, /*Open=*/false);
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   R.Layout = Live ? Live.Layout : "none";
   R.PredictedCost = Live ? Live.PredictedCost : 0;

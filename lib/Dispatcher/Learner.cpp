@@ -98,10 +98,22 @@ void Learner::remove(Dispatcher::Impl *I) {
   CV.notify_all();
 }
 
+void Learner::sampleWindow(Dispatcher::Impl *I, bool Open) {
+  std::lock_guard<std::mutex> Lock(M);
+  auto It = llvm::find_if(Entries, [&](const Entry &E) { return E.I == I; });
+  if (It == Entries.end())
+    return;
+  It->GateOpen = Open;
+  It->GateDue = Open ? Clock::now() + I->Config.Adaptive.SampleOn
+                     : Clock::time_point::max();
+  CV.notify_all();
+}
+
 Learner::Clock::time_point Learner::wakeOf(const Entry &E) {
-  if (E.Open || E.I->Config.Adaptive.TriggerPoll.count() <= 0)
-    return E.Due;
-  return std::min(E.Due, E.NextPoll);
+  Clock::time_point Wake = E.Due;
+  if (!E.Open && E.I->Config.Adaptive.TriggerPoll.count() > 0)
+    Wake = std::min(Wake, E.NextPoll);
+  return std::min(Wake, E.GateDue);
 }
 
 bool Learner::triggerFires(Entry &E, Clock::time_point Now) {
@@ -131,6 +143,22 @@ void Learner::run() {
     auto Now = Clock::now();
     if (Now < wakeOf(*Next)) {
       CV.wait_until(Lock, wakeOf(*Next));
+      continue;
+    }
+    if (Next->GateDue <= Now) {
+      // The window's sampling in time (under M: remove() cannot free the
+      // gate meanwhile).
+      const AdaptiveConfig &A = Next->I->Config.Adaptive;
+      Next->GateOpen = !Next->GateOpen;
+      Next->I->setGate(Next->GateOpen);
+      Next->GateDue = Now + (Next->GateOpen ? A.SampleOn : A.SampleOff);
+      continue;
+    }
+    if (!Next->Open && Next->I->learningNow()) {
+      // The host opened a window: it closes it; the next of the schedule
+      // comes a Period after.
+      Next->Due = Now + Next->Period;
+      Next->NextPoll = Now + Next->I->Config.Adaptive.TriggerPoll;
       continue;
     }
     if (Now < Next->Due) {

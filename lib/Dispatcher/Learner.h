@@ -42,6 +42,10 @@ public:
   void remove(Dispatcher::Impl *I);
   /// Starts the thread if this process has none (a forked child).
   void ensureRunning();
+  /// I's window opened (its gate open) or closed: the thread samples an
+  /// open one in time, stopping its counting for SampleOff after each
+  /// SampleOn (AdaptiveConfig), whoever opened it.
+  void sampleWindow(Dispatcher::Impl *I, bool Open);
 
 private:
   Learner() = default;
@@ -57,9 +61,13 @@ private:
     /// steady fallback calls it saw then.
     Clock::time_point NextPoll{}, LastPoll{};
     uint64_t SeenFallback = 0;
+    /// The window's sampling in time: when its gate opens or closes next
+    /// (max: no window, or no gate), and whether it is open.
+    Clock::time_point GateDue = Clock::time_point::max();
+    bool GateOpen = false;
   };
-  /// When E needs the thread next: its window's open or close, or the
-  /// trigger's look, whichever comes first.
+  /// When E needs the thread next: its window's open or close, its
+  /// gate's, or the trigger's look, whichever comes first.
   static Clock::time_point wakeOf(const Entry &E);
   /// The trigger's look at E (closed, TriggerPoll set): whether to open
   /// its window now.

@@ -46,7 +46,7 @@ constexpr unsigned ArgRegs[] = {7 /*rdi*/, 6 /*rsi*/, 2 /*rdx*/,
                                 1 /*rcx*/, 8 /*r8*/,  9 /*r9*/};
 // Condition codes (the low nibble of Jcc's opcode).
 constexpr uint8_t CondB = 0x2, CondAE = 0x3, CondE = 0x4, CondNE = 0x5,
-                  CondS = 0x8, CondG = 0xF;
+                  CondS = 0x8, CondNS = 0x9, CondG = 0xF;
 /// Whether the SysV convention passes Ty in one general-purpose register
 /// (true), in vector registers or on the stack without touching the GPRs
 /// (false), or in some way only the full ABI lowering knows (nothing).
@@ -424,65 +424,86 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   };
 
   unsigned Fallback = A.newLabel();
-  if (Counting && Counting->SampleSkip) {
-    // Sampled: a countdown in this CPU's block sends SampleBurst calls in
-    // a row down the counting body, then lets SampleSkip calls take the
-    // plain one (no stubs), and so on.
-    unsigned Sampled = A.newLabel(), Count = A.newLabel(),
-             CountFallback = A.newLabel();
-    emitBlockAddress(A, *Counting);
-    // The decrement bounds a window's call from below: a caller that
-    // calls in a loop waits for the last call's store each time (about
-    // 1.3 ns here). An indexed decq Countdown(%r11,%rax) measured 40%
-    // slower, a shift for the multiply no faster.
-    A.bytes({0x49, 0xFF, 0x8B}); // decq Countdown(%r11)
-    A.bytes32(X86CountingPlan::countdownSlot());
-    A.jump(CondS, Sampled);
-    EmitBody(false, Fallback);
-    A.jump(std::nullopt, Fallback); // the body ends in its last compare
-    A.bind(Sampled);
-    // A burst's first call follows no counted call.
-    A.bytes({0x49, 0x83, 0xBB}); // cmpq $-1, Countdown(%r11)
-    A.bytes32(X86CountingPlan::countdownSlot());
-    A.bytes({0xFF});
-    unsigned NotFirst = A.newLabel();
-    A.jump(CondNE, NotFirst);
-    A.bytes({0x49, 0xC7, 0x83}); // movq $0, Previous(%r11)
-    A.bytes32(X86CountingPlan::previousSlot());
-    A.bytes32(0);
-    A.bind(NotFirst);
-    // Its last call (or any below, which a count lost between CPUs can
-    // leave) restarts the countdown.
-    A.bytes({0x49, 0x81, 0xBB}); // cmpq $-SampleBurst, Countdown(%r11)
-    A.bytes32(X86CountingPlan::countdownSlot());
-    A.bytes32(static_cast<uint32_t>(-int32_t(Counting->SampleBurst)));
-    A.jump(CondG, Count);
-    if (Counting->JitterSkip && Counting->SampleSkip > 1) {
-      // %eax = the next LCG state; the skip = its top bits + the base.
-      uint32_t J = uint32_t(1) << Log2_32(Counting->SampleSkip);
-      A.bytes({0x41, 0x69, 0x83}); // imul $1103515245, Jitter(%r11), %eax
-      A.bytes32(X86CountingPlan::jitterSlot());
-      A.bytes32(1103515245u);
-      A.bytes({0x05}); // add $12345, %eax
-      A.bytes32(12345u);
-      A.bytes({0x41, 0x89, 0x83}); // mov %eax, Jitter(%r11)
-      A.bytes32(X86CountingPlan::jitterSlot());
-      A.bytes({0xC1, 0xE8, uint8_t(32 - Log2_32(J))}); // shr $(32-log2 J), %eax
-      A.bytes({0x05}); // add $(SampleSkip - J/2), %eax
-      A.bytes32(Counting->SampleSkip - J / 2);
-      A.bytes({0x49, 0x89, 0x83}); // mov %rax, Countdown(%r11)
-      A.bytes32(X86CountingPlan::countdownSlot());
-    } else {
-      A.bytes({0x49, 0xC7, 0x83}); // movq $SampleSkip, Countdown(%r11)
-      A.bytes32(X86CountingPlan::countdownSlot());
-      A.bytes32(Counting->SampleSkip);
-    }
-    A.bind(Count);
-    EmitBody(true, CountFallback);
-    A.bind(CountFallback);
-    emitFallbackRecord(A, *Counting, Cases.size(), SelectorReg);
-  } else if (Counting) {
+  if (Counting) {
     unsigned CountFallback = A.newLabel();
+    // The calls a window does not count take the plain body (no stubs).
+    unsigned Plain = A.newLabel();
+    if (Counting->Gate) {
+      // Gated: while the gate's byte is 0 (the learner's off phases) a
+      // call reads it and takes the plain body; no store, so no call
+      // waits for the previous one's.
+      unsigned Open = A.newLabel();
+      A.bytes({0x49, 0xBB}); // movabs $Gate, %r11
+      A.bytes64(Counting->Gate);
+      A.bytes({0x41, 0x80, 0x3B, 0x00}); // cmpb $0, (%r11)
+      A.jump(CondNE, Open);
+      A.bind(Plain);
+      EmitBody(false, Fallback);
+      A.jump(std::nullopt, Fallback); // the body ends in its last compare
+      A.bind(Open);
+    }
+    if (Counting->SampleSkip) {
+      // Sampled: a countdown in this CPU's block sends SampleBurst calls
+      // in a row down the counting body, then lets SampleSkip calls take
+      // the plain one, and so on.
+      unsigned Count = A.newLabel();
+      emitBlockAddress(A, *Counting);
+      // The decrement bounds a window's call from below: a caller that
+      // calls in a loop waits for the last call's store each time (about
+      // 1.3 ns here), which the gate's off phases avoid. An indexed decq
+      // Countdown(%r11,%rax) measured 40% slower, a shift for the
+      // multiply no faster.
+      A.bytes({0x49, 0xFF, 0x8B}); // decq Countdown(%r11)
+      A.bytes32(X86CountingPlan::countdownSlot());
+      if (Counting->Gate) {
+        A.jump(CondNS, Plain);
+      } else {
+        unsigned Sampled = A.newLabel();
+        A.jump(CondS, Sampled);
+        A.bind(Plain);
+        EmitBody(false, Fallback);
+        A.jump(std::nullopt, Fallback);
+        A.bind(Sampled);
+      }
+      // A burst's first call follows no counted call.
+      A.bytes({0x49, 0x83, 0xBB}); // cmpq $-1, Countdown(%r11)
+      A.bytes32(X86CountingPlan::countdownSlot());
+      A.bytes({0xFF});
+      unsigned NotFirst = A.newLabel();
+      A.jump(CondNE, NotFirst);
+      A.bytes({0x49, 0xC7, 0x83}); // movq $0, Previous(%r11)
+      A.bytes32(X86CountingPlan::previousSlot());
+      A.bytes32(0);
+      A.bind(NotFirst);
+      // Its last call (or any below, which a count lost between CPUs can
+      // leave) restarts the countdown.
+      A.bytes({0x49, 0x81, 0xBB}); // cmpq $-SampleBurst, Countdown(%r11)
+      A.bytes32(X86CountingPlan::countdownSlot());
+      A.bytes32(static_cast<uint32_t>(-int32_t(Counting->SampleBurst)));
+      A.jump(CondG, Count);
+      if (Counting->JitterSkip && Counting->SampleSkip > 1) {
+        // %eax = the next LCG state; the skip = its top bits + the base.
+        uint32_t J = uint32_t(1) << Log2_32(Counting->SampleSkip);
+        A.bytes({0x41, 0x69, 0x83}); // imul $1103515245, Jitter(%r11), %eax
+        A.bytes32(X86CountingPlan::jitterSlot());
+        A.bytes32(1103515245u);
+        A.bytes({0x05}); // add $12345, %eax
+        A.bytes32(12345u);
+        A.bytes({0x41, 0x89, 0x83}); // mov %eax, Jitter(%r11)
+        A.bytes32(X86CountingPlan::jitterSlot());
+        A.bytes(
+            {0xC1, 0xE8, uint8_t(32 - Log2_32(J))}); // shr $(32-log2 J), %eax
+        A.bytes({0x05}); // add $(SampleSkip - J/2), %eax
+        A.bytes32(Counting->SampleSkip - J / 2);
+        A.bytes({0x49, 0x89, 0x83}); // mov %rax, Countdown(%r11)
+        A.bytes32(X86CountingPlan::countdownSlot());
+      } else {
+        A.bytes({0x49, 0xC7, 0x83}); // movq $SampleSkip, Countdown(%r11)
+        A.bytes32(X86CountingPlan::countdownSlot());
+        A.bytes32(Counting->SampleSkip);
+      }
+      A.bind(Count);
+    }
     EmitBody(true, CountFallback);
     A.bind(CountFallback);
     emitFallbackRecord(A, *Counting, Cases.size(), SelectorReg);

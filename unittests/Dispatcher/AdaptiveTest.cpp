@@ -457,6 +457,50 @@ TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
   EXPECT_NE(D->status().Layout, "fallback-only");
 }
 
+TEST_F(AdaptiveTest, TheLearnerSamplesAWindowInTime) {
+  // A background dispatcher whose host opens a window: the learner lets
+  // it count for SampleOn, stops it for SampleOff, and so on. Calls for
+  // 60 ms with the counting on 0.5 ms in 10 are counted far less than
+  // half; without SampleOff every call is. Meanwhile the learner's own
+  // schedule (a Period of 30 ms, which passes during the window) opens no
+  // window of its own, and fails at nothing.
+  for (bool Stops : {true, false}) {
+    SCOPED_TRACE(Stops ? "SampleOff 9.5 ms" : "SampleOff 0");
+    DispatcherConfig C = adaptiveConfig(/*Background=*/true);
+    C.Adaptive.Period = std::chrono::milliseconds(30);
+    C.Adaptive.MaxPeriod = std::chrono::seconds(60);
+    C.Adaptive.SampleSkip = 0;
+    C.Adaptive.SampleOn = std::chrono::microseconds(500);
+    C.Adaptive.SampleOff = std::chrono::microseconds(Stops ? 9500 : 0);
+    auto D = make(std::move(C));
+    ASSERT_TRUE(D);
+    for (int I = 0; I < 4; ++I)
+      expectOk(D->add(addr(I)));
+    expectOk(D->beginLearning());
+    std::string Window = dumpOf(*D);
+    // The gate's compare is in the counting image only where it stops.
+    EXPECT_EQ(Window.find("cmpb") != std::string::npos, Stops) << Window;
+    uint64_t Calls = 0;
+    auto End = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
+    while (std::chrono::steady_clock::now() < End) {
+      call(*D, int(Calls / 1000 % 4), 1000);
+      Calls += 1000;
+    }
+    DispatcherStatus During = D->status();
+    EXPECT_TRUE(During.Learning);
+    EXPECT_EQ(During.LearningWindows, 0u);
+    auto R = D->endLearning();
+    ASSERT_TRUE(!!R) << toString(R.takeError());
+    if (Stops) {
+      EXPECT_GT(R->CaseCalls, 0u);
+      EXPECT_LT(R->CaseCalls * 2, Calls);
+    } else {
+      EXPECT_EQ(R->CaseCalls, Calls);
+    }
+    EXPECT_EQ(D->status().LearningError, "");
+  }
+}
+
 TEST_F(AdaptiveTest, WithoutATreeTheTriggerCountsNothing) {
   // The trigger on, windows a minute apart: once the layout has no tree,
   // every call takes the fallback, which says nothing of a target that

@@ -138,6 +138,27 @@ std::vector<ImageCase> randomCases(const CodeArea &Area, size_t N,
   return Cases;
 }
 
+/// Checks the installed image: it decodes, has IndirectBranches indirect
+/// branches (the fallback's; none for a retpoline) and a direct one to
+/// every case's target and nowhere else outside itself.
+void expectEveryCaseReachedDirectly(CodeArea &Area, size_t Size,
+                                    ArrayRef<ImageCase> Cases,
+                                    size_t IndirectBranches = 1) {
+  auto Inspector = CodeInspector::create();
+  ASSERT_TRUE(!!Inspector) << toString(Inspector.takeError());
+  std::vector<uint64_t> Allowed;
+  for (const ImageCase &C : Cases)
+    Allowed.push_back(C.Target);
+  ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
+                              Size);
+  ImageCheck Check = (*Inspector)->check(Installed, Area.image(), Allowed);
+  EXPECT_TRUE(Check.DecodeErrors.empty());
+  EXPECT_EQ(Check.IndirectBranches.size(), IndirectBranches);
+  EXPECT_TRUE(Check.UnknownTargets.empty());
+  for (const ImageCase &C : Cases)
+    EXPECT_TRUE(is_contained(Check.DirectTargets, C.Target));
+}
+
 /// Checks every case hits its target directly, every other key stub
 /// takes the fallback, and the image has one indirect branch.
 void checkRouting(CodeArea &Area, ArrayRef<ImageCase> Cases,
@@ -155,19 +176,7 @@ void checkRouting(CodeArea &Area, ArrayRef<ImageCase> Cases,
       ASSERT_EQ(Area.call(Reg, Area.stub(S)), static_cast<int>(S))
           << "non-member stub " << S << " of " << Cases.size();
 
-  auto Inspector = CodeInspector::create();
-  ASSERT_TRUE(!!Inspector) << toString(Inspector.takeError());
-  std::vector<uint64_t> Allowed;
-  for (const ImageCase &C : Cases)
-    Allowed.push_back(C.Target);
-  ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
-                              Img->Code.size());
-  ImageCheck Check = (*Inspector)->check(Installed, Area.image(), Allowed);
-  EXPECT_TRUE(Check.DecodeErrors.empty());
-  EXPECT_EQ(Check.IndirectBranches.size(), 1u);
-  EXPECT_TRUE(Check.UnknownTargets.empty());
-  for (const ImageCase &C : Cases)
-    EXPECT_TRUE(is_contained(Check.DirectTargets, C.Target));
+  expectEveryCaseReachedDirectly(Area, Img->Code.size(), Cases);
 }
 
 TEST(RelocateX86ImageTest, EachFieldGetsItsTargetAndFarTargetsAreErrors) {
@@ -370,6 +379,8 @@ public:
   uint64_t ring(uint32_t Block, uint32_t Slot) const {
     return at(Block, Plan.ringSlot(Slot));
   }
+  /// Every word of the blocks, to tell whether a call wrote any.
+  const std::vector<uint64_t> &words() const { return Words; }
 
 private:
   size_t NumCases;
@@ -444,17 +455,7 @@ TEST(X86ImageEmitterTest, CountingImagesCountEveryCallAndRecordTheFallback) {
         EXPECT_EQ(Counters.ring(Block, K % 8), Others[K]) << "call " << K;
 
       // Still one indirect branch, the fallback; every program direct.
-      auto Inspector = cantFail(CodeInspector::create());
-      ArrayRef<uint8_t> Installed(
-          reinterpret_cast<const uint8_t *>(Area.image()), Img->Code.size());
-      std::vector<uint64_t> Allowed;
-      for (const ImageCase &C : Cases)
-        Allowed.push_back(C.Target);
-      ImageCheck Check = Inspector->check(Installed, Area.image(), Allowed);
-      EXPECT_TRUE(Check.DecodeErrors.empty());
-      EXPECT_EQ(Check.IndirectBranches.size(), 1u);
-      EXPECT_TRUE(Check.UnknownTargets.empty());
-      EXPECT_EQ(Check.DirectTargets.size(), Cases.size());
+      expectEveryCaseReachedDirectly(Area, Img->Code.size(), Cases);
     }
   }
 }
@@ -515,17 +516,7 @@ TEST(X86ImageEmitterTest, SampledImagesCountBurstsAndRouteEveryCall) {
               2 * 100u);
 
     // Two bodies, one indirect branch: every program reached directly.
-    auto Inspector = cantFail(CodeInspector::create());
-    ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
-                                Img->Code.size());
-    std::vector<uint64_t> Allowed;
-    for (const ImageCase &C : Cases)
-      Allowed.push_back(C.Target);
-    ImageCheck Check = Inspector->check(Installed, Area.image(), Allowed);
-    EXPECT_TRUE(Check.DecodeErrors.empty());
-    EXPECT_EQ(Check.IndirectBranches.size(), 1u);
-    EXPECT_TRUE(Check.UnknownTargets.empty());
-    EXPECT_EQ(Check.DirectTargets.size(), Cases.size());
+    expectEveryCaseReachedDirectly(Area, Img->Code.size(), Cases);
   }
   // A burst of none is refused.
   CounterBlocks Counters(3, 64, 8, CPUSource::LSL);
@@ -539,6 +530,77 @@ TEST(X86ImageEmitterTest, SampledImagesCountBurstsAndRouteEveryCall) {
   auto Refused = emitX86Image(Cases, RDX, Options);
   ASSERT_FALSE(!!Refused);
   EXPECT_NE(toString(Refused.takeError()).find("per burst"), std::string::npos);
+}
+
+TEST(X86ImageEmitterTest, AClosedGateCountsNothingAndWritesNothing) {
+  // A gated image, sampled (skip 5, burst 3) and not: while the gate's
+  // byte is 0 every call is routed and no word of the blocks changes (not
+  // even the countdown); while it is 1 the calls are counted as without a
+  // gate; closed again, the counts stay.
+  for (uint32_t Skip : {5u, 0u}) {
+    SCOPED_TRACE(Skip ? "sampled" : "every call");
+    CodeArea Area;
+    ASSERT_TRUE(Area.valid());
+    std::mt19937_64 Rng(61);
+    std::vector<size_t> Keys, Targets;
+    auto Cases = randomCases(Area, 7, /*Weighted=*/false, Rng, Keys, Targets);
+    CounterBlocks Counters(Cases.size(), 64, 8, cheapestCPUSource());
+    alignas(64) static volatile uint8_t Gate = 0;
+    Gate = 0;
+    X86ImageOptions Options;
+    Options.Counting = Counters.plan();
+    Options.Counting->SampleSkip = Skip;
+    Options.Counting->SampleBurst = Skip ? 3 : 0;
+    Options.Counting->JitterSkip = false;
+    Options.Counting->Gate = reinterpret_cast<uint64_t>(&Gate);
+    auto Img = emitX86Image(Cases, RDX, Options);
+    ASSERT_TRUE(!!Img) << toString(Img.takeError());
+    Area.install(*Img, Cases);
+    expectEveryCaseReachedDirectly(Area, Img->Code.size(), Cases);
+
+    PinToThisCPU Pin;
+    ASSERT_TRUE(Pin.Pinned);
+    std::set<size_t> Members(Keys.begin(), Keys.end());
+    uint64_t Other = 0;
+    for (size_t S = 0; !Other; ++S)
+      if (!Members.count(S))
+        Other = S;
+    // 800 calls to the cases in turn, 40 to the selector of no case.
+    auto Calls = [&] {
+      for (size_t K = 0; K < 840; ++K) {
+        if (K < 800) {
+          size_t I = K % Cases.size();
+          ASSERT_EQ(Area.call(RDX, Cases[I].Key), static_cast<int>(Targets[I]));
+        } else {
+          ASSERT_EQ(Area.call(RDX, Area.stub(Other)), static_cast<int>(Other));
+        }
+      }
+    };
+    std::vector<uint64_t> Before = Counters.words();
+    Calls();
+    EXPECT_TRUE(Counters.words() == Before) << "a closed gate wrote";
+
+    Gate = 1;
+    Calls();
+    std::vector<uint64_t> Expected(Cases.size());
+    uint64_t ExpectedFallback = 0;
+    for (size_t K = 0; K < 840; ++K) {
+      bool Counted = !Skip || K % 8 < 3;
+      if (K < 800)
+        Expected[K % Cases.size()] += Counted;
+      else
+        ExpectedFallback += Counted;
+    }
+    for (size_t I = 0; I < Cases.size(); ++I)
+      EXPECT_EQ(Counters.caseCount(I), Expected[I]) << "case " << I;
+    uint32_t Block = Pin.CPU % 64;
+    EXPECT_EQ(Counters.fallbackCount(Block), ExpectedFallback);
+
+    Gate = 0;
+    std::vector<uint64_t> Open = Counters.words();
+    Calls();
+    EXPECT_TRUE(Counters.words() == Open) << "a closed gate wrote";
+  }
 }
 
 TEST(X86ImageEmitterTest, SamplingJitterSeesEveryTargetOfAPeriodicPattern) {
@@ -746,19 +808,13 @@ TEST(X86ImageEmitterTest, AnInlineRetpolineIsTheFallback) {
         ASSERT_EQ(Area.call(Reg, Area.stub(S)), static_cast<int>(S));
       }
 
+    expectEveryCaseReachedDirectly(Area, Img->Code.size(), Cases,
+                                   /*IndirectBranches=*/0);
+    static const char *const Names[] = {"rax", "rcx", "rdx", "rbx", "rsp",
+                                        "rbp", "rsi", "rdi", "r8",  "r9"};
     auto Inspector = cantFail(CodeInspector::create());
     ArrayRef<uint8_t> Installed(reinterpret_cast<const uint8_t *>(Area.image()),
                                 Img->Code.size());
-    std::vector<uint64_t> Allowed;
-    for (const ImageCase &C : Cases)
-      Allowed.push_back(C.Target);
-    ImageCheck Check = Inspector->check(Installed, Area.image(), Allowed);
-    EXPECT_TRUE(Check.DecodeErrors.empty());
-    EXPECT_TRUE(Check.IndirectBranches.empty());
-    EXPECT_TRUE(Check.UnknownTargets.empty());
-    EXPECT_EQ(Check.DirectTargets.size(), Cases.size());
-    static const char *const Names[] = {"rax", "rcx", "rdx", "rbx", "rsp",
-                                        "rbp", "rsi", "rdi", "r8",  "r9"};
     auto Routes =
         Inspector->followSelector(Installed, Area.image(), Names[Reg], Others);
     ASSERT_TRUE(!!Routes) << toString(Routes.takeError());
