@@ -402,6 +402,25 @@ def many_table(runs):
         ["... file descriptors, last minus first",
          churn("file_descriptors", str)],
     ]
+    adaptive = [m.get("adaptive") for m in many]
+    if any(adaptive):
+        rows += [
+            ["as many adaptive ones (default AdaptiveConfig, no calls): "
+             "create() and add, median",
+             cell(field(adaptive, "create_median_us"), lambda v: f"{v:.1f}",
+                  " us")],
+            ["... resident set per dispatcher",
+             cell(field(adaptive, "resident_bytes_each", 1 / 1024),
+                  lambda v: f"{v:.2f}", " KiB")],
+            ["... mappings added by all of them",
+             cell(field(adaptive, "mappings_added"), lambda v: f"{v:.0f}")],
+            ["... the learner thread's CPU (share of one)",
+             cell(field(adaptive, "learner_cpu_share", 100),
+                  lambda v: f"{v:.0f}", "%")],
+            ["... learning windows closed per second",
+             cell(field(adaptive, "windows_per_second"),
+                  lambda v: f"{v:.0f}")],
+        ]
     return ([f"**Many dispatchers**: {first.get('dispatchers', 0)} "
              f"dispatchers of {first.get('programs_each', 0)} programs alive "
              f"at once in one process, then one at a time created, used and "

@@ -374,6 +374,20 @@ struct ManyDispatchers {
     int64_t ResidentBytes, Mappings, FileDescriptors;
   };
   std::vector<Sample> Churn;
+  /// As many adaptive dispatchers (AdaptiveConfig's defaults, which
+  /// include the background learner), each with its programs and no
+  /// calls: create() and apply() together, the resident set and mappings
+  /// they add, and over one second after a warm-up the CPU the process
+  /// spends (all of it the learner's: the measuring thread sleeps) and the
+  /// learning windows closed.
+  struct AdaptiveCost {
+    double CreateMedianUs = 0;
+    double ResidentBytesEach = 0;
+    int64_t MappingsAdded = 0;
+    double LearnerCPUShare = 0;
+    uint64_t WindowsPerSecond = 0;
+  };
+  std::optional<AdaptiveCost> Adaptive;
 };
 llvm::Expected<ManyDispatchers>
 measureManyDispatchers(unsigned Count, unsigned ProgramsEach, unsigned Cycles,

@@ -345,6 +345,11 @@ struct DispatcherStatus {
   double PredictedCost = 0;
   /// The last background window's failure; empty when none failed.
   std::string LearningError;
+  /// The counter blocks of adaptive dispatch: reserved (one per possible
+  /// CPU, and the gate's line), and resident now (only the pages of CPUs
+  /// whose calls a window counted).
+  uint64_t CounterBytes = 0;
+  uint64_t CounterResidentBytes = 0;
 };
 
 class Dispatcher {

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <thread>
 
 using namespace llvm;
 
@@ -177,6 +178,61 @@ Expected<ManyDispatchers> measureManyDispatchers(unsigned Count,
   }
   R.Churn.push_back(
       {Cycles, residentBytes(), mappingCount(), fileDescriptorCount()});
+
+  // Adaptive: as many again, each with its counter blocks and a place in
+  // the learner's schedule.
+  {
+    ManyDispatchers::AdaptiveCost A;
+    std::vector<double> Create;
+    Create.reserve(Count);
+    int64_t RSSBefore = residentBytes();
+    int64_t MapsBefore = mappingCount();
+    for (unsigned I = 0; I < Count; ++I) {
+      if (Progress && I && I % 2000 == 0)
+        Progress(formatv("many dispatchers: {0} of {1} adaptive ones created",
+                         I, Count));
+      DispatcherConfig C = configFor(I, ProgramsEach);
+      C.Adaptive.Enabled = true;
+      ProgramSet::Batch B;
+      for (unsigned P = 0; P < ProgramsEach; ++P)
+        B.add(programOf(I, P, ProgramsEach));
+      auto Start = Clock::now();
+      auto D = Dispatcher::create(std::move(C));
+      if (!D)
+        return createStringError(formatv("adaptive dispatcher {0} of {1}: {2}",
+                                         I + 1, Count,
+                                         toString(D.takeError())));
+      if (Error E = (*D)->apply(B))
+        return std::move(E);
+      Create.push_back(micros(Clock::now() - Start));
+      All.push_back(std::move(*D));
+    }
+    A.ResidentBytesEach = static_cast<double>(residentBytes() - RSSBefore) /
+                          static_cast<double>(Count);
+    A.MappingsAdded = mappingCount() - MapsBefore;
+    llvm::sort(Create);
+    A.CreateMedianUs = Create[Create.size() / 2];
+    if (Progress)
+      Progress("many dispatchers: the learner with all of them, 1.5 s");
+    auto Windows = [&] {
+      uint64_t Sum = 0;
+      for (const auto &D : All)
+        Sum += D->status().LearningWindows;
+      return Sum;
+    };
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    uint64_t WindowsBefore = Windows();
+    double CPUBefore = processCPUSeconds();
+    auto Start = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    double Seconds =
+        std::chrono::duration<double>(Clock::now() - Start).count();
+    A.LearnerCPUShare = (processCPUSeconds() - CPUBefore) / Seconds;
+    A.WindowsPerSecond = static_cast<uint64_t>(
+        static_cast<double>(Windows() - WindowsBefore) / Seconds);
+    All.clear();
+    R.Adaptive = A;
+  }
   return R;
 }
 

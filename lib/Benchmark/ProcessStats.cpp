@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <fstream>
 #include <string>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace dispatchgen::bench {
@@ -40,6 +41,16 @@ int64_t fileDescriptorCount() {
       ++N;
   closedir(D);
   return N - 1; // the directory's own descriptor
+}
+
+double processCPUSeconds() {
+  struct rusage U;
+  if (getrusage(RUSAGE_SELF, &U) != 0)
+    return 0;
+  auto Seconds = [](const timeval &T) {
+    return double(T.tv_sec) + double(T.tv_usec) / 1e6;
+  };
+  return Seconds(U.ru_utime) + Seconds(U.ru_stime);
 }
 
 } // namespace dispatchgen::bench

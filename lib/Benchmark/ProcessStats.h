@@ -19,6 +19,9 @@ int64_t residentBytes();
 int64_t mappingCount();
 /// Open file descriptors, from /proc/self/fd.
 int64_t fileDescriptorCount();
+/// CPU time of all the process's threads so far (user and system), in
+/// seconds.
+double processCPUSeconds();
 
 } // namespace dispatchgen::bench
 

@@ -222,6 +222,19 @@ void printReport(const Report &R, raw_ostream &OS) {
     for (const ManyDispatchers::Sample &S : M->Churn)
       OS << formatv("  {0,10} {1,14:f0} {2,9} {3,5}\n", S.Cycle,
                     S.ResidentBytes / 1024.0, S.Mappings, S.FileDescriptors);
+    if (const std::optional<ManyDispatchers::AdaptiveCost> &A = M->Adaptive) {
+      OS << formatv("  {0} adaptive dispatchers (default AdaptiveConfig, "
+                    "no calls):\n",
+                    M->Dispatchers);
+      OS << formatv("  create() and add  median {0:f1} us\n",
+                    A->CreateMedianUs);
+      OS << formatv("  resident set      {0:f0} bytes per dispatcher; {1} "
+                    "mappings added in all\n",
+                    A->ResidentBytesEach, A->MappingsAdded);
+      OS << formatv("  the learner       {0:f0}% of a CPU, {1} windows "
+                    "closed per second\n",
+                    A->LearnerCPUShare * 100, A->WindowsPerSecond);
+    }
   }
   if (!R.Calls.empty() || !R.Scaling.empty()) {
     OS << "\n";
@@ -323,6 +336,14 @@ void writeJSON(const Report &R, raw_ostream &OS) {
               J.attribute("file_descriptors", S.FileDescriptors);
             });
         });
+        if (const std::optional<ManyDispatchers::AdaptiveCost> &A = M->Adaptive)
+          J.attributeObject("adaptive", [&] {
+            J.attribute("create_median_us", A->CreateMedianUs);
+            J.attribute("resident_bytes_each", A->ResidentBytesEach);
+            J.attribute("mappings_added", A->MappingsAdded);
+            J.attribute("learner_cpu_share", A->LearnerCPUShare);
+            J.attribute("windows_per_second", A->WindowsPerSecond);
+          });
       });
   });
   OS << "\n";

@@ -360,6 +360,8 @@ DispatcherStatus Dispatcher::Impl::status() const {
   const BuiltImage &Current = Live ? Live : Empty;
   S.Layout = Current ? Current.Layout : "";
   S.PredictedCost = Current ? Current.PredictedCost : 0;
+  S.CounterBytes = CounterBytes;
+  S.CounterResidentBytes = counterResidentBytes();
   return S;
 }
 

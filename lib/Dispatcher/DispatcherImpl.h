@@ -166,6 +166,8 @@ public:
   Clock::duration countedTime();
   /// Whether a window is open (takes UpdateMutex).
   bool learningNow();
+  /// The bytes of the counter blocks' pages that are resident.
+  uint64_t counterResidentBytes() const;
   /// The trigger (AdaptiveConfig::TriggerPoll): the fallback calls per
   /// second the last window saw go on reaching the fallback (sampled counts
   /// scaled back), and the windows the trigger opened. Read and written by

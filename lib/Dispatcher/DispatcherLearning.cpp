@@ -43,11 +43,50 @@ uint64_t loadCounter(uint64_t Address) {
                          __ATOMIC_RELAXED);
 }
 
-void clearCounters(void *Memory, size_t Bytes) {
-  auto *Words = static_cast<uint64_t *>(Memory);
-  for (size_t I = 0, E = Bytes / sizeof(uint64_t); I != E; ++I)
-    __atomic_store_n(Words + I, 0, __ATOMIC_RELAXED);
-}
+/// Which pages of the counter memory a counting image wrote to. The
+/// others are not mapped yet, and the learner does not read them: a read
+/// maps the zero page there, which the first count then replaces with a
+/// TLB shootdown of every CPU running the process; unread, a page costs
+/// nothing until a CPU counts in it (a host with 256 possible CPUs and a
+/// call site on 4 of them pays for 4 blocks).
+class TouchedPages {
+public:
+  TouchedPages(const void *Memory, size_t Bytes)
+      : Base(reinterpret_cast<uint64_t>(Memory)),
+        PageSize(static_cast<uint64_t>(sysconf(_SC_PAGESIZE))) {
+    Resident.resize((Bytes + PageSize - 1) / PageSize);
+    if (mincore(const_cast<void *>(Memory), Bytes, Resident.data()) != 0)
+      std::fill(Resident.begin(), Resident.end(), 1); // unknown: read all
+  }
+  bool touched(uint64_t Address, uint64_t Bytes) const {
+    for (uint64_t P = (Address - Base) / PageSize,
+                  E = (Address + Bytes - 1 - Base) / PageSize;
+         P <= E && P < Resident.size(); ++P)
+      if (Resident[P] & 1)
+        return true;
+    return false;
+  }
+  uint64_t residentBytes() const {
+    return PageSize * static_cast<uint64_t>(llvm::count_if(
+                          Resident, [](unsigned char R) { return R & 1; }));
+  }
+  /// Sets every word of the touched pages that holds something to 0,
+  /// atomically: the learner's trigger reads them meanwhile.
+  void clear() const {
+    for (uint64_t P = 0; P < Resident.size(); ++P) {
+      if (!(Resident[P] & 1))
+        continue;
+      auto *Words = reinterpret_cast<uint64_t *>(Base + P * PageSize);
+      for (uint64_t I = 0; I < PageSize / sizeof(uint64_t); ++I)
+        if (__atomic_load_n(Words + I, __ATOMIC_RELAXED))
+          __atomic_store_n(Words + I, 0, __ATOMIC_RELAXED);
+    }
+  }
+
+private:
+  uint64_t Base, PageSize;
+  std::vector<unsigned char> Resident;
+};
 
 } // namespace
 
@@ -113,9 +152,10 @@ Error Dispatcher::Impl::initLearning() {
   if (Gated)
     CounterBytes += 64;
   // Private, writable, never executable: only the images' counting code
-  // writes it.
+  // writes it. Reserved, not committed: a page costs memory once a CPU's
+  // calls count in it.
   void *Memory = mmap(nullptr, CounterBytes, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (Memory == MAP_FAILED)
     return createStringError("cannot map the learning counters: " +
                              errnoAsErrorCode().message());
@@ -141,11 +181,15 @@ DispatchLayout Dispatcher::Impl::plainLayout(ArrayRef<LayoutCase> Cases) const {
 uint64_t Dispatcher::Impl::steadyFallbackCalls() const {
   if (!CountingPlan)
     return 0;
+  TouchedPages Touched(CounterMemory, CounterBytes);
   uint64_t Sum = 0;
-  for (uint32_t B = 0; B < CountingPlan->NumBlocks; ++B)
-    Sum += loadCounter(CountingPlan->Base +
+  for (uint32_t B = 0; B < CountingPlan->NumBlocks; ++B) {
+    uint64_t Counter = CountingPlan->Base +
                        uint64_t(B) * CountingPlan->BlockBytes +
-                       X86CountingPlan::steadyFallbackCounter());
+                       X86CountingPlan::steadyFallbackCounter();
+    if (Touched.touched(Counter, 8))
+      Sum += loadCounter(Counter);
+  }
   return Sum;
 }
 
@@ -176,6 +220,12 @@ bool Dispatcher::Impl::learningNow() {
   return Learning;
 }
 
+uint64_t Dispatcher::Impl::counterResidentBytes() const {
+  return CounterMemory
+             ? TouchedPages(CounterMemory, CounterBytes).residentBytes()
+             : 0;
+}
+
 void Dispatcher::Impl::freeLearning() {
   if (Config.Adaptive.Enabled && Config.Adaptive.Background)
     Learner::get().remove(this);
@@ -197,7 +247,7 @@ Error Dispatcher::Impl::beginLearning() {
     // A caller still in the last window's image may add a count or two.
     // The learner's trigger reads the steady fallback counters meanwhile,
     // so the words are cleared as they are read: atomically.
-    clearCounters(CounterMemory, CounterBytes);
+    TouchedPages(CounterMemory, CounterBytes).clear();
     {
       std::lock_guard<std::mutex> GateLock(GateMutex);
       GateOpen = false;
@@ -246,8 +296,11 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     std::vector<uint64_t> Counts(N);
     DenseMap<uint64_t, uint64_t> Sampled;
     uint64_t Samples = 0, Predicted = 0;
+    TouchedPages Touched(CounterMemory, CounterBytes);
     for (uint32_t B = 0; B < Plan.NumBlocks; ++B) {
       uint64_t Block = Plan.Base + uint64_t(B) * Plan.BlockBytes;
+      if (!Touched.touched(Block, Plan.BlockBytes))
+        continue; // no CPU counted there
       for (size_t C = 0; C < N; ++C)
         Counts[C] += loadCounter(Block + X86CountingPlan::caseCounter(C));
       Predicted += loadCounter(Block + X86CountingPlan::predictedCounter());

@@ -40,8 +40,10 @@ Learner &Learner::get() {
           Learner &L = get();
           L.Busy = nullptr;
           L.Owner = 0;
-          for (Entry &E : L.Entries)
-            E.Open = E.I->Learning;
+          for (auto &[I, E] : L.Entries) {
+            E.Open = I->Learning;
+            L.requeue(E);
+          }
           L.M.unlock();
         });
     return New;
@@ -80,32 +82,47 @@ void Learner::ensureRunning() {
     startLocked();
 }
 
+void Learner::requeue(Entry &E) {
+  Queue.erase({E.Queued, E.I});
+  E.Queued = wakeOf(E);
+  Queue.insert({E.Queued, E.I});
+}
+
+Learner::Entry *Learner::find(Dispatcher::Impl *I) {
+  auto It = Entries.find(I);
+  return It == Entries.end() ? nullptr : &It->second;
+}
+
 void Learner::add(Dispatcher::Impl *I, std::chrono::microseconds Period) {
   std::lock_guard<std::mutex> Lock(M);
   auto Now = Clock::now();
-  Entry E{I, Now + Period, Period};
+  Entry &E = Entries.insert({I, Entry{I, Now + Period, Period}}).first->second;
   E.LastPoll = Now;
   E.NextPoll = Now + I->Config.Adaptive.TriggerPoll;
-  Entries.push_back(E);
+  requeue(E);
   startLocked();
   CV.notify_all();
 }
 
 void Learner::remove(Dispatcher::Impl *I) {
   std::unique_lock<std::mutex> Lock(M);
-  llvm::erase_if(Entries, [&](const Entry &E) { return E.I == I; });
+  if (Entry *E = find(I)) {
+    Queue.erase({E->Queued, I});
+    Entries.erase(I);
+  }
   CV.wait(Lock, [&] { return Busy != I; });
   CV.notify_all();
 }
 
 void Learner::sampleWindow(Dispatcher::Impl *I, bool Open) {
   std::lock_guard<std::mutex> Lock(M);
-  auto It = llvm::find_if(Entries, [&](const Entry &E) { return E.I == I; });
-  if (It == Entries.end())
+  Entry *E = find(I);
+  if (!E)
     return;
-  It->GateOpen = Open;
-  It->GateDue = Open ? Clock::now() + I->Config.Adaptive.SampleOn
-                     : Clock::time_point::max();
+  E->GateOpen = Open;
+  E->GateDue = Open ? Clock::now() + I->Config.Adaptive.SampleOn
+                    : Clock::time_point::max();
+  requeue(*E);
   CV.notify_all();
 }
 
@@ -133,48 +150,49 @@ void Learner::run() {
   std::unique_lock<std::mutex> Lock(M);
   int Me = getpid();
   while (Owner == Me) {
-    auto Next = llvm::min_element(Entries, [](const Entry &L, const Entry &R) {
-      return wakeOf(L) < wakeOf(R);
-    });
-    if (Next == Entries.end()) {
+    if (Queue.empty()) {
       CV.wait(Lock);
       continue;
     }
+    auto [When, Due] = *Queue.begin();
     auto Now = Clock::now();
-    if (Now < wakeOf(*Next)) {
-      CV.wait_until(Lock, wakeOf(*Next));
+    if (Now < When) {
+      CV.wait_until(Lock, When);
       continue;
     }
-    if (Next->GateDue <= Now) {
+    Entry &Next = Entries.find(Due)->second;
+    const AdaptiveConfig &A = Next.I->Config.Adaptive;
+    if (Next.GateDue <= Now) {
       // The window's sampling in time (under M: remove() cannot free the
       // gate meanwhile).
-      const AdaptiveConfig &A = Next->I->Config.Adaptive;
-      Next->GateOpen = !Next->GateOpen;
-      Next->I->setGate(Next->GateOpen);
-      Next->GateDue = Now + (Next->GateOpen ? A.SampleOn : A.SampleOff);
+      Next.GateOpen = !Next.GateOpen;
+      Next.I->setGate(Next.GateOpen);
+      Next.GateDue = Now + (Next.GateOpen ? A.SampleOn : A.SampleOff);
+      requeue(Next);
       continue;
     }
-    if (!Next->Open && Next->I->learningNow()) {
+    if (!Next.Open && Next.I->learningNow()) {
       // The host opened a window: it closes it; the next of the schedule
       // comes a Period after.
-      Next->Due = Now + Next->Period;
-      Next->NextPoll = Now + Next->I->Config.Adaptive.TriggerPoll;
+      Next.Due = Now + Next.Period;
+      Next.NextPoll = Now + A.TriggerPoll;
+      requeue(Next);
       continue;
     }
-    if (Now < Next->Due) {
+    if (Now < Next.Due) {
       // The trigger's look (under M: remove() cannot free the counters
       // meanwhile).
-      if (triggerFires(*Next, Now)) {
-        Next->Due = Now;
-        Next->I->TriggeredWindows.fetch_add(1, std::memory_order_relaxed);
+      if (triggerFires(Next, Now)) {
+        Next.Due = Now;
+        Next.I->TriggeredWindows.fetch_add(1, std::memory_order_relaxed);
       }
+      requeue(Next);
       continue;
     }
-    Dispatcher::Impl *I = Next->I;
-    bool Open = Next->Open;
+    Dispatcher::Impl *I = Next.I;
+    bool Open = Next.Open;
     Busy = I;
     Lock.unlock();
-    const AdaptiveConfig &A = I->Config.Adaptive;
     bool Changed = false;
     std::string Failure;
     if (!Open) {
@@ -193,26 +211,27 @@ void Learner::run() {
       I->LearningError = Failure;
     }
     // The entry may have gone (remove() waited for this step).
-    auto It = llvm::find_if(Entries, [&](const Entry &E) { return E.I == I; });
-    if (It == Entries.end())
+    Entry *E = find(I);
+    if (!E)
       continue;
     Now = Clock::now();
     if (!Open && Failure.empty()) {
-      It->Open = true;
-      It->Due = Now + A.Window;
+      E->Open = true;
+      E->Due = Now + A.Window;
+      requeue(*E);
       continue;
     }
     // The steady counters start from 0 at each window's open (a window
     // that failed to open may have left them as they were).
     if (Open)
-      It->SeenFallback = 0;
-    It->Open = false;
-    It->LastPoll = Now;
-    It->NextPoll = Now + A.TriggerPoll;
-    It->Period = Changed
-                     ? Clock::duration(A.Period)
-                     : std::min<Clock::duration>(2 * It->Period, A.MaxPeriod);
-    It->Due = Now + It->Period;
+      E->SeenFallback = 0;
+    E->Open = false;
+    E->LastPoll = Now;
+    E->NextPoll = Now + A.TriggerPoll;
+    E->Period = Changed ? Clock::duration(A.Period)
+                        : std::min<Clock::duration>(2 * E->Period, A.MaxPeriod);
+    E->Due = Now + E->Period;
+    requeue(*E);
   }
 }
 

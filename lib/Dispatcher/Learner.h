@@ -25,7 +25,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
 namespace dispatchgen {
@@ -65,6 +67,8 @@ private:
     /// (max: no window, or no gate), and whether it is open.
     Clock::time_point GateDue = Clock::time_point::max();
     bool GateOpen = false;
+    /// Where it stands in Queue: wakeOf() when it was last queued.
+    Clock::time_point Queued{};
   };
   /// When E needs the thread next: its window's open or close, its
   /// gate's, or the trigger's look, whichever comes first.
@@ -72,9 +76,15 @@ private:
   /// The trigger's look at E (closed, TriggerPoll set): whether to open
   /// its window now.
   static bool triggerFires(Entry &E, Clock::time_point Now);
+  /// Puts E in Queue at wakeOf(E) (after a change of its times).
+  void requeue(Entry &E);
+  Entry *find(Dispatcher::Impl *I);
   std::mutex M;
   std::condition_variable CV;
-  std::vector<Entry> Entries;
+  /// The dispatchers, and the same by when each needs the thread next: a
+  /// step costs O(log n) in the number of adaptive dispatchers.
+  std::map<Dispatcher::Impl *, Entry> Entries;
+  std::set<std::pair<Clock::time_point, Dispatcher::Impl *>> Queue;
   /// The dispatcher a step runs on, outside M.
   Dispatcher::Impl *Busy = nullptr;
   /// The process that started the thread (a forked child has none).

@@ -501,6 +501,82 @@ TEST_F(AdaptiveTest, TheLearnerSamplesAWindowInTime) {
   }
 }
 
+TEST_F(AdaptiveTest, EveryBackgroundDispatcherGetsItsWindows) {
+  // 100 background dispatchers on one learner, each on its own schedule
+  // (periods of 1 to 4 ms, windows of 0.2 ms, sampled in time): every one
+  // of them has its windows, none fails, and removing half of them midway
+  // leaves the others' schedules whole.
+  std::vector<std::unique_ptr<Dispatcher>> Ds;
+  for (int K = 0; K < 100; ++K) {
+    DispatcherConfig C = adaptiveConfig(/*Background=*/true);
+    C.Name = "adaptive_" + std::to_string(K);
+    C.Capacity = 4;
+    C.Adaptive.Window = std::chrono::microseconds(200);
+    C.Adaptive.Period = std::chrono::milliseconds(1 + K % 4);
+    C.Adaptive.MaxPeriod = std::chrono::milliseconds(4);
+    C.Adaptive.SampleOn = std::chrono::microseconds(50);
+    C.Adaptive.SampleOff = std::chrono::microseconds(50);
+    Ds.push_back(make(std::move(C)));
+    ASSERT_TRUE(Ds.back());
+    expectOk(Ds.back()->add(addr(K % NumProgs)));
+  }
+  auto WaitForWindows = [&](uint64_t Windows) {
+    auto Deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (auto &D : Ds) {
+      if (!D)
+        continue;
+      while (D->status().LearningWindows < Windows &&
+             std::chrono::steady_clock::now() < Deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      DispatcherStatus S = D->status();
+      EXPECT_GE(S.LearningWindows, Windows) << S.Layout;
+      EXPECT_EQ(S.LearningError, "");
+    }
+  };
+  WaitForWindows(2);
+  for (size_t K = 0; K < Ds.size(); K += 2)
+    Ds[K].reset();
+  WaitForWindows(4);
+}
+
+TEST_F(AdaptiveTest, ACPUThatNeverCountedCostsNoMemory) {
+  // Counter blocks are reserved for every possible CPU, but a page is
+  // mapped only once a CPU counts in it: one thread pinned to one CPU
+  // through a window (and the learner's reads of every block at its close,
+  // and status()) leaves the other CPUs' blocks unmapped. Blocks of 4096
+  // ring slots span several pages each.
+  if (sysconf(_SC_NPROCESSORS_CONF) < 2)
+    GTEST_SKIP() << "one possible CPU: one block";
+  cpu_set_t Old, One;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(Old), &Old), 0);
+  CPU_ZERO(&One);
+  CPU_SET(sched_getcpu(), &One);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(One), &One), 0);
+  DispatcherConfig C = adaptiveConfig();
+  C.Adaptive.FallbackSamples = 4096;
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 4; ++I)
+    expectOk(D->add(addr(I)));
+  DispatcherStatus Before = D->status();
+  EXPECT_GT(Before.CounterBytes, 2u * 4096 * 8);
+  EXPECT_EQ(Before.CounterResidentBytes, 0u);
+  expectOk(D->beginLearning());
+  for (int I = 0; I < 6; ++I)
+    call(*D, I, 1000); // 4 registered, 2 not
+  auto R = D->endLearning();
+  ASSERT_TRUE(!!R) << toString(R.takeError());
+  EXPECT_EQ(R->CaseCalls + R->FallbackCalls, 6000u);
+  expectOk(D->beginLearning());
+  call(*D, 0, 1000);
+  ASSERT_TRUE(!!D->endLearning());
+  DispatcherStatus After = D->status();
+  sched_setaffinity(0, sizeof(Old), &Old);
+  EXPECT_GT(After.CounterResidentBytes, 0u);
+  EXPECT_LE(After.CounterResidentBytes, After.CounterBytes / 2)
+      << "of " << After.CounterBytes << " bytes";
+}
+
 TEST_F(AdaptiveTest, WithoutATreeTheTriggerCountsNothing) {
   // The trigger on, windows a minute apart: once the layout has no tree,
   // every call takes the fallback, which says nothing of a target that
