@@ -116,12 +116,14 @@ enum class ImageLowering {
 /// address, as the fallback would. Adaptive dispatch needs images laid out
 /// directly (x86-64, ImageLowering::Auto, the selector in a register).
 struct AdaptiveConfig {
-  /// Off by default: an adaptive dispatcher maps counter blocks of its own,
-  /// one per possible CPU rounded up to a power of two (about 1.5 KB each
-  /// at the default Capacity: 368 KB on a 256-CPU host), the process gains
-  /// a learner thread (Background), and a layout the model picks wrongly
-  /// can cost (README, "Adaptive dispatch"). Turn it on for the hot call
-  /// sites whose targets are not known in advance.
+  /// Off by default: an adaptive dispatcher reserves counter blocks of its
+  /// own, one per possible CPU rounded up to a power of two (about 1.5 KB
+  /// each at the default Capacity: 368 KB of address space on a 256-CPU
+  /// host, resident only where a CPU counted calls), each window is two
+  /// updates of the image (grace periods, membarrier IPIs), the process
+  /// gains a learner thread (Background), and a layout the model picks
+  /// wrongly can cost (README, "Adaptive dispatch"). Turn it on for the
+  /// hot call sites whose targets are not known in advance.
   bool Enabled = false;
   /// Windows are opened and closed by a thread of the library, one for
   /// the whole process (false: only by the host, with beginLearning() and
