@@ -130,7 +130,11 @@ public:
   void *CounterMemory = nullptr;
   size_t CounterBytes = 0;
   /// A window is open: images are made counting.
-  bool Learning = false;
+  /// Atomic: the learner reads it without UpdateMutex.
+  std::atomic<bool> Learning{false};
+  /// Counts the windows opened, so that the learner can tell a late word
+  /// of an earlier window from one of the window open now.
+  uint64_t WindowSerial = 0;
   uint64_t LearningWindows = 0;
   /// Unregistered targets the image reaches directly.
   std::vector<uint64_t> Promoted;
@@ -161,11 +165,17 @@ public:
   Clock::time_point GateOpenedAt{};
   Clock::duration GateOpenFor{};
   void setGate(bool Open);
-  /// The time the window has counted so far (with no gate, since it
-  /// opened).
-  Clock::duration countedTime();
-  /// Whether a window is open (takes UpdateMutex).
-  bool learningNow();
+  /// Opens a shut gate, shuts an open one; returns whether it is open.
+  bool toggleGate();
+  void setGateLocked(bool Open);
+  /// Shuts the gate and returns the time the window counted (with no
+  /// gate: since it opened).
+  Clock::duration stopCounting();
+  /// Whether a window is open.
+  bool learningNow() const { return Learning; }
+  /// The counter pages ever seen written (TouchedPages).
+  mutable std::mutex CounterPagesMutex;
+  mutable std::vector<unsigned char> CounterPagesSeen;
   /// The bytes of the counter blocks' pages that are resident.
   uint64_t counterResidentBytes() const;
   /// The trigger (AdaptiveConfig::TriggerPoll): the fallback calls per

@@ -49,14 +49,25 @@ uint64_t loadCounter(uint64_t Address) {
 /// TLB shootdown of every CPU running the process; unread, a page costs
 /// nothing until a CPU counts in it (a host with 256 possible CPUs and a
 /// call site on 4 of them pays for 4 blocks).
+/// A page once written stays counted as touched (Seen), even if it was
+/// swapped out since: mincore() reports it absent then, but its counts
+/// are still there.
 class TouchedPages {
 public:
-  TouchedPages(const void *Memory, size_t Bytes)
+  TouchedPages(const void *Memory, size_t Bytes,
+               std::vector<unsigned char> *Seen = nullptr,
+               std::mutex *SeenMutex = nullptr)
       : Base(reinterpret_cast<uint64_t>(Memory)),
         PageSize(static_cast<uint64_t>(sysconf(_SC_PAGESIZE))) {
     Resident.resize((Bytes + PageSize - 1) / PageSize);
     if (mincore(const_cast<void *>(Memory), Bytes, Resident.data()) != 0)
       std::fill(Resident.begin(), Resident.end(), 1); // unknown: read all
+    if (!Seen)
+      return;
+    std::lock_guard<std::mutex> Lock(*SeenMutex);
+    Seen->resize(Resident.size());
+    for (size_t P = 0; P < Resident.size(); ++P)
+      Resident[P] = (*Seen)[P] |= Resident[P] & 1;
   }
   bool touched(uint64_t Address, uint64_t Bytes) const {
     for (uint64_t P = (Address - Base) / PageSize,
@@ -65,6 +76,10 @@ public:
       if (Resident[P] & 1)
         return true;
     return false;
+  }
+  /// The counter at Address, or 0 where no CPU wrote its page.
+  uint64_t load(uint64_t Address) const {
+    return touched(Address, 8) ? loadCounter(Address) : 0;
   }
   uint64_t residentBytes() const {
     return PageSize * static_cast<uint64_t>(llvm::count_if(
@@ -181,15 +196,13 @@ DispatchLayout Dispatcher::Impl::plainLayout(ArrayRef<LayoutCase> Cases) const {
 uint64_t Dispatcher::Impl::steadyFallbackCalls() const {
   if (!CountingPlan)
     return 0;
-  TouchedPages Touched(CounterMemory, CounterBytes);
+  TouchedPages Touched(CounterMemory, CounterBytes, &CounterPagesSeen,
+                       &CounterPagesMutex);
   uint64_t Sum = 0;
-  for (uint32_t B = 0; B < CountingPlan->NumBlocks; ++B) {
-    uint64_t Counter = CountingPlan->Base +
-                       uint64_t(B) * CountingPlan->BlockBytes +
-                       X86CountingPlan::steadyFallbackCounter();
-    if (Touched.touched(Counter, 8))
-      Sum += loadCounter(Counter);
-  }
+  for (uint32_t B = 0; B < CountingPlan->NumBlocks; ++B)
+    Sum += Touched.load(CountingPlan->Base +
+                        uint64_t(B) * CountingPlan->BlockBytes +
+                        X86CountingPlan::steadyFallbackCounter());
   return Sum;
 }
 
@@ -197,6 +210,18 @@ void Dispatcher::Impl::setGate(bool Open) {
   if (!CountingPlan || !CountingPlan->Gate)
     return;
   std::lock_guard<std::mutex> Lock(GateMutex);
+  setGateLocked(Open);
+}
+
+bool Dispatcher::Impl::toggleGate() {
+  std::lock_guard<std::mutex> Lock(GateMutex);
+  setGateLocked(!GateOpen);
+  return GateOpen;
+}
+
+void Dispatcher::Impl::setGateLocked(bool Open) {
+  if (!CountingPlan || !CountingPlan->Gate)
+    return;
   auto Now = Clock::now();
   if (GateOpen && !Open)
     GateOpenFor += Now - GateOpenedAt;
@@ -207,17 +232,12 @@ void Dispatcher::Impl::setGate(bool Open) {
                    uint8_t(Open), __ATOMIC_RELAXED);
 }
 
-Dispatcher::Impl::Clock::duration Dispatcher::Impl::countedTime() {
-  auto Now = Clock::now();
+Dispatcher::Impl::Clock::duration Dispatcher::Impl::stopCounting() {
   if (!CountingPlan || !CountingPlan->Gate)
-    return Now - WindowStart;
+    return Clock::now() - WindowStart;
   std::lock_guard<std::mutex> Lock(GateMutex);
-  return GateOpenFor + (GateOpen ? Now - GateOpenedAt : Clock::duration());
-}
-
-bool Dispatcher::Impl::learningNow() {
-  std::lock_guard<std::mutex> Lock(UpdateMutex);
-  return Learning;
+  setGateLocked(false);
+  return GateOpenFor;
 }
 
 uint64_t Dispatcher::Impl::counterResidentBytes() const {
@@ -235,6 +255,7 @@ void Dispatcher::Impl::freeLearning() {
 }
 
 Error Dispatcher::Impl::beginLearning() {
+  uint64_t Serial = 0;
   {
     std::lock_guard<std::mutex> Lock(UpdateMutex);
     if (!CountingPlan)
@@ -247,14 +268,17 @@ Error Dispatcher::Impl::beginLearning() {
     // A caller still in the last window's image may add a count or two.
     // The learner's trigger reads the steady fallback counters meanwhile,
     // so the words are cleared as they are read: atomically.
-    TouchedPages(CounterMemory, CounterBytes).clear();
+    TouchedPages(CounterMemory, CounterBytes, &CounterPagesSeen,
+                 &CounterPagesMutex)
+        .clear();
     {
+      // Shut (the clear wrote 0) until the counting image is live: the
+      // learner then opens it and keeps its time.
       std::lock_guard<std::mutex> GateLock(GateMutex);
       GateOpen = false;
       GateOpenFor = Clock::duration();
     }
-    // Open until the learner's first stop (SampleOn from now).
-    setGate(true);
+    Serial = ++WindowSerial;
     Learning = true;
     WindowStart = Clock::now();
   }
@@ -264,7 +288,7 @@ Error Dispatcher::Impl::beginLearning() {
     return E;
   }
   if (CountingPlan->Gate)
-    Learner::get().sampleWindow(this, /*Open=*/true);
+    Learner::get().sampleWindow(this, Serial, /*Open=*/true);
   return Error::success();
 }
 
@@ -277,6 +301,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
   uint64_t OldFallback = 0;
   double OldPredictability = 0;
   bool OldPlain = false;
+  uint64_t Serial = 0;
   {
     std::lock_guard<std::mutex> Lock(UpdateMutex);
     if (!Learning)
@@ -287,6 +312,10 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     OldFallback = LearnedFallback;
     OldPredictability = LearnedPredictability;
     OldPlain = LearnedPlain;
+    Serial = WindowSerial;
+    // The time counted, with the gate shut from here: the counts read
+    // below are of that time.
+    double Seconds = std::chrono::duration<double>(stopCounting()).count();
     const X86CountingPlan &Plan = *CountingPlan;
     // What the counting image counted: its cases in order, the fallback,
     // and a sample of the fallback's selectors.
@@ -296,18 +325,17 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     std::vector<uint64_t> Counts(N);
     DenseMap<uint64_t, uint64_t> Sampled;
     uint64_t Samples = 0, Predicted = 0;
-    TouchedPages Touched(CounterMemory, CounterBytes);
+    TouchedPages Touched(CounterMemory, CounterBytes, &CounterPagesSeen,
+                         &CounterPagesMutex);
     for (uint32_t B = 0; B < Plan.NumBlocks; ++B) {
       uint64_t Block = Plan.Base + uint64_t(B) * Plan.BlockBytes;
-      if (!Touched.touched(Block, Plan.BlockBytes))
-        continue; // no CPU counted there
       for (size_t C = 0; C < N; ++C)
-        Counts[C] += loadCounter(Block + X86CountingPlan::caseCounter(C));
-      Predicted += loadCounter(Block + X86CountingPlan::predictedCounter());
-      uint64_t F = loadCounter(Block + X86CountingPlan::fallbackCounter());
+        Counts[C] += Touched.load(Block + X86CountingPlan::caseCounter(C));
+      Predicted += Touched.load(Block + X86CountingPlan::predictedCounter());
+      uint64_t F = Touched.load(Block + X86CountingPlan::fallbackCounter());
       R.FallbackCalls += F;
       for (uint64_t K = 0; K < std::min<uint64_t>(F, Plan.RingSlots); ++K) {
-        uint64_t Sel = loadCounter(Block + Plan.ringSlot(uint32_t(K)));
+        uint64_t Sel = Touched.load(Block + Plan.ringSlot(uint32_t(K)));
         ++Sampled[Sel];
         ++Samples;
       }
@@ -419,7 +447,6 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     // The fallback's calls the next image leaves there, per second: the
     // trigger's baseline.
     const AdaptiveConfig &A = Config.Adaptive;
-    double Seconds = std::chrono::duration<double>(countedTime()).count();
     double Scale =
         A.SampleSkip ? double(A.SampleSkip + A.SampleBurst) / A.SampleBurst : 1;
     FallbackRateSeen.store(Seconds > 0 ? double(NewFallback) * Scale / Seconds
@@ -441,10 +468,11 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     LearnedPredictability = OldPredictability;
     LearnedPlain = OldPlain;
     Learning = true;
+    --LearningWindows; // it did not close
     return std::move(E);
   }
   if (CountingPlan->Gate)
-    Learner::get().sampleWindow(this, /*Open=*/false);
+    Learner::get().sampleWindow(this, Serial, /*Open=*/false);
   std::lock_guard<std::mutex> Lock(UpdateMutex);
   R.Layout = Live ? Live.Layout : "none";
   R.PredictedCost = Live ? Live.PredictedCost : 0;

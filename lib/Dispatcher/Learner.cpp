@@ -114,14 +114,18 @@ void Learner::remove(Dispatcher::Impl *I) {
   CV.notify_all();
 }
 
-void Learner::sampleWindow(Dispatcher::Impl *I, bool Open) {
+void Learner::sampleWindow(Dispatcher::Impl *I, uint64_t Serial, bool Open) {
   std::lock_guard<std::mutex> Lock(M);
   Entry *E = find(I);
-  if (!E)
+  if (!E || Serial < E->GateSerial || (!Open && Serial != E->GateSerial))
     return;
-  E->GateOpen = Open;
-  E->GateDue = Open ? Clock::now() + I->Config.Adaptive.SampleOn
-                    : Clock::time_point::max();
+  E->GateSerial = Serial;
+  if (Open) {
+    I->setGate(true);
+    E->GateDue = Clock::now() + I->Config.Adaptive.SampleOn;
+  } else {
+    E->GateDue = Clock::time_point::max();
+  }
   requeue(*E);
   CV.notify_all();
 }
@@ -165,9 +169,8 @@ void Learner::run() {
     if (Next.GateDue <= Now) {
       // The window's sampling in time (under M: remove() cannot free the
       // gate meanwhile).
-      Next.GateOpen = !Next.GateOpen;
-      Next.I->setGate(Next.GateOpen);
-      Next.GateDue = Now + (Next.GateOpen ? A.SampleOn : A.SampleOff);
+      bool Open = Next.I->toggleGate();
+      Next.GateDue = Now + (Open ? A.SampleOn : A.SampleOff);
       requeue(Next);
       continue;
     }
@@ -218,6 +221,14 @@ void Learner::run() {
     if (!Open && Failure.empty()) {
       E->Open = true;
       E->Due = Now + A.Window;
+      requeue(*E);
+      continue;
+    }
+    if (Open && !Failure.empty() && I->learningNow()) {
+      // The window failed to close and is still open: try again later,
+      // backing off as after a window that changed nothing.
+      E->Period = std::min<Clock::duration>(2 * E->Period, A.MaxPeriod);
+      E->Due = Now + E->Period;
       requeue(*E);
       continue;
     }

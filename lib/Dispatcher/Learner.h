@@ -44,10 +44,11 @@ public:
   void remove(Dispatcher::Impl *I);
   /// Starts the thread if this process has none (a forked child).
   void ensureRunning();
-  /// I's window opened (its gate open) or closed: the thread samples an
-  /// open one in time, stopping its counting for SampleOff after each
-  /// SampleOn (AdaptiveConfig), whoever opened it.
-  void sampleWindow(Dispatcher::Impl *I, bool Open);
+  /// I's window Serial went live (this opens its gate) or closed: the
+  /// thread samples an open one in time, stopping its counting for
+  /// SampleOff after each SampleOn (AdaptiveConfig), whoever opened it. A
+  /// word of an earlier window than the last one opened is ignored.
+  void sampleWindow(Dispatcher::Impl *I, uint64_t Serial, bool Open);
 
 private:
   Learner() = default;
@@ -66,7 +67,7 @@ private:
     /// The window's sampling in time: when its gate opens or closes next
     /// (max: no window, or no gate), and whether it is open.
     Clock::time_point GateDue = Clock::time_point::max();
-    bool GateOpen = false;
+    uint64_t GateSerial = 0;
     /// Where it stands in Queue: wakeOf() when it was last queued.
     Clock::time_point Queued{};
   };

@@ -460,14 +460,14 @@ TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
 TEST_F(AdaptiveTest, TheLearnerSamplesAWindowInTime) {
   // A background dispatcher whose host opens a window: the learner lets
   // it count for SampleOn, stops it for SampleOff, and so on. Calls for
-  // 60 ms with the counting on 0.5 ms in 10 are counted far less than
+  // 150 ms with the counting on 0.5 ms in 10 are counted far less than
   // half; without SampleOff every call is. Meanwhile the learner's own
-  // schedule (a Period of 30 ms, which passes during the window) opens no
-  // window of its own, and fails at nothing.
+  // schedule (a Period of 100 ms, which passes during the window) opens
+  // no window of its own, and fails at nothing.
   for (bool Stops : {true, false}) {
     SCOPED_TRACE(Stops ? "SampleOff 9.5 ms" : "SampleOff 0");
     DispatcherConfig C = adaptiveConfig(/*Background=*/true);
-    C.Adaptive.Period = std::chrono::milliseconds(30);
+    C.Adaptive.Period = std::chrono::milliseconds(100);
     C.Adaptive.MaxPeriod = std::chrono::seconds(60);
     C.Adaptive.SampleSkip = 0;
     C.Adaptive.SampleOn = std::chrono::microseconds(500);
@@ -481,7 +481,8 @@ TEST_F(AdaptiveTest, TheLearnerSamplesAWindowInTime) {
     // The gate's compare is in the counting image only where it stops.
     EXPECT_EQ(Window.find("cmpb") != std::string::npos, Stops) << Window;
     uint64_t Calls = 0;
-    auto End = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
+    auto End =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(150);
     while (std::chrono::steady_clock::now() < End) {
       call(*D, int(Calls / 1000 % 4), 1000);
       Calls += 1000;
@@ -577,6 +578,44 @@ TEST_F(AdaptiveTest, ACPUThatNeverCountedCostsNoMemory) {
       << "of " << After.CounterBytes << " bytes";
 }
 
+TEST_F(AdaptiveTest, AWindowThatFailedToCloseIsClosedLater) {
+  // The learner's close of a window fails (an injected fault in its
+  // update): the window stays open, the error is reported, and the learner
+  // tries again later, closing it once updates work again.
+  DispatcherConfig C = adaptiveConfig(/*Background=*/true);
+  C.Adaptive.Window = std::chrono::milliseconds(200);
+  C.Adaptive.Period = std::chrono::milliseconds(50);
+  C.Adaptive.MaxPeriod = std::chrono::milliseconds(100);
+  auto Fail = std::make_shared<std::atomic<bool>>(false);
+  C.InjectFault = [Fail](FaultPoint) -> Error {
+    return *Fail ? createStringError("injected fault") : Error::success();
+  };
+  auto D = make(std::move(C));
+  ASSERT_TRUE(D);
+  for (int I = 0; I < 2; ++I)
+    expectOk(D->add(addr(I)));
+  auto WaitFor = [&](auto Done) {
+    auto Deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!Done(D->status()) && std::chrono::steady_clock::now() < Deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return Done(D->status());
+  };
+  ASSERT_TRUE(WaitFor([](const DispatcherStatus &S) { return S.Learning; }));
+  *Fail = true;
+  ASSERT_TRUE(WaitFor(
+      [](const DispatcherStatus &S) { return !S.LearningError.empty(); }));
+  DispatcherStatus Failed = D->status();
+  EXPECT_TRUE(Failed.Learning);
+  EXPECT_EQ(Failed.LearningWindows, 0u);
+  EXPECT_NE(Failed.LearningError.find("injected fault"), std::string::npos)
+      << Failed.LearningError;
+  *Fail = false;
+  EXPECT_TRUE(WaitFor([](const DispatcherStatus &S) {
+    return !S.Learning && S.LearningWindows >= 1;
+  }));
+  call(*D, 1, 100);
+}
+
 TEST_F(AdaptiveTest, WithoutATreeTheTriggerCountsNothing) {
   // The trigger on, windows a minute apart: once the layout has no tree,
   // every call takes the fallback, which says nothing of a target that
@@ -589,6 +628,7 @@ TEST_F(AdaptiveTest, WithoutATreeTheTriggerCountsNothing) {
   C.Adaptive.MaxPeriod = std::chrono::seconds(60);
   C.Adaptive.TriggerPoll = std::chrono::microseconds(1000);
   C.Adaptive.SampleSkip = 0;
+  C.Adaptive.SampleOff = std::chrono::microseconds(0); // count every call
   auto D = make(std::move(C));
   ASSERT_TRUE(D);
   for (int I = 0; I < NumProgs; ++I)
