@@ -447,6 +447,14 @@ DispatchLayout DispatchIRBuilder::getLayout(const DispatcherSpec &Spec) {
 Expected<Function *> DispatchIRBuilder::build(const DispatcherSpec &Spec) {
   if (Error E = check(Spec))
     return std::move(E);
+  // A dispatcher compares and calls its selector, a pointer of address
+  // space 0, as a function: not where functions live elsewhere (AVR's
+  // program memory is address space 1).
+  if (unsigned AS = M.getDataLayout().getProgramAddressSpace())
+    return createStringError(
+        formatv("{0} keeps functions in address space {1}: a dispatcher's "
+                "selector is a pointer of address space 0",
+                M.getTargetTriple().str(), AS));
   // check() validated the signature, so this cannot fail.
   FunctionType *FT =
       cantFail(getDispatcherType(Spec.Signature, Spec.SelectorArg));
