@@ -138,6 +138,15 @@ std::vector<ImageCase> randomCases(const CodeArea &Area, size_t N,
   return Cases;
 }
 
+/// The first stub (above 0) whose address is no case's key.
+size_t firstStubOfNoCase(ArrayRef<size_t> KeyStubs) {
+  std::set<size_t> Members(KeyStubs.begin(), KeyStubs.end());
+  size_t S = 1;
+  while (Members.count(S))
+    ++S;
+  return S;
+}
+
 /// Checks the installed image: it decodes, has IndirectBranches indirect
 /// branches (the fallback's; none for a retpoline) and a direct one to
 /// every case's target and nowhere else outside itself.
@@ -486,11 +495,7 @@ TEST(X86ImageEmitterTest, SampledImagesCountBurstsAndRouteEveryCall) {
 
     PinToThisCPU Pin;
     ASSERT_TRUE(Pin.Pinned);
-    std::set<size_t> Members(Keys.begin(), Keys.end());
-    uint64_t Other = 0;
-    for (size_t S = 0; !Other; ++S)
-      if (!Members.count(S))
-        Other = S;
+    uint64_t Other = firstStubOfNoCase(Keys);
     // Calls 0-799: case K % 7; 800-839: the selector of no case.
     std::vector<uint64_t> Expected(Cases.size());
     uint64_t ExpectedFallback = 0;
@@ -560,11 +565,7 @@ TEST(X86ImageEmitterTest, AClosedGateCountsNothingAndWritesNothing) {
 
     PinToThisCPU Pin;
     ASSERT_TRUE(Pin.Pinned);
-    std::set<size_t> Members(Keys.begin(), Keys.end());
-    uint64_t Other = 0;
-    for (size_t S = 0; !Other; ++S)
-      if (!Members.count(S))
-        Other = S;
+    uint64_t Other = firstStubOfNoCase(Keys);
     // 800 calls to the cases in turn, 40 to the selector of no case.
     auto Calls = [&] {
       for (size_t K = 0; K < 840; ++K) {
