@@ -158,6 +158,18 @@ int main(void) {
   DispatchGenConfigSetAdaptive(LC, /*Enabled=*/1, /*Background=*/0);
   DispatchGenConfigSetNear(LC, (uint64_t)(uintptr_t)Progs[0]);
   DispatchGenDispatcherRef L;
+  /* Sampling the library refuses (counting for 5 us at a time), then every
+   * call counted. */
+  DispatchGenConfigSetAdaptiveSampling(LC, 32, 224, 5, 700);
+  LLVMErrorRef Refused = DispatchGenCreateDispatcherInLLJIT(LC, J, &L);
+  char *Why = Refused ? LLVMGetErrorMessage(Refused) : NULL;
+  if (!Refused)
+    DispatchGenDisposeDispatcher(L);
+  Ok = Ok && Why && strstr(Why, "SampleOn must be 10 us to 60 s");
+  printf("adaptive: refused: %s\n", Why ? Why : "(nothing)");
+  if (Why)
+    LLVMDisposeErrorMessage(Why);
+  DispatchGenConfigSetAdaptiveSampling(LC, 32, 0, 100, 0);
   check(DispatchGenCreateDispatcherInLLJIT(LC, J, &L),
         "cannot create the adaptive dispatcher");
   DispatchGenDisposeConfig(LC);

@@ -144,6 +144,15 @@ void DispatchGenConfigSetAdaptiveSchedule(DispatchGenConfigRef Config,
 void DispatchGenConfigSetAdaptiveTrigger(DispatchGenConfigRef Config,
                                          uint64_t PollMicroseconds,
                                          uint64_t Calls);
+/** Sampling inside a window (AdaptiveConfig::SampleBurst, SampleSkip,
+ * SampleOn, SampleOff): per CPU Burst calls in a row counted, then about
+ * Skip not (0: every call counted); with Background, counting for
+ * OnMicroseconds, then not for OffMicroseconds (0: the whole window).
+ * Checked when the dispatcher is created. */
+void DispatchGenConfigSetAdaptiveSampling(DispatchGenConfigRef Config,
+                                          unsigned Burst, unsigned Skip,
+                                          uint64_t OnMicroseconds,
+                                          uint64_t OffMicroseconds);
 
 /* Life ---------------------------------------------------------------------*/
 

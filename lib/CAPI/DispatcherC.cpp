@@ -138,6 +138,20 @@ void DispatchGenConfigSetAdaptiveTrigger(DispatchGenConfigRef C, uint64_t Poll,
   A.TriggerPoll = std::chrono::microseconds(Poll);
   A.TriggerCalls = Calls;
 }
+void DispatchGenConfigSetAdaptiveSampling(DispatchGenConfigRef C,
+                                          unsigned Burst, unsigned Skip,
+                                          uint64_t On, uint64_t Off) {
+  AdaptiveConfig &A = unwrap(C)->Config.Adaptive;
+  A.SampleBurst = Burst;
+  A.SampleSkip = Skip;
+  // Beyond what the check accepts (60 s), kept out of range rather than
+  // wrapped into it.
+  auto Micros = [](uint64_t V) {
+    return std::chrono::microseconds(std::min<uint64_t>(V, uint64_t(1) << 62));
+  };
+  A.SampleOn = Micros(On);
+  A.SampleOff = Micros(Off);
+}
 void DispatchGenConfigSetVerifyImages(DispatchGenConfigRef C, int On) {
   unwrap(C)->Config.VerifyImages = On != 0;
 }
