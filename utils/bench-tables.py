@@ -183,8 +183,8 @@ def learned_table(r):
     if not rows:
         return []
     return (["**Adaptive**: the layout each adaptive dispatcher learned, "
-             "the cost model's cost per call (a predicted compare is 1, a "
-             "retpoline 20) and what was measured; \"learning\" is a call's "
+             "the cost model's cost per call (a retpoline is 20, a "
+             "predicted compare 0.25) and what was measured; \"learning\" is a call's "
              "cost while a window is open (the counting image; not timed "
              "where the background learner learns, `phase`):", ""]
             + table(["pattern", "N", "layout", "predicted", "ns per call",

@@ -167,8 +167,8 @@ constexpr std::chrono::microseconds AdaptiveTriggerPoll{1000};
 struct LearnedLayout {
   /// The live layout as DispatchLayout names it ("hot-scan", "bisect",
   /// "fallback-only", ...), and the cost model's prediction of an average
-  /// call under the last window's counts (LayoutCostModel units: a
-  /// predicted compare is 1, the retpoline 20).
+  /// call under the last window's counts (LayoutCostModel units: the
+  /// retpoline is 20, a predicted compare 0.25).
   std::string Layout;
   double PredictedCost = 0;
   /// Learning windows closed, and the unregistered targets promoted now.

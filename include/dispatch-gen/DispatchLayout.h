@@ -61,21 +61,30 @@ struct LayoutCase {
   uint64_t Weight = 0;
 };
 
-/// The cost model layouts are chosen and predicted by, in cycles of about a
-/// Zen or Skylake core. Calls are taken as drawn at random with the observed
-/// frequencies, so a branch taken with probability q is mispredicted
-/// min(q, 1 - q) of the time (with independent draws history does not help
-/// the predictor).
+/// The cost model layouts are chosen and predicted by, in units of about
+/// a twentieth of a retpoline. Calls are taken as drawn at random with the
+/// observed frequencies, so a branch taken with probability q is
+/// mispredicted min(q, 1 - q) of the time (with independent draws history
+/// does not help the predictor).
 ///
-/// The defaults fit the ratios `dispatch-gen bench` measures on an Intel
-/// Xeon: a chain of eight equally likely cases (4.5 compares, 0.875
-/// mispredictions) costs about 0.9 of a retpoline, and an indirect call
-/// among eight equally likely targets about 0.85.
+/// The defaults fit what `dispatch-gen bench` measures on an Intel Xeon
+/// (three runs, README "Adaptive dispatch"): a level of a bisection that
+/// is always predicted, its compare and its taken `jb` included, adds
+/// 0.09 ns (one hot program at N = 2 to 4096: 0.66 to 1.67 ns over 11
+/// levels), so a taken branch costs no more than a compare there and the
+/// model charges every test the same; a mispredicted compare in a chain
+/// costs about 8.4 ns, as much as a retpoline (9 ns, 8.35 ns more than a
+/// direct call); and a round-robin that history follows still misses
+/// about a tenth of what independent draws would (N = 16 to 256, bisection
+/// and scan alike).
+///
+/// These hold for that machine; another's differ (README, "Adaptive
+/// dispatch", says how to measure them).
 struct LayoutCostModel {
-  /// A compare and a branch that is predicted.
-  double Compare = 1;
+  /// A compare and a branch that is predicted, taken or not.
+  double Compare = 0.25;
   /// A mispredicted branch.
-  double Mispredict = 16;
+  double Mispredict = 20;
   /// An indirect branch whose target the predictor has.
   double IndirectBranch = 2;
   /// A retpoline: never predicted; about a misprediction and the thunk.
@@ -86,6 +95,15 @@ struct LayoutCostModel {
   /// round-robin through a bisection costs about 6 ns per call up to 1024
   /// programs and 20 ns at 4096, where the retpoline is 11.
   double PredictorCapacity = 2048;
+  /// The share of the mispredictions of independent draws that a
+  /// predictor with history still makes on an order it follows
+  /// (LayoutOptions::Predictability 1).
+  double ResidualMispredict = 0.1;
+  /// A mispredicted indirect branch: cheaper than a mispredicted compare
+  /// in a chain on the Xeon (7.3 ns against 8.4 ns: an indirect call among
+  /// eight equally likely targets costs 7.05 ns, a chain of them 8.44 ns,
+  /// each missing 7 times in 8).
+  double IndirectMispredict = 17.5;
 };
 
 /// What a layout is chosen for besides its cases' weights.

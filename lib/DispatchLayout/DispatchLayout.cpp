@@ -88,8 +88,9 @@ double effectivePredictability(ArrayRef<LayoutCase> Cases,
   size_t Called = count_if(Cases, [](const LayoutCase &C) { return C.Weight; });
   if (Called == 0)
     Called = Cases.size();
-  return P * std::min(1.0, Model.PredictorCapacity /
-                               double(std::max<size_t>(Called, 1)));
+  return P * (1 - std::clamp(Model.ResidualMispredict, 0.0, 1.0)) *
+         std::min(1.0, Model.PredictorCapacity /
+                           double(std::max<size_t>(Called, 1)));
 }
 
 /// Indices of Cases, hottest first; equal weights keep the order of Order.
@@ -234,7 +235,10 @@ double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
     double Hits = FallbackShare * FallbackShare;
     for (uint32_t C = 0; C < Cases.size(); ++C)
       Hits += Share(C) * Share(C);
-    return Model.IndirectBranch + Mispredict * (1 - Hits);
+    return Model.IndirectBranch +
+           Model.IndirectMispredict *
+               (1 - effectivePredictability(Cases, Options, Model)) *
+               (1 - Hits);
   }
 
   // Each test reached with mass Reach (the share of calls that get there)
@@ -310,7 +314,7 @@ StringRef DispatchLayout::shapeName() const {
 void DispatchLayout::print(raw_ostream &OS, ArrayRef<LayoutCase> Cases,
                            function_ref<std::string(uint32_t)> NameOf) const {
   OS << "layout " << shapeName() << ", predicted " << format("%.1f", Cost)
-     << " cycles per call\n";
+     << " units per call\n";
   auto Key = [&](uint32_t C) {
     return NameOf ? NameOf(C) : formatv("{0:x}", Cases[C].Key).str();
   };

@@ -207,7 +207,7 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
   if (Config.Adaptive.Enabled) {
     const BuiltImage &Current = Live ? Live : Empty;
     OS << formatv("adaptive: {0}, {1} windows, layout {2} (predicted {3:f1} "
-                  "cycles per call)\n",
+                  "units per call)\n",
                   Learning ? "learning (counting image)" : "steady",
                   LearningWindows, Current.Layout, Current.PredictedCost);
     if (Config.Adaptive.Background && Config.Adaptive.TriggerPoll.count() > 0)

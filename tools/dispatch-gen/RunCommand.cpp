@@ -206,7 +206,7 @@ void printAdaptive(const RunHarness &H, const LiveResult &Live) {
                     "phase); {2} promoted{3}{4}\n",
                     S.LearningWindows, Live.LearningWindows, S.Promoted.size(),
                     Promoted.empty() ? "" : ": ", Promoted);
-  outs() << formatv("  adaptive: layout {0}, predicted {1:f1} cycles per "
+  outs() << formatv("  adaptive: layout {0}, predicted {1:f1} units per "
                     "call{2}\n",
                     S.Layout.empty() ? "none" : S.Layout, S.PredictedCost,
                     S.Learning ? " (a learning window is open)" : "");

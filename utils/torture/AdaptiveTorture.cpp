@@ -158,7 +158,7 @@ void AdaptiveMonitor::print(raw_ostream &OS,
     Seen += formatv("{0}{1} {2}", Seen.empty() ? "" : ", ", Name, Generations)
                 .str();
   OS << formatv("  layouts:         {0} (generations seen in {1} polls); at "
-                "the end {2}, predicted {3:f1} cycles per call\n",
+                "the end {2}, predicted {3:f1} units per call\n",
                 Seen, NumPolls, Final.Layout.empty() ? "none" : Final.Layout,
                 Final.PredictedCost);
   if (!Final.LearningError.empty())
