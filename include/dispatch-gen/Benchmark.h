@@ -31,6 +31,7 @@
 #ifndef DISPATCH_GEN_BENCHMARK_H
 #define DISPATCH_GEN_BENCHMARK_H
 
+#include "dispatch-gen/DispatchLayout.h"
 #include "dispatch-gen/Reclamation.h"
 
 #include "llvm/ADT/ArrayRef.h"
@@ -266,6 +267,13 @@ struct CallCost {
   /// Adaptive only: what its dispatcher had learned after the timed loops.
   std::optional<LearnedLayout> Learned;
 };
+
+/// The cost model's constants (LayoutCostModel, a retpoline = 20) that
+/// these call costs give: Compare from the plain dispatcher's one-hot
+/// calls at the smallest and largest N, Mispredict from the weighted
+/// dispatcher's scan of eight equally likely programs, IndirectMispredict
+/// from the indirect call among them. None without those measurements.
+std::optional<LayoutCostModel> fitCostModel(llvm::ArrayRef<CallCost> Calls);
 
 /// Progress lines ("N=48 zipf"), for stderr.
 using ProgressFn = llvm::function_ref<void(const llvm::Twine &)>;

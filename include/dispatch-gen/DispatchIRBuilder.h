@@ -103,6 +103,8 @@ struct DispatcherSpec {
   /// shorter list: none for the rest).
   ArgExtension ReturnExtension = ArgExtension::None;
   std::vector<ArgExtension> ParamExtensions;
+  /// The cost model the layout of address targets is chosen by.
+  LayoutCostModel CostModel;
 };
 
 /// Parses a function type written in LLVM's syntax, e.g. "i32 (ptr, ptr)",

@@ -100,10 +100,10 @@ struct LayoutCostModel {
   /// (LayoutOptions::Predictability 1).
   double ResidualMispredict = 0.1;
   /// A mispredicted indirect branch: cheaper than a mispredicted compare
-  /// in a chain on the Xeon (7.3 ns against 8.4 ns: an indirect call among
-  /// eight equally likely targets costs 7.05 ns, a chain of them 8.44 ns,
-  /// each missing 7 times in 8).
-  double IndirectMispredict = 17.5;
+  /// in a chain on the Xeon (6.6 ns against 8.4 ns: an indirect call among
+  /// eight equally likely targets costs 7.00 ns, one always to the same
+  /// target 1.19 ns, for 7 misses in 8).
+  double IndirectMispredict = 16;
 };
 
 /// What a layout is chosen for besides its cases' weights.

@@ -49,6 +49,7 @@
 #define DISPATCH_GEN_DISPATCHER_H
 
 #include "dispatch-gen/DispatchIRBuilder.h"
+#include "dispatch-gen/DispatchLayout.h"
 #include "dispatch-gen/FaultPoint.h"
 #include "dispatch-gen/ProgramSet.h"
 #include "dispatch-gen/Reclamation.h"
@@ -265,6 +266,10 @@ struct DispatcherConfig {
   /// The interface takes object files, so images are then always compiled
   /// (ImageLowering::Codegen): milliseconds per update.
   bool RegisterWithDebugger = false;
+  /// The cost model weighted and adaptive layouts are chosen by. The
+  /// defaults were measured on the project's Xeon; `dispatch-gen bench`
+  /// prints this machine's ("the cost model on this machine").
+  LayoutCostModel CostModel;
   /// Adaptive dispatch (see AdaptiveConfig); off by default.
   AdaptiveConfig Adaptive;
   /// Called once for each program whose last reference went, after no

@@ -101,6 +101,15 @@ void printSummary(const CallTable &T, const Report &R, raw_ostream &OS) {
                     N, *S / *W);
   }
   printAdaptiveGoals(R, OS);
+  if (std::optional<LayoutCostModel> M = fitCostModel(R.Calls)) {
+    LayoutCostModel D;
+    OS << formatv("  the cost model on this machine (DispatcherConfig::"
+                  "CostModel; a retpoline = 20): Compare {0:f2}, Mispredict "
+                  "{1:f1}, IndirectMispredict {2:f1} (the defaults: {3:f2}, "
+                  "{4:f1}, {5:f1})\n",
+                  M->Compare, M->Mispredict, M->IndirectMispredict, D.Compare,
+                  D.Mispredict, D.IndirectMispredict);
+  }
   std::map<unsigned, double> OneThread;
   for (const ReadScaling &S : R.Scaling)
     if (S.Threads == 1)
@@ -261,6 +270,12 @@ void writeJSON(const Report &R, raw_ostream &OS) {
       if (R.PhaseCallsPerLoop)
         J.attribute("phase_calls_per_loop", R.PhaseCallsPerLoop);
     }
+    if (std::optional<LayoutCostModel> M = fitCostModel(R.Calls))
+      J.attributeObject("cost_model", [&] {
+        J.attribute("compare", M->Compare);
+        J.attribute("mispredict", M->Mispredict);
+        J.attribute("indirect_mispredict", M->IndirectMispredict);
+      });
     J.attributeArray("calls", [&] {
       for (const CallCost &C : R.Calls)
         J.object([&] {

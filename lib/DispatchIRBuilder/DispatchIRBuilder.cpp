@@ -440,8 +440,8 @@ DispatchLayout DispatchIRBuilder::getLayout(const DispatcherSpec &Spec) {
   std::vector<LayoutCase> Cases = getLayoutCases(Spec);
   // Symbols are link-time constants in no known order: a chain.
   if (Spec.Targets.empty() || !Spec.Targets.front().Address)
-    return DispatchLayout::chain(Cases);
-  return DispatchLayout::choose(Cases);
+    return DispatchLayout::chain(Cases, Spec.CostModel);
+  return DispatchLayout::choose(Cases, LayoutOptions(), Spec.CostModel);
 }
 
 Expected<Function *> DispatchIRBuilder::build(const DispatcherSpec &Spec) {

@@ -79,11 +79,13 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
   // An adaptive dispatcher whose counts gave no clear win keeps the plain
   // layout; its predicted cost is still under the counts.
   bool Plain = Adaptive && LearnedPlain;
-  DispatchLayout Layout = Plain ? plainLayout(ForLayout)
-                                : DispatchLayout::choose(ForLayout, Options);
+  const LayoutCostModel &Model = Config.CostModel;
+  DispatchLayout Layout =
+      Plain ? plainLayout(ForLayout)
+            : DispatchLayout::choose(ForLayout, Options, Model);
   Built.Layout = Layout.shapeName();
-  Built.PredictedCost =
-      Plain ? Layout.costUnder(ForLayout, Options) : Layout.predictedCost();
+  Built.PredictedCost = Plain ? Layout.costUnder(ForLayout, Options, Model)
+                              : Layout.predictedCost();
   bool NoTree = Layout.shape() == DispatchLayout::Shape::FallbackOnly;
   if (NoTree) {
     Built.Fallback += Built.Direct;
@@ -164,6 +166,7 @@ Dispatcher::Impl::buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
   Spec.ExternalRetpolineThunk = ThunkFallback;
   Spec.ReturnExtension = Config.ReturnExtension;
   Spec.ParamExtensions = Config.ParamExtensions;
+  Spec.CostModel = Config.CostModel;
   std::vector<ImageTarget> Targets;
   for (const ImageCase &C : Cases) {
     DispatchTarget T;

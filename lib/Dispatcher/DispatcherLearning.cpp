@@ -190,7 +190,7 @@ DispatchLayout Dispatcher::Impl::plainLayout(ArrayRef<LayoutCase> Cases) const {
     Unweighted.push_back({C.Key, 0});
   LayoutOptions Options;
   Options.RetpolineFallback = Config.RetpolineFallback;
-  return DispatchLayout::choose(Unweighted, Options);
+  return DispatchLayout::choose(Unweighted, Options, Config.CostModel);
 }
 
 uint64_t Dispatcher::Impl::steadyFallbackCalls() const {
@@ -417,14 +417,16 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     Options.AllowFallbackOnly = true;
     Options.FallbackWeight = NewFallback;
     Options.Predictability = R.Predictability;
-    DispatchLayout Next = DispatchLayout::choose(NewCases, Options);
+    const LayoutCostModel &Model = Config.CostModel;
+    DispatchLayout Next = DispatchLayout::choose(NewCases, Options, Model);
     // The layout a plain dispatcher of these cases has (no counts): kept
     // unless the counts' layout is predicted cheaper by the hysteresis for
     // the calls just counted. Where the model cannot tell two layouts
     // apart it does not know which one the CPU runs faster, and the plain
     // one is what the host would have had without adaptive dispatch.
     double H = Config.Adaptive.Hysteresis;
-    double PlainCost = plainLayout(NewCases).costUnder(NewCases, Options);
+    double PlainCost =
+        plainLayout(NewCases).costUnder(NewCases, Options, Model);
     bool NewPlain = !(Next.predictedCost() < PlainCost * (1 - H));
     double NewCost = NewPlain ? PlainCost : Next.predictedCost();
     // Hysteresis: keep the current layout unless the set of cases changed
@@ -432,9 +434,10 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     LayoutOptions OldOptions = Options;
     OldOptions.FallbackWeight = LearnedFallback;
     OldOptions.Predictability = LearnedPredictability;
-    double Keep = (LearnedPlain ? plainLayout(OldCases)
-                                : DispatchLayout::choose(OldCases, OldOptions))
-                      .costUnder(NewCases, Options);
+    double Keep =
+        (LearnedPlain ? plainLayout(OldCases)
+                      : DispatchLayout::choose(OldCases, OldOptions, Model))
+            .costUnder(NewCases, Options, Model);
     bool NewSet = !R.Promoted.empty() || !R.Demoted.empty();
     if (NewSet || Learned.empty() || NewCost < Keep * (1 - H)) {
       Changed = true;

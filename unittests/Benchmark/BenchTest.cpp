@@ -291,6 +291,62 @@ std::vector<std::string> reportLines(const Report &R) {
   return Lines;
 }
 
+TEST(ModelFitTest, RecoversTheConstantsTheCallCostsWereMadeWith) {
+  // Call costs made from known constants (one unit 0.5 ns, a predicted
+  // test 0.3 units, a misprediction 18, an indirect one 16, entering a
+  // dispatcher 0.2 ns): the fit gives the constants back, and none when
+  // a measurement it needs is missing.
+  const double Unit = 0.5, Compare = 0.3, Mispredict = 18, Indirect = 16;
+  const double Direct = 0.5, Entry = 0.2;
+  auto Terms = [](std::vector<uint64_t> Weights, bool Weighted) {
+    std::vector<LayoutCase> Cases, Plain;
+    for (size_t K = 0; K < Weights.size(); ++K) {
+      Cases.push_back({0x100000 + 16 * K, Weights[K]});
+      Plain.push_back({0x100000 + 16 * K, 0});
+    }
+    LayoutOptions O;
+    O.RetpolineFallback = true;
+    DispatchLayout L = DispatchLayout::choose(Weighted ? Cases : Plain, O);
+    LayoutCostModel C;
+    C.Compare = 1;
+    C.Mispredict = 0;
+    LayoutCostModel M;
+    M.Compare = 0;
+    M.Mispredict = 1;
+    return std::make_pair(L.costUnder(Cases, O, C), L.costUnder(Cases, O, M));
+  };
+  std::vector<uint64_t> Hot2 = {1, 0}, Hot4096(4096, 0);
+  Hot4096[0] = 1;
+  auto [HotC2, HotM2] = Terms(Hot2, false);
+  auto [HotC4096, HotM4096] = Terms(Hot4096, false);
+  auto [ScanC, ScanM] = Terms(std::vector<uint64_t>(8, 1), true);
+  EXPECT_EQ(HotM2 + HotM4096, 0);
+  double Ns = Compare * Unit;
+  std::vector<CallCost> Calls = {
+      {4096, Pattern::OneHot, CallVariant::Retpoline, Direct + 20 * Unit},
+      {4096, Pattern::OneHot, CallVariant::Direct, Direct},
+      {2, Pattern::OneHot, CallVariant::Dispatcher,
+       Direct + Entry + HotC2 * Ns},
+      {4096, Pattern::OneHot, CallVariant::Dispatcher,
+       Direct + Entry + HotC4096 * Ns},
+      {8, Pattern::Uniform, CallVariant::Direct, Direct},
+      {8, Pattern::Uniform, CallVariant::Weighted,
+       Direct + Entry + ScanC * Ns + ScanM * Mispredict * Unit},
+      {8, Pattern::OneHot, CallVariant::Indirect, 1.2},
+      {8, Pattern::Uniform, CallVariant::Indirect,
+       1.2 + 7.0 / 8 * Indirect * Unit},
+  };
+  std::optional<LayoutCostModel> M = fitCostModel(Calls);
+  ASSERT_TRUE(M.has_value());
+  EXPECT_NEAR(M->Compare, Compare, 1e-9);
+  EXPECT_NEAR(M->Mispredict, Mispredict, 1e-9);
+  EXPECT_NEAR(M->IndirectMispredict, Indirect, 1e-9);
+  // The rest of the model is left as it was.
+  EXPECT_EQ(M->Retpoline, LayoutCostModel().Retpoline);
+  Calls.pop_back();
+  EXPECT_FALSE(fitCostModel(Calls).has_value());
+}
+
 TEST(ReportTest, UpdateP99OnlyFromEnoughSamplesAndAlwaysTheCountAndMaximum) {
   Report R;
   R.Updates.push_back(

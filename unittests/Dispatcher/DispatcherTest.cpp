@@ -162,6 +162,43 @@ TEST_P(DispatcherTest, RegisteredProgramsAreReachedDirectly) {
   EXPECT_NE(Dump.find("# -> prog2"), std::string::npos) << Dump;
 }
 
+TEST_P(DispatcherTest, TheConfiguredCostModelChoosesTheWeightedLayout) {
+  // Eight equally weighted programs: with the default model (compares
+  // cheap) the layout scans them; with compares 160 times dearer the
+  // model's choice is another, and either way the image is the layout
+  // its model chose, in both lowerings, and routes every program.
+  for (double Compare : {LayoutCostModel().Compare, 40.0}) {
+    SCOPED_TRACE(Compare);
+    DispatcherConfig C = hostConfig();
+    C.CostModel.Compare = Compare;
+    auto D = makeDispatcher(std::move(C));
+    ASSERT_TRUE(D);
+    std::vector<std::pair<uint64_t, uint64_t>> Weights;
+    std::vector<LayoutCase> Cases;
+    ProgramSet::Batch B;
+    for (int I = 0; I < NumProgs; ++I) {
+      B.add(addr(Progs[I]));
+      Weights.push_back({addr(Progs[I]), 100});
+      Cases.push_back({addr(Progs[I]), 100});
+    }
+    expectOk(D->apply(B));
+    D->setWeights(Weights);
+    expectOk(D->regenerate());
+    LayoutCostModel Model;
+    Model.Compare = Compare;
+    DispatchLayout Expected = DispatchLayout::choose(Cases, {}, Model);
+    DispatcherStatus S = D->status();
+    EXPECT_EQ(S.Layout, Expected.shapeName());
+    EXPECT_NEAR(S.PredictedCost, Expected.predictedCost(), 1e-9);
+    if (Compare != LayoutCostModel().Compare)
+      EXPECT_NE(Expected.shapeName(),
+                DispatchLayout::choose(Cases).shapeName());
+    for (int I = 0; I < NumProgs; ++I)
+      EXPECT_EQ(callThrough(*D, 3, Progs[I]), I * 1000 + 3);
+    expectOk(D->verify());
+  }
+}
+
 TEST_P(DispatcherTest, RefcountOnlyChangesDoNotRegenerate) {
   auto D = makeDispatcher(hostConfig());
   ASSERT_TRUE(D);
