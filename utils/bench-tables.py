@@ -428,10 +428,30 @@ def many_table(runs):
             + table(["measure", "figure"], rows))
 
 
+def cost_model_table(r):
+    """The LayoutCostModel constants each run's call costs give."""
+    fits = [d.get("cost_model") for d in r.data]
+    if not any(fits):
+        return []
+    return (["**Cost model**: the `LayoutCostModel` constants these runs' "
+             "call costs give (`fitCostModel`; a retpoline = 20), next to "
+             "the defaults:", ""]
+            + table(["constant", "fitted", "default"],
+                    [["Compare", cell(field(fits, "compare"), f2), "0.25"],
+                     ["Mispredict",
+                      cell(field(fits, "mispredict"), lambda v: f"{v:.1f}"),
+                      "20"],
+                     ["IndirectMispredict",
+                      cell(field(fits, "indirect_mispredict"),
+                           lambda v: f"{v:.1f}"), "16"]]))
+
+
 def generate(results):
     r = Runs(load_runs(results))
     learned = learned_table(r)
-    parts = [header(r), call_tables(r)] + ([learned] if learned else []) + [
+    model = cost_model_table(r)
+    parts = [header(r), call_tables(r)] + ([learned] if learned else []) + (
+             [model] if model else []) + [
              goal_rows(r), weights_table(r),
              update_table(r), scaling_table(r), memory_table(r),
              many_table(load_runs(results, "many", required=False))]
