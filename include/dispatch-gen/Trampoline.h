@@ -108,8 +108,9 @@ public:
 
   /// Creates a JIT entry in new executable memory as close to Near as the
   /// address space allows (within +-1 GiB), so that images placed near it
-  /// reach it and Near with rel32 jumps. Until the first retarget() the
-  /// entry traps (ud2).
+  /// reach it and Near with rel32 jumps; Near 0 stands for where mmap puts
+  /// new memory now (next to the shared libraries and JIT memory). Until
+  /// the first retarget() the entry traps (ud2).
   /// ResidentBytes > 0 reserves a resident area of at least that many
   /// bytes right after the entry's first word (rounded up to 64). Entries
   /// of all dispatchers share pages: each takes a cache line, or a line

@@ -591,6 +591,32 @@ TEST_F(DispatchIRBuilderTest, AddressTargetsAreTestedAsTheLayoutOrdersThem) {
                           std::pair(P::ICMP_EQ, uint64_t(0x6000))));
 }
 
+TEST_F(DispatchIRBuilderTest, TheSpecsCostModelChoosesTheLayout) {
+  // Eight equally weighted targets: the default model scans them (equality
+  // tests first); one whose compares are 160 times dearer bisects them
+  // (an unsigned-less-than test first), as DispatchLayout does for it.
+  using P = ICmpInst::Predicate;
+  for (double Compare : {LayoutCostModel().Compare, 40.0}) {
+    SCOPED_TRACE(Compare);
+    parseModule("");
+    std::vector<DispatchTarget> Eight;
+    for (uint64_t I = 1; I <= 8; ++I)
+      Eight.push_back(addressTarget("p" + std::to_string(I), 0x1000 * I, 10));
+    DispatcherSpec Spec = makeSpec("i32 (ptr, ptr)", Eight);
+    Spec.CostModel.Compare = Compare;
+    Function *F = buildAndVerify(Spec);
+    ASSERT_TRUE(F);
+    std::vector<std::pair<P, uint64_t>> Tests =
+        routeOf(*F, F->getArg(2), 0x9000).Tests;
+    ASSERT_FALSE(Tests.empty());
+    bool Dear = Compare != LayoutCostModel().Compare;
+    EXPECT_EQ(Tests.front().first, Dear ? P::ICMP_ULT : P::ICMP_EQ);
+    EXPECT_EQ(DispatchIRBuilder::getLayout(Spec).shape(),
+              Dear ? DispatchLayout::Shape::Bisect
+                   : DispatchLayout::Shape::HotScan);
+  }
+}
+
 TEST_F(DispatchIRBuilderTest, AddressCasesTailCallTheirTargetWithoutSelector) {
   DispatcherSpec Spec = makeSpec(
       "i32 (ptr, ptr)", {addressTarget("b", 0x2000), addressTarget("c", 0x3000),

@@ -79,6 +79,16 @@ DispatcherConfig adaptiveConfig(bool Background = false) {
   return C;
 }
 
+/// Makes every update of C's dispatcher fail ("injected fault") while the
+/// returned flag is set.
+std::shared_ptr<std::atomic<bool>> failWhileSet(DispatcherConfig &C) {
+  auto Fail = std::make_shared<std::atomic<bool>>(false);
+  C.InjectFault = [Fail](FaultPoint) -> Error {
+    return *Fail ? createStringError("injected fault") : Error::success();
+  };
+  return Fail;
+}
+
 std::unique_ptr<Dispatcher> make(DispatcherConfig C) {
   auto D = Dispatcher::create(std::move(C));
   EXPECT_THAT(takeError(D), Succeeded());
@@ -340,10 +350,7 @@ TEST_F(AdaptiveTest, CountsWithoutAClearWinKeepThePlainLayout) {
   // hotter than the rest is a clear win and takes the hot scan.
   DispatcherConfig C = adaptiveConfig();
   C.RetpolineFallback = true;
-  auto Fail = std::make_shared<bool>(false);
-  C.InjectFault = [Fail](FaultPoint) -> Error {
-    return *Fail ? createStringError("injected fault") : Error::success();
-  };
+  auto Fail = failWhileSet(C);
   auto D = make(std::move(C));
   ASSERT_TRUE(D);
   for (int I = 0; I < 8; ++I)
@@ -586,10 +593,7 @@ TEST_F(AdaptiveTest, AWindowThatFailedToCloseIsClosedLater) {
   C.Adaptive.Window = std::chrono::milliseconds(200);
   C.Adaptive.Period = std::chrono::milliseconds(50);
   C.Adaptive.MaxPeriod = std::chrono::milliseconds(100);
-  auto Fail = std::make_shared<std::atomic<bool>>(false);
-  C.InjectFault = [Fail](FaultPoint) -> Error {
-    return *Fail ? createStringError("injected fault") : Error::success();
-  };
+  auto Fail = failWhileSet(C);
   auto D = make(std::move(C));
   ASSERT_TRUE(D);
   for (int I = 0; I < 2; ++I)
