@@ -56,6 +56,7 @@ build() {
 # mode is a deliberate use-after-free, labelled apart and left to the ASan
 # stage).
 TSAN_BINARIES=(ReclaimerTests TrampolineTests NearArenaTests DispatcherTests AdaptiveTests
+  CostCalibrationTests
   dispatch-gen-torture)
 TSAN_EXCLUDED='TenThousandUpdatesKeepMemoryFlat'
 # Any report fails its test case. utils/tsan.supp holds liburcu's internals
@@ -94,7 +95,8 @@ tsan_run() {
 # minutes long when instrumented.
 ASAN_BINARIES=(ProgramSetTests DispatchLayoutTests DispatchIRBuilderTests CodeEmitterTests
   CodeInspectorTests ReclaimerTests ReaderRegistrationTests TrampolineTests
-  NearArenaTests DispatcherTests AdaptiveTests X86ImageEmitterTests FrontendTests
+  NearArenaTests DispatcherTests AdaptiveTests CostCalibrationTests X86ImageEmitterTests
+  FrontendTests
   dispatch-gen-torture dispatch-gen-embed-example)
 # The torture's broken mode is not run here: instrumented, the updater
 # regenerates about 20 times a second, too few frees in a short run for the

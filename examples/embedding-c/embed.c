@@ -170,6 +170,18 @@ int main(void) {
   if (Why)
     LLVMDisposeErrorMessage(Why);
   DispatchGenConfigSetAdaptiveSampling(LC, 32, 0, 100, 0);
+  /* A cost model the library refuses, then the defaults pinned (without
+   * one, the process's calibration chooses the layouts). */
+  DispatchGenConfigSetCostModel(LC, -1, 20, 16);
+  Refused = DispatchGenCreateDispatcherInLLJIT(LC, J, &L);
+  Why = Refused ? LLVMGetErrorMessage(Refused) : NULL;
+  if (!Refused)
+    DispatchGenDisposeDispatcher(L);
+  Ok = Ok && Why && strstr(Why, "costs must be finite and not negative");
+  printf("adaptive: refused: %s\n", Why ? Why : "(nothing)");
+  if (Why)
+    LLVMDisposeErrorMessage(Why);
+  DispatchGenConfigSetCostModel(LC, 0.25, 20, 16);
   check(DispatchGenCreateDispatcherInLLJIT(LC, J, &L),
         "cannot create the adaptive dispatcher");
   DispatchGenDisposeConfig(LC);

@@ -154,6 +154,16 @@ void DispatchGenConfigSetAdaptiveSampling(DispatchGenConfigRef Config,
                                           uint64_t OnMicroseconds,
                                           uint64_t OffMicroseconds);
 
+/** Pins the cost model weighted and adaptive layouts are chosen by
+ * (DispatcherConfig::CostModel; a retpoline is 20 units): a predicted
+ * compare, a mispredicted compare and a mispredicted indirect branch, the
+ * rest as LayoutCostModel's defaults. Without it, the process's
+ * calibration (dispatch-gen/CostCalibration.h) chooses. Checked when the
+ * dispatcher is created: finite and not negative. */
+void DispatchGenConfigSetCostModel(DispatchGenConfigRef Config, double Compare,
+                                   double Mispredict,
+                                   double IndirectMispredict);
+
 /* Life ---------------------------------------------------------------------*/
 
 /** A standalone dispatcher. Config is not consumed. */

@@ -31,6 +31,7 @@
 #ifndef DISPATCH_GEN_BENCHMARK_H
 #define DISPATCH_GEN_BENCHMARK_H
 
+#include "dispatch-gen/CostCalibration.h"
 #include "dispatch-gen/DispatchLayout.h"
 #include "dispatch-gen/Reclamation.h"
 
@@ -424,6 +425,9 @@ struct Report {
   std::vector<ReadScaling> Scaling;
   std::vector<MemoryUse> Memory;
   std::optional<ManyDispatchers> Many;
+  /// The process's cost model calibration (processCostCalibration()),
+  /// which the weighted and adaptive variants choose their layouts by.
+  std::optional<CostCalibration> Calibration;
 };
 
 /// The call-cost table (ns per call and the ratio to the direct call), the

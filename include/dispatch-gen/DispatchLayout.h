@@ -177,6 +177,17 @@ public:
                    const LayoutCostModel &Model = {}) const {
     return predict(Cases, Options, Model);
   }
+  /// The two terms costUnder() prices, uncosted: the tests (compares) and
+  /// mispredicted branches of an average call. Fitting the model's
+  /// constants to measured costs (CostCalibration.h, `dispatch-gen
+  /// bench`) counts with these, so the fit uses the model's own
+  /// accounting. The fallback's own cost is not in them.
+  struct CallTerms {
+    double Compares = 0;
+    double Mispredicts = 0;
+  };
+  CallTerms termsUnder(llvm::ArrayRef<LayoutCase> Cases,
+                       const LayoutOptions &Options) const;
   /// The cases tested one by one before the tree, in order.
   llvm::ArrayRef<uint32_t> prefix() const { return Prefix; }
   /// The tree's root; its nodes are made before their children.

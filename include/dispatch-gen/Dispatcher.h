@@ -266,10 +266,15 @@ struct DispatcherConfig {
   /// The interface takes object files, so images are then always compiled
   /// (ImageLowering::Codegen): milliseconds per update.
   bool RegisterWithDebugger = false;
-  /// The cost model weighted and adaptive layouts are chosen by. The
-  /// defaults were measured on the project's Xeon; `dispatch-gen bench`
-  /// prints this machine's ("the cost model on this machine").
-  LayoutCostModel CostModel;
+  /// The cost model weighted and adaptive layouts are chosen by. Unset
+  /// (the default): the process's calibration (CostCalibration.h), which
+  /// the first weighted or adaptive dispatcher to build an image measures
+  /// on the calling thread, once per process (about 10 ms), falling back
+  /// to LayoutCostModel's defaults where it cannot measure. Set it to pin
+  /// the layouts to known constants: LayoutCostModel() for the defaults
+  /// (measured on the project's Xeon), or the constants `dispatch-gen
+  /// bench` fits from its full run ("the cost model on this machine").
+  std::optional<LayoutCostModel> CostModel;
   /// Adaptive dispatch (see AdaptiveConfig); off by default.
   AdaptiveConfig Adaptive;
   /// Called once for each program whose last reference went, after no
@@ -350,6 +355,14 @@ struct DispatcherStatus {
   double LearnedPredictability = 0;
   std::string Layout;
   double PredictedCost = 0;
+  /// The cost model layouts are chosen by (DispatcherConfig::CostModel)
+  /// and where it came from: "configured", "calibrated" (measured on this
+  /// CPU, once per process), or "defaults" (a plain dispatcher, whose
+  /// layout does not depend on it, or a calibration that could not
+  /// measure: CostModelNote says why).
+  LayoutCostModel CostModel;
+  std::string CostModelSource;
+  std::string CostModelNote;
   /// The last background window's failure; empty when none failed.
   std::string LearningError;
   /// The counter blocks of adaptive dispatch: reserved (one per possible

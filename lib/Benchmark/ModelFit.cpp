@@ -30,14 +30,10 @@ namespace dispatchgen::bench {
 
 namespace {
 
-/// The model's tests (Compares) and mispredictions (Mispredicts) of the
-/// layout a dispatcher of N programs with Weights (none: plain) has, for
-/// calls drawn as Weights says.
-struct Terms {
-  double Compares = 0, Mispredicts = 0;
-};
-
-Terms termsOf(ArrayRef<uint64_t> Weights, bool Weighted) {
+/// The model's tests and mispredictions of the layout a dispatcher of N
+/// programs with Weights (none: plain) has, for calls drawn as Weights
+/// says.
+DispatchLayout::CallTerms termsOf(ArrayRef<uint64_t> Weights, bool Weighted) {
   std::vector<LayoutCase> Cases, Plain;
   for (size_t K = 0; K < Weights.size(); ++K) {
     Cases.push_back({0x100000 + 16 * K, Weights[K]});
@@ -46,15 +42,7 @@ Terms termsOf(ArrayRef<uint64_t> Weights, bool Weighted) {
   LayoutOptions Options;
   Options.RetpolineFallback = true;
   DispatchLayout L = DispatchLayout::choose(Weighted ? Cases : Plain, Options);
-  LayoutCostModel Count;
-  Count.Compare = 1;
-  Count.Mispredict = 0;
-  Terms T;
-  T.Compares = L.costUnder(Cases, Options, Count);
-  Count.Compare = 0;
-  Count.Mispredict = 1;
-  T.Mispredicts = L.costUnder(Cases, Options, Count);
-  return T;
+  return L.termsUnder(Cases, Options);
 }
 
 } // namespace
@@ -83,8 +71,8 @@ std::optional<LayoutCostModel> fitCostModel(ArrayRef<CallCost> Calls) {
     W[0] = 1;
     return W;
   };
-  Terms HotS = termsOf(OneHot(Small), false);
-  Terms HotL = termsOf(OneHot(Large), false);
+  DispatchLayout::CallTerms HotS = termsOf(OneHot(Small), false);
+  DispatchLayout::CallTerms HotL = termsOf(OneHot(Large), false);
   if (HotL.Compares <= HotS.Compares)
     return std::nullopt;
   LayoutCostModel M;
@@ -94,7 +82,7 @@ std::optional<LayoutCostModel> fitCostModel(ArrayRef<CallCost> Calls) {
   // The dispatcher's scan of eight: above a direct call, its tests and
   // mispredictions (the call into the entry costs what HotSmall has above
   // a direct call with one test).
-  Terms Scan = termsOf(std::vector<uint64_t>(8, 1), true);
+  DispatchLayout::CallTerms Scan = termsOf(std::vector<uint64_t>(8, 1), true);
   double Entry = *HotSmall - *Direct - HotS.Compares * CompareNs;
   if (Scan.Mispredicts > 0)
     M.Mispredict =

@@ -110,6 +110,17 @@ void printSummary(const CallTable &T, const Report &R, raw_ostream &OS) {
                   M->Compare, M->Mispredict, M->IndirectMispredict, D.Compare,
                   D.Mispredict, D.IndirectMispredict);
   }
+  if (const std::optional<CostCalibration> &C = R.Calibration) {
+    if (C->Calibrated)
+      OS << formatv("  the cost model this process calibrated ({0:f0} us; "
+                    "the weighted and adaptive variants use it): Compare "
+                    "{1:f2}, Mispredict {2:f1}, IndirectMispredict {3:f1}\n",
+                    C->Micros, C->Model.Compare, C->Model.Mispredict,
+                    C->Model.IndirectMispredict);
+    else
+      OS << formatv("  the cost model: the defaults (not calibrated: {0})\n",
+                    C->Why);
+  }
   std::map<unsigned, double> OneThread;
   for (const ReadScaling &S : R.Scaling)
     if (S.Threads == 1)
@@ -275,6 +286,16 @@ void writeJSON(const Report &R, raw_ostream &OS) {
         J.attribute("compare", M->Compare);
         J.attribute("mispredict", M->Mispredict);
         J.attribute("indirect_mispredict", M->IndirectMispredict);
+      });
+    if (const std::optional<CostCalibration> &C = R.Calibration)
+      J.attributeObject("calibration", [&] {
+        J.attribute("calibrated", C->Calibrated);
+        J.attribute("compare", C->Model.Compare);
+        J.attribute("mispredict", C->Model.Mispredict);
+        J.attribute("indirect_mispredict", C->Model.IndirectMispredict);
+        J.attribute("micros", C->Micros);
+        if (!C->Calibrated)
+          J.attribute("why", C->Why);
       });
     J.attributeArray("calls", [&] {
       for (const CallCost &C : R.Calls)

@@ -61,9 +61,12 @@ void printAdaptive(const Report &R, raw_ostream &OS) {
   bool Any = any_of(R.Calls, [](const CallCost &X) { return X.Learned; });
   if (!Any)
     return;
-  OS << "\nadaptive: the layout learned (after the timed loops) and the "
-        "model's cost per call (a retpoline is 20, a predicted compare 0.25), "
-        "next to ns per call measured\n";
+  LayoutCostModel M = R.Calibration ? R.Calibration->Model : LayoutCostModel();
+  OS << formatv("\nadaptive: the layout learned (after the timed loops) and "
+                "the model's cost per call (a retpoline is {0:f0}, a "
+                "predicted compare {1:f2}, a mispredicted one {2:f1}), next "
+                "to ns per call measured\n",
+                M.Retpoline, M.Compare, M.Mispredict);
   OS << formatv("{0,-12} {1,5} {2,-14} {3,9} {4,7} {5,8} {6,9} {7,10} "
                 "{8,10} {9,10} {10,9}\n",
                 "pattern", "N", "layout", "predicted", "windows", "promoted",

@@ -66,6 +66,7 @@ DispatcherConfig configOf(ConfigBox &C) {
   Config.CompiledEntry = C.Config.CompiledEntry;
   Config.VerifyImages = C.Config.VerifyImages;
   Config.Adaptive = C.Config.Adaptive;
+  Config.CostModel = C.Config.CostModel;
   if (C.OnRelease)
     Config.OnRelease = [F = C.OnRelease, Ctx = C.OnReleaseContext](
                            const ProgramEntry &P) { F(Ctx, P.Address); };
@@ -151,6 +152,15 @@ void DispatchGenConfigSetAdaptiveSampling(DispatchGenConfigRef C,
   };
   A.SampleOn = Micros(On);
   A.SampleOff = Micros(Off);
+}
+void DispatchGenConfigSetCostModel(DispatchGenConfigRef C, double Compare,
+                                   double Mispredict,
+                                   double IndirectMispredict) {
+  LayoutCostModel M;
+  M.Compare = Compare;
+  M.Mispredict = Mispredict;
+  M.IndirectMispredict = IndirectMispredict;
+  unwrap(C)->Config.CostModel = M;
 }
 void DispatchGenConfigSetVerifyImages(DispatchGenConfigRef C, int On) {
   unwrap(C)->Config.VerifyImages = On != 0;

@@ -206,6 +206,23 @@ DispatchLayout DispatchLayout::chain(ArrayRef<LayoutCase> Cases,
   return L;
 }
 
+DispatchLayout::CallTerms
+DispatchLayout::termsUnder(ArrayRef<LayoutCase> Cases,
+                           const LayoutOptions &Options) const {
+  // The model is linear in Compare and Mispredict once the fallback's own
+  // cost is out of it.
+  LayoutCostModel Count;
+  Count.IndirectBranch = Count.Retpoline = Count.IndirectMispredict = 0;
+  Count.Compare = 1;
+  Count.Mispredict = 0;
+  CallTerms T;
+  T.Compares = predict(Cases, Options, Count);
+  Count.Compare = 0;
+  Count.Mispredict = 1;
+  T.Mispredicts = predict(Cases, Options, Count);
+  return T;
+}
+
 double DispatchLayout::predict(ArrayRef<LayoutCase> Cases,
                                const LayoutOptions &Options,
                                const LayoutCostModel &Model) const {

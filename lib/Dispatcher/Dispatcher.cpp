@@ -27,6 +27,7 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/Triple.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <mutex>
 
@@ -90,6 +91,16 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
     return createStringError("a dispatcher's capacity must be at least 1");
   if (Config.Name.empty())
     return createStringError("a dispatcher needs a name");
+  if (const std::optional<LayoutCostModel> &M = Config.CostModel) {
+    auto Cost = [](double V) { return std::isfinite(V) && V >= 0; };
+    if (!Cost(M->Compare) || !Cost(M->Mispredict) || !Cost(M->IndirectBranch) ||
+        !Cost(M->Retpoline) || !Cost(M->IndirectMispredict) ||
+        !Cost(M->PredictorCapacity) ||
+        !(M->ResidualMispredict >= 0 && M->ResidualMispredict <= 1))
+      return createStringError(
+          "DispatcherConfig::CostModel's costs must be finite and not "
+          "negative, and its ResidualMispredict 0 to 1");
+  }
   ThunkFallback = Config.RetpolineFallback || Config.FallbackHookForTesting;
   InlineRetpoline = Config.RetpolineFallback && !Config.FallbackHookForTesting;
   auto Reg = checkSignature(Config);
@@ -360,6 +371,10 @@ DispatcherStatus Dispatcher::Impl::status() const {
   const BuiltImage &Current = Live ? Live : Empty;
   S.Layout = Current ? Current.Layout : "";
   S.PredictedCost = Current ? Current.PredictedCost : 0;
+  S.CostModel = costModel();
+  auto [Source, Note] = costModelSource();
+  S.CostModelSource = Source.str();
+  S.CostModelNote = Note.str();
   S.CounterBytes = CounterBytes;
   S.CounterResidentBytes = counterResidentBytes();
   return S;

@@ -15,6 +15,7 @@
 
 #include "DispatcherImpl.h"
 
+#include "dispatch-gen/CostCalibration.h"
 #include "dispatch-gen/DispatchIRBuilder.h"
 #include "dispatch-gen/DispatchLayout.h"
 
@@ -37,6 +38,24 @@ void Dispatcher::Impl::resetContextIfOld() {
   Ctx = std::make_unique<LLVMContext>();
   Signature = cantFail(parseSignature(Config.Signature, *Ctx),
                        "parsed successfully in init()");
+}
+
+const LayoutCostModel &Dispatcher::Impl::costModel() const {
+  static const LayoutCostModel Defaults;
+  if (Config.CostModel)
+    return *Config.CostModel;
+  if (!Config.Adaptive.Enabled && Weights.empty())
+    return Defaults;
+  return processCostCalibration().Model;
+}
+
+std::pair<StringRef, StringRef> Dispatcher::Impl::costModelSource() const {
+  if (Config.CostModel)
+    return {"configured", ""};
+  if (!Config.Adaptive.Enabled && Weights.empty())
+    return {"defaults", ""};
+  const CostCalibration &C = processCostCalibration();
+  return {C.Calibrated ? "calibrated" : "defaults", C.Why};
 }
 
 Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
@@ -79,7 +98,7 @@ Expected<BuiltImage> Dispatcher::Impl::build(uint64_t Gen) {
   // An adaptive dispatcher whose counts gave no clear win keeps the plain
   // layout; its predicted cost is still under the counts.
   bool Plain = Adaptive && LearnedPlain;
-  const LayoutCostModel &Model = Config.CostModel;
+  const LayoutCostModel &Model = costModel();
   DispatchLayout Layout =
       Plain ? plainLayout(ForLayout)
             : DispatchLayout::choose(ForLayout, Options, Model);
@@ -166,7 +185,7 @@ Dispatcher::Impl::buildWithCodegen(uint64_t Gen, StringRef ImageSymbol,
   Spec.ExternalRetpolineThunk = ThunkFallback;
   Spec.ReturnExtension = Config.ReturnExtension;
   Spec.ParamExtensions = Config.ParamExtensions;
-  Spec.CostModel = Config.CostModel;
+  Spec.CostModel = costModel();
   std::vector<ImageTarget> Targets;
   for (const ImageCase &C : Cases) {
     DispatchTarget T;

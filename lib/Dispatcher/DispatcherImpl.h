@@ -149,6 +149,14 @@ public:
   bool LearnedPlain = false;
   /// The layout a dispatcher without counts makes of Cases.
   DispatchLayout plainLayout(llvm::ArrayRef<LayoutCase> Cases) const;
+  /// The model layouts are chosen by: the configured one, else the
+  /// process's calibration (CostCalibration.h) for an adaptive or weighted
+  /// dispatcher (measured when the first one builds an image), else the
+  /// defaults (a plain layout does not depend on the model).
+  const LayoutCostModel &costModel() const;
+  /// Where costModel() comes from, as DispatcherStatus::CostModelSource,
+  /// and the calibration's note when it kept the defaults.
+  std::pair<llvm::StringRef, llvm::StringRef> costModelSource() const;
   /// How much better than independent draws the order of calls was
   /// predicted (LayoutOptions::Predictability).
   double LearnedPredictability = 0;

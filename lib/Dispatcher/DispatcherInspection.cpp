@@ -226,6 +226,14 @@ Error Dispatcher::Impl::dump(raw_ostream &OS) const {
                     LastFallback, LearnedPredictability);
     }
   }
+  if (Config.Adaptive.Enabled || !Weights.empty() || Config.CostModel) {
+    const LayoutCostModel &M = costModel();
+    auto [Source, Note] = costModelSource();
+    OS << formatv("cost model ({0}{1}{2}): compare {3:f2}, mispredict {4:f1}, "
+                  "indirect mispredict {5:f1}, retpoline {6:f0} units\n",
+                  Source, Note.empty() ? "" : ": ", Note, M.Compare,
+                  M.Mispredict, M.IndirectMispredict, M.Retpoline);
+  }
   OS << formatv("entry {0:x} -> ", Entry->address());
   if (!Image) {
     OS << "its own indirect call (no image)\n";

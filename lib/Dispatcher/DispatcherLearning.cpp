@@ -190,7 +190,7 @@ DispatchLayout Dispatcher::Impl::plainLayout(ArrayRef<LayoutCase> Cases) const {
     Unweighted.push_back({C.Key, 0});
   LayoutOptions Options;
   Options.RetpolineFallback = Config.RetpolineFallback;
-  return DispatchLayout::choose(Unweighted, Options, Config.CostModel);
+  return DispatchLayout::choose(Unweighted, Options, costModel());
 }
 
 uint64_t Dispatcher::Impl::steadyFallbackCalls() const {
@@ -417,7 +417,7 @@ Expected<LearningReport> Dispatcher::Impl::endLearning() {
     Options.AllowFallbackOnly = true;
     Options.FallbackWeight = NewFallback;
     Options.Predictability = R.Predictability;
-    const LayoutCostModel &Model = Config.CostModel;
+    const LayoutCostModel &Model = costModel();
     DispatchLayout Next = DispatchLayout::choose(NewCases, Options, Model);
     // The layout a plain dispatcher of these cases has (no counts): kept
     // unless the counts' layout is predicted cheaper by the hysteresis for

@@ -79,6 +79,13 @@ static cl::opt<bool>
     OnlyMany("only-many", cl::sub(benchCommand()), cl::cat(BenchCategory),
              cl::desc("Run only the many-dispatchers section"));
 
+static cl::opt<bool> CalibrateOnly(
+    "calibrate", cl::sub(benchCommand()), cl::cat(BenchCategory),
+    cl::desc("Only measure the cost model's constants on this CPU, as a "
+             "weighted or adaptive dispatcher does once per process "
+             "(CostCalibration.h): --repetitions times (default 5), each "
+             "measurement and the medians"));
+
 static cl::opt<unsigned> ManyCount(
     "many-dispatchers", cl::sub(benchCommand()), cl::cat(BenchCategory),
     cl::value_desc("N"),
@@ -125,6 +132,39 @@ Expected<std::vector<Pattern>> selectedPatterns() {
       Out.push_back(*It);
   }
   return Out;
+}
+
+/// `bench --calibrate`: Times measurements of the cost model's constants,
+/// each with what it timed, then the medians.
+int calibrate(StringRef Tool, unsigned Times) {
+  std::vector<double> Compare, Mispredict, Indirect;
+  outs() << "calibration  unit-ns  compare-ns  mispredict-ns  "
+            "indirect-mispredict-ns  Compare  Mispredict  "
+            "IndirectMispredict  us\n";
+  for (unsigned I = 0; I < Times; ++I) {
+    Expected<CostCalibration> C = calibrateCostModel();
+    if (!C)
+      return fail(Tool, C.takeError());
+    if (!C->Calibrated)
+      return fail(Tool, formatv("calibration {0} kept the defaults: {1}", I + 1,
+                                C->Why));
+    outs() << formatv("{0,11}  {1,7:f3}  {2,10:f3}  {3,13:f2}  {4,22:f2}  "
+                      "{5,7:f2}  {6,10:f1}  {7,18:f1}  {8,2:f0}\n",
+                      I + 1, C->UnitNs, C->CompareNs, C->MispredictNs,
+                      C->IndirectMispredictNs, C->Model.Compare,
+                      C->Model.Mispredict, C->Model.IndirectMispredict,
+                      C->Micros);
+    Compare.push_back(C->Model.Compare);
+    Mispredict.push_back(C->Model.Mispredict);
+    Indirect.push_back(C->Model.IndirectMispredict);
+  }
+  LayoutCostModel D;
+  outs() << formatv("median: Compare {0:f2}, Mispredict {1:f1}, "
+                    "IndirectMispredict {2:f1} (a retpoline = 20; the "
+                    "defaults: {3:f2}, {4:f1}, {5:f1})\n",
+                    median(Compare), median(Mispredict), median(Indirect),
+                    D.Compare, D.Mispredict, D.IndirectMispredict);
+  return 0;
 }
 
 Error measureUpdates(Report &R) {
@@ -258,6 +298,13 @@ int runBench(const Invocation &Inv) {
                                 EC.message()));
   }
 
+  if (CalibrateOnly) {
+    if (OnlyMany || NoUpdates || NoMany || Quick || !Ns.empty() ||
+        !PatternNames.empty() || Iterations.getNumOccurrences() ||
+        !JSONFile.empty() || !PlotFile.empty())
+      return fail(Tool, "--calibrate takes no option but --repetitions");
+    return calibrate(Tool, Repetitions.getNumOccurrences() ? Repetitions : 5);
+  }
   if (NoMany && OnlyMany)
     return fail(Tool, "--no-many and --only-many exclude each other");
   unsigned ManyN = Quick ? 1000 : 10000, ManyC = Quick ? 2000 : 100000;
@@ -294,6 +341,8 @@ int runBench(const Invocation &Inv) {
       return writeJSONTo(Tool, R, *JSONOut);
     return 0;
   }
+  // Before any dispatcher measures it, outside the timed loops.
+  R.Calibration = processCostCalibration();
   auto Calls = measureCallCost(Opts, progress);
   if (!Calls)
     return fail(Tool, Calls.takeError());

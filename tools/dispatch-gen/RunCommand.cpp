@@ -210,6 +210,13 @@ void printAdaptive(const RunHarness &H, const LiveResult &Live) {
                     "call{2}\n",
                     S.Layout.empty() ? "none" : S.Layout, S.PredictedCost,
                     S.Learning ? " (a learning window is open)" : "");
+  outs() << formatv("  adaptive: cost model {0}{1}{2}: compare {3:f2}, "
+                    "mispredict {4:f1}, indirect mispredict {5:f1} (a "
+                    "retpoline {6:f0})\n",
+                    S.CostModelSource, S.CostModelNote.empty() ? "" : ", ",
+                    S.CostModelNote, S.CostModel.Compare,
+                    S.CostModel.Mispredict, S.CostModel.IndirectMispredict,
+                    S.CostModel.Retpoline);
   if (!S.LearningError.empty())
     outs() << "  adaptive: a learning window failed: " << S.LearningError
            << "\n";

@@ -306,14 +306,10 @@ TEST(ModelFitTest, RecoversTheConstantsTheCallCostsWereMadeWith) {
     }
     LayoutOptions O;
     O.RetpolineFallback = true;
-    DispatchLayout L = DispatchLayout::choose(Weighted ? Cases : Plain, O);
-    LayoutCostModel C;
-    C.Compare = 1;
-    C.Mispredict = 0;
-    LayoutCostModel M;
-    M.Compare = 0;
-    M.Mispredict = 1;
-    return std::make_pair(L.costUnder(Cases, O, C), L.costUnder(Cases, O, M));
+    DispatchLayout::CallTerms T =
+        DispatchLayout::choose(Weighted ? Cases : Plain, O)
+            .termsUnder(Cases, O);
+    return std::make_pair(T.Compares, T.Mispredicts);
   };
   std::vector<uint64_t> Hot2 = {1, 0}, Hot4096(4096, 0);
   Hot4096[0] = 1;

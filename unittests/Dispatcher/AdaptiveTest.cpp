@@ -71,6 +71,8 @@ DispatcherConfig adaptiveConfig(bool Background = false) {
   C.VerifyImages = true;
   C.Adaptive.Enabled = true;
   C.Adaptive.Background = Background;
+  // The layouts these tests expect are the default model's, on any CPU.
+  C.CostModel = LayoutCostModel();
   // The host-driven tests count every call, to check exact counts; the
   // background ones sample as the default does.
   if (!Background)

@@ -170,7 +170,8 @@ TEST_P(DispatcherTest, TheConfiguredCostModelChoosesTheWeightedLayout) {
   for (double Compare : {LayoutCostModel().Compare, 40.0}) {
     SCOPED_TRACE(Compare);
     DispatcherConfig C = hostConfig();
-    C.CostModel.Compare = Compare;
+    C.CostModel = LayoutCostModel();
+    C.CostModel->Compare = Compare;
     auto D = makeDispatcher(std::move(C));
     ASSERT_TRUE(D);
     std::vector<std::pair<uint64_t, uint64_t>> Weights;
