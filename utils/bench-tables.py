@@ -183,8 +183,9 @@ def learned_table(r):
     if not rows:
         return []
     return (["**Adaptive**: the layout each adaptive dispatcher learned, "
-             "the cost model's cost per call (a retpoline is 20, a "
-             "predicted compare 0.25) and what was measured; \"learning\" is a call's "
+             "the cost model's cost per call (a retpoline is 20; the "
+             "calibrated constants below) and what was measured; "
+             "\"learning\" is a call's "
              "cost while a window is open (the counting image; not timed "
              "where the background learner learns, `phase`):", ""]
             + table(["pattern", "N", "layout", "predicted", "ns per call",
@@ -429,21 +430,27 @@ def many_table(runs):
 
 
 def cost_model_table(r):
-    """The LayoutCostModel constants each run's call costs give."""
+    """The LayoutCostModel constants each run's call costs give, and those
+    each run's process calibrated at its start."""
     fits = [d.get("cost_model") for d in r.data]
-    if not any(fits):
+    cals = [d.get("calibration") for d in r.data]
+    cals = [c if c and c.get("calibrated") else None for c in cals]
+    if not any(fits) and not any(cals):
         return []
-    return (["**Cost model**: the `LayoutCostModel` constants these runs' "
-             "call costs give (`fitCostModel`; a retpoline = 20), next to "
-             "the defaults:", ""]
-            + table(["constant", "fitted", "default"],
-                    [["Compare", cell(field(fits, "compare"), f2), "0.25"],
-                     ["Mispredict",
-                      cell(field(fits, "mispredict"), lambda v: f"{v:.1f}"),
-                      "20"],
-                     ["IndirectMispredict",
-                      cell(field(fits, "indirect_mispredict"),
-                           lambda v: f"{v:.1f}"), "16"]]))
+    f1 = lambda v: f"{v:.1f}"
+    rows = []
+    for name, key, fmt, default in [
+            ("Compare", "compare", f2, "0.25"),
+            ("Mispredict", "mispredict", f1, "20"),
+            ("IndirectMispredict", "indirect_mispredict", f1, "16")]:
+        rows.append([name, cell(field(cals, key), fmt),
+                     cell(field(fits, key), fmt), default])
+    return (["**Cost model**: the `LayoutCostModel` constants (a retpoline "
+             "= 20) each run's process calibrated at its start "
+             "(`CostCalibration.h`; the weighted and adaptive columns chose "
+             "their layouts by them), those its call costs give "
+             "(`fitCostModel`), and the defaults:", ""]
+            + table(["constant", "calibrated", "fitted", "default"], rows))
 
 
 def generate(results):

@@ -403,9 +403,12 @@ Expected<X86Image> emitX86Image(ArrayRef<ImageCase> Cases, unsigned SelectorReg,
   // block's offset in %rax (which nothing else uses from there on) and the
   // stubs' labels.
   SmallVector<unsigned, 0> CaseLabels;
+  // A layout without a tree compares nothing: no rebase either, the entry
+  // goes straight to the fallback.
+  bool NoTree = Layout.shape() == DispatchLayout::Shape::FallbackOnly;
   auto EmitBody = [&](bool Count, unsigned Fallback) {
     unsigned CmpReg = SelectorReg;
-    if (Base) {
+    if (Base && !NoTree) {
       A.bytes({0x48, 0xB8}); // movabs $Base, %rax
       A.bytes64(Base);
       emitMove(A, SelectorReg, RegR11);

@@ -456,6 +456,21 @@ TEST_F(AdaptiveTest, UnpredictableCallsBehindARetpolineDropTheTree) {
   EXPECT_EQ(S.DirectTargets, 0u);
   EXPECT_EQ(S.FallbackTargets, size_t(NumProgs));
   expectOk(D->verify());
+  {
+    // Nothing before the retpoline: no rebase of the selector for
+    // compares that are not there (the programs lie above 2 GiB).
+    ASSERT_GT(addr(0), uint64_t(INT32_MAX));
+    std::string Dump;
+    raw_string_ostream OS(Dump);
+    expectOk(D->dump(OS));
+    EXPECT_EQ(Dump.find("movabs"), std::string::npos) << Dump;
+    size_t Image = Dump.find(" bytes\n");
+    ASSERT_NE(Image, std::string::npos) << Dump;
+    size_t First = Dump.find('\n', Image + 7);
+    EXPECT_NE(Dump.substr(Image, First - Image).find("callq"),
+              std::string::npos)
+        << Dump;
+  }
   for (int I = 0; I < NumProgs; ++I)
     call(*D, I, 2);
   // A window counts again (a counting image always has its tree).

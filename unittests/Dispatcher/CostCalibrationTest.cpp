@@ -22,7 +22,13 @@
 #include "gtest/gtest.h"
 
 #include <cmath>
+#include <cstddef>
 #include <limits>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -161,6 +167,60 @@ TEST(CostCalibrationTest, MeasuresThisCPU) {
   EXPECT_EQ(Again.Model.Compare, C->Model.Compare);
   EXPECT_EQ(Again.Model.Mispredict, C->Model.Mispredict);
   EXPECT_EQ(C->Model.Retpoline, LayoutCostModel().Retpoline);
+}
+
+/// In a child: a seccomp filter that fails every mprotect() asking for
+/// PROT_EXEC with EPERM, as a sandbox that forbids making memory
+/// executable does. Returns false where the filter cannot be installed.
+bool forbidExecutableMemory() {
+  struct sock_filter Filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mprotect, 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+               offsetof(struct seccomp_data, args[2])),
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog Program = {static_cast<unsigned short>(std::size(Filter)),
+                               Filter};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &Program) == 0;
+}
+
+TEST(CostCalibrationTest, ASandboxWithoutExecutableMemoryKeepsTheDefaults) {
+  // The calibration needs code of its own: where the host's sandbox
+  // forbids making memory executable, it fails with a clear error, and
+  // the process's model is the defaults, saying why. (Dispatchers cannot
+  // make images there either; this is about not crashing on the way.)
+  pid_t Child = fork();
+  ASSERT_NE(Child, -1);
+  if (Child == 0) {
+    if (!forbidExecutableMemory())
+      _exit(3);
+    auto C = calibrateCostModel();
+    if (C)
+      _exit(1);
+    std::string Message = llvm::toString(C.takeError());
+    if (Message.find("cannot make the calibration's code executable") ==
+        std::string::npos)
+      _exit(2);
+    // The process's: the defaults, saying why, unless it was measured
+    // before the fork (by another test of this process; ctest runs each
+    // test in a process of its own).
+    const CostCalibration &P = processCostCalibration();
+    if (P.Calibrated)
+      _exit(0);
+    bool Defaults = P.Model.Mispredict == LayoutCostModel().Mispredict &&
+                    P.Model.Compare == LayoutCostModel().Compare;
+    _exit(Defaults && P.Why.find("executable") != std::string::npos ? 0 : 4);
+  }
+  int Status = 0;
+  ASSERT_EQ(waitpid(Child, &Status, 0), Child);
+  ASSERT_TRUE(WIFEXITED(Status));
+  if (WEXITSTATUS(Status) == 3)
+    GTEST_SKIP() << "no seccomp here";
+  EXPECT_EQ(WEXITSTATUS(Status), 0);
 }
 
 TEST(CostCalibrationTest, TheProcessMeasuresOnceForAllThreadsAndItsForks) {
