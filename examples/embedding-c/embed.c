@@ -57,6 +57,22 @@ static atomic_int Published = 1;
 static atomic_int Stop;
 static atomic_long Wrong, Calls;
 
+/* Whether creating a dispatcher from C fails with a message that says
+ * Expected; prints what it said. */
+static int refused(DispatchGenConfigRef C, LLVMOrcLLJITRef J,
+                   const char *Expected) {
+  DispatchGenDispatcherRef D;
+  LLVMErrorRef Err = DispatchGenCreateDispatcherInLLJIT(C, J, &D);
+  char *Why = Err ? LLVMGetErrorMessage(Err) : NULL;
+  if (!Err)
+    DispatchGenDisposeDispatcher(D);
+  int Ok = Why && strstr(Why, Expected);
+  printf("adaptive: refused: %s\n", Why ? Why : "(nothing)");
+  if (Why)
+    LLVMDisposeErrorMessage(Why);
+  return Ok;
+}
+
 static int expected(int P, int X) {
   return P == 0 ? X + 1 : P == 1 ? 2 * X : -X;
 }
@@ -161,26 +177,12 @@ int main(void) {
   /* Sampling the library refuses (counting for 5 us at a time), then every
    * call counted. */
   DispatchGenConfigSetAdaptiveSampling(LC, 32, 224, 5, 700);
-  LLVMErrorRef Refused = DispatchGenCreateDispatcherInLLJIT(LC, J, &L);
-  char *Why = Refused ? LLVMGetErrorMessage(Refused) : NULL;
-  if (!Refused)
-    DispatchGenDisposeDispatcher(L);
-  Ok = Ok && Why && strstr(Why, "SampleOn must be 10 us to 60 s");
-  printf("adaptive: refused: %s\n", Why ? Why : "(nothing)");
-  if (Why)
-    LLVMDisposeErrorMessage(Why);
+  Ok = refused(LC, J, "SampleOn must be 10 us to 60 s") && Ok;
   DispatchGenConfigSetAdaptiveSampling(LC, 32, 0, 100, 0);
   /* A cost model the library refuses, then the defaults pinned (without
    * one, the process's calibration chooses the layouts). */
   DispatchGenConfigSetCostModel(LC, -1, 20, 16);
-  Refused = DispatchGenCreateDispatcherInLLJIT(LC, J, &L);
-  Why = Refused ? LLVMGetErrorMessage(Refused) : NULL;
-  if (!Refused)
-    DispatchGenDisposeDispatcher(L);
-  Ok = Ok && Why && strstr(Why, "costs must be finite and not negative");
-  printf("adaptive: refused: %s\n", Why ? Why : "(nothing)");
-  if (Why)
-    LLVMDisposeErrorMessage(Why);
+  Ok = refused(LC, J, "costs must be finite and not negative") && Ok;
   DispatchGenConfigSetCostModel(LC, 0.25, 20, 16);
   check(DispatchGenCreateDispatcherInLLJIT(LC, J, &L),
         "cannot create the adaptive dispatcher");
