@@ -137,7 +137,7 @@ Expected<CostCalibration> calibrateCostModel() {
   if (!Reg)
     return createStringError("no selector register for i32 (i32, ptr)");
 
-  // Targets (each a `ret`), then the images, one per page.
+  // The programs (x + K), then the images, one per page.
   enum Image { ChainOne, ChainLong, Retpoline, Scan, Indirect, NumImages };
   constexpr unsigned NumTargets = 16;
   size_t Bytes = PageBytes * (1 + NumImages);
