@@ -14,6 +14,7 @@
 #include "llvm/IR/DiagnosticHandler.h"
 #include "llvm/IR/DiagnosticInfo.h"
 #include "llvm/IR/DiagnosticPrinter.h"
+#include "llvm/IR/Instructions.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
@@ -118,6 +119,44 @@ Error prepareModule(Module &M, const EmitOptions &Opts) {
   return Error::success();
 }
 
+/// What some backends cannot lower and, instead of reporting it, end the
+/// process on (report_fatal_error, "Cannot select"): refused here, before
+/// they run, so that a host's process goes on. PowerPC, MIPS and AMDGPU
+/// cannot make the musttail call that forwards a selector given as a
+/// parameter; R600 cannot take a function's address and SPIR-V cannot
+/// call through one, and a dispatcher does both.
+static Error checkBackendLimits(const Module &M, const Triple &TT) {
+  bool NoMustTail = TT.isPPC() || TT.isMIPS() || TT.isAMDGCN();
+  bool NoFunctionPointers = TT.getArch() == Triple::r600 || TT.isSPIRV();
+  if (!NoMustTail && !NoFunctionPointers)
+    return Error::success();
+  auto NoPointers = [&](const Function &F) {
+    return createStringError(
+        formatv("'{0}' cannot take a function's address or call through a "
+                "function pointer, which a dispatcher does ('{1}')",
+                TT.str(), F.getName()));
+  };
+  for (const Function &F : M) {
+    if (NoFunctionPointers && F.hasAddressTaken())
+      return NoPointers(F);
+    for (const BasicBlock &BB : F)
+      for (const Instruction &I : BB) {
+        const auto *Call = dyn_cast<CallInst>(&I);
+        if (!Call)
+          continue;
+        if (NoMustTail && Call->isMustTailCall())
+          return createStringError(formatv(
+              "'{0}' cannot lower the musttail call in '{1}' that forwards "
+              "the selector as a parameter: pass the selector as an extra "
+              "trailing parameter instead (no --selector-arg)",
+              TT.str(), F.getName()));
+        if (NoFunctionPointers && Call->isIndirectCall())
+          return NoPointers(F);
+      }
+  }
+  return Error::success();
+}
+
 Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
   std::string VerifyMsg;
   raw_string_ostream VerifyOS(VerifyMsg);
@@ -137,6 +176,8 @@ Error emitModule(Module &M, const EmitOptions &Opts, raw_pwrite_stream &OS) {
         formatv("module '{0}' was prepared for '{1}', not '{2}'",
                 M.getModuleIdentifier(), M.getTargetTriple().str(),
                 TM.getTargetTriple().str()));
+  if (Error E = checkBackendLimits(M, TM.getTargetTriple()))
+    return E;
   // The backend reports what it cannot do (say, a float return with SSE
   // disabled) through the context's diagnostic handler, which by default
   // prints it and lets code generation go on: collect the errors instead

@@ -494,6 +494,67 @@ TEST_F(CodeEmitterTest, EmittingForAnotherTripleIsAnError) {
   }
 }
 
+TEST_F(CodeEmitterTest, WhatABackendCannotLowerIsAnErrorNotAnAbort) {
+  // These backends end the process (report_fatal_error) on a dispatcher's
+  // code: PowerPC, MIPS and AMDGPU on the musttail call that forwards a
+  // selector given as a parameter (--selector-arg), R600 on a function's
+  // address, SPIR-V on an indirect call. A library in a host's process
+  // returns an error instead, before the backend runs, and writes nothing.
+  struct Case {
+    const char *Triple;
+    bool ForwardSelector;
+    const char *Expected;
+  };
+  const Case Cases[] = {
+      {"powerpc64le-unknown-linux-gnu", true, "musttail"},
+      {"powerpc-unknown-linux-gnu", true, "musttail"},
+      {"mips-unknown-linux-gnu", true, "musttail"},
+      {"mips64el-unknown-linux-gnuabi64", true, "musttail"},
+      {"amdgcn-amd-amdhsa", true, "musttail"},
+      {"r600-unknown-unknown", false, "function pointer"},
+      {"spirv64-unknown-unknown", false, "function pointer"},
+  };
+  for (const Case &C : Cases) {
+    SCOPED_TRACE(C.Triple);
+    LLVMContext Context;
+    Module Mod("dispatcher", Context);
+    EmitOptions Opts = makeOptions(C.Triple, EmitKind::Object);
+    ASSERT_THAT(takeError(prepareModule(Mod, Opts)), Succeeded());
+    auto SigOrErr = parseSignature("i32 (ptr)", Context);
+    ASSERT_THAT(takeError(SigOrErr), Succeeded());
+    DispatcherSpec Spec;
+    Spec.Name = "dispatch";
+    Spec.Signature = *SigOrErr;
+    if (C.ForwardSelector)
+      Spec.SelectorArg = 0;
+    for (const char *Symbol : TargetSymbols) {
+      DispatchTarget T;
+      T.Symbol = Symbol;
+      Spec.Targets.push_back(std::move(T));
+    }
+    ASSERT_THAT(takeError(DispatchIRBuilder(Mod).build(Spec)), Succeeded());
+    SmallString<0> Buffer;
+    raw_svector_ostream OS(Buffer);
+    EXPECT_THAT(takeError(emitModule(Mod, Opts, OS)),
+                Failed(AllOf(HasSubstr(C.Expected),
+                             HasSubstr(Triple(C.Triple).getArchName().str()))));
+    EXPECT_TRUE(Buffer.empty());
+  }
+  // The same dispatchers without musttail lower on the first three.
+  for (const char *T : {"powerpc64le-unknown-linux-gnu",
+                        "mips-unknown-linux-gnu", "amdgcn-amd-amdhsa"}) {
+    SCOPED_TRACE(T);
+    LLVMContext Context;
+    Module Mod("dispatcher", Context);
+    EmitOptions Opts = makeOptions(T, EmitKind::Object);
+    buildDispatcher(Mod, Opts, DispatchForm::Symbols);
+    SmallString<0> Buffer;
+    raw_svector_ostream OS(Buffer);
+    EXPECT_THAT(takeError(emitModule(Mod, Opts, OS)), Succeeded());
+    EXPECT_FALSE(Buffer.empty());
+  }
+}
+
 TEST_F(CodeEmitterTest, ABackendDiagnosticIsTheReturnedError) {
   // A float returned with SSE disabled: the backend reports it through
   // the context's diagnostic handler, which printed it and went on.
