@@ -179,11 +179,12 @@ int main(void) {
   DispatchGenConfigSetAdaptiveSampling(LC, 32, 224, 5, 700);
   Ok = refused(LC, J, "SampleOn must be 10 us to 60 s") && Ok;
   DispatchGenConfigSetAdaptiveSampling(LC, 32, 0, 100, 0);
-  /* A cost model the library refuses, then the defaults pinned (without
-   * one, the process's calibration chooses the layouts). */
+  /* A cost model the library refuses; cleared, the process's calibration
+   * chooses the layouts (DispatchGenConfigSetCostModel(LC, 0.25, 20, 16)
+   * would pin the defaults instead). */
   DispatchGenConfigSetCostModel(LC, -1, 20, 16);
   Ok = refused(LC, J, "costs must be finite and not negative") && Ok;
-  DispatchGenConfigSetCostModel(LC, 0.25, 20, 16);
+  DispatchGenConfigClearCostModel(LC);
   check(DispatchGenCreateDispatcherInLLJIT(LC, J, &L),
         "cannot create the adaptive dispatcher");
   DispatchGenDisposeConfig(LC);

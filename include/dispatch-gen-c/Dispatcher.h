@@ -163,6 +163,9 @@ void DispatchGenConfigSetAdaptiveSampling(DispatchGenConfigRef Config,
 void DispatchGenConfigSetCostModel(DispatchGenConfigRef Config, double Compare,
                                    double Mispredict,
                                    double IndirectMispredict);
+/** Undoes DispatchGenConfigSetCostModel: the process's calibration chooses
+ * again. */
+void DispatchGenConfigClearCostModel(DispatchGenConfigRef Config);
 
 /* Life ---------------------------------------------------------------------*/
 

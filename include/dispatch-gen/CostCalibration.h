@@ -9,9 +9,9 @@
 // The cost model's constants measured on the CPU the process runs on. What
 // a misprediction costs next to a retpoline differs from one CPU to the
 // next, and the layout a weighted or adaptive dispatcher takes follows
-// from those ratios. So the first such dispatcher to build an image
-// (DispatcherConfig::CostModel unset) measures them, once per process, in
-// about 5 ms on the calling thread:
+// from those ratios. So they are measured once per process, in about 5 ms,
+// on the thread that first creates an adaptive dispatcher or sets weights
+// (DispatcherConfig::CostModel unset), before it takes any lock:
 //
 //   - the unit: an image that is a retpoline to its selector, against an
 //     image whose one compare is taken (a retpoline is 20 units);
@@ -31,7 +31,8 @@
 // indices are fresh for every round, since a predictor learns a few
 // thousand draws it sees again. Each figure is the median of 15 rounds of
 // 8192 calls, interleaved, in a mapping of the calibration's own that is
-// writable or executable, never both, and unmapped afterwards. A
+// writable or executable, never both, and unmapped afterwards (not under
+// a shadow stack, where the retpoline image would fault). A
 // measurement that makes no sense (a retpoline no dearer than a compare,
 // a timer that did not move) keeps the defaults, and the calibration says
 // why. `dispatch-gen bench --calibrate` prints measurements;
@@ -85,20 +86,24 @@ struct CostCalibration {
 
 /// The model Timings give, with the model's own counts of the tests and
 /// mispredictions of the timed layouts. Constants outside a plausible
-/// range are clamped into it (Compare 0 to 4, either misprediction 1 to
-/// 60, with a retpoline 20); timings that give no unit keep the defaults
+/// range are clamped into it (Compare 0.01 to 4, either misprediction 1
+/// to 60, with a retpoline 20); timings that give no unit keep the defaults
 /// (Calibrated false, Why says which).
 CostCalibration fitCalibration(const CalibrationTimings &Timings);
 
 /// Measures this CPU now (x86-64 only) and fits the result. Fails when no
-/// code can be mapped executable (a sandbox that forbids it) or the CPU is
+/// code can be mapped executable (a sandbox that forbids it), under a
+/// shadow stack (CET: the retpoline image would fault) or where the CPU is
 /// not x86-64.
 llvm::Expected<CostCalibration> calibrateCostModel();
 
 /// The process's calibration: measured by the first call (on the calling
-/// thread; others wait for it), then kept. A failed measurement gives the
-/// defaults with Why set, and is not retried. A child of fork() keeps its
-/// parent's, or measures anew if the fork cut the parent's short.
+/// thread; others wait for it), then kept for the life of the process. A
+/// failed measurement gives the defaults with Why set, and is not retried.
+/// A child of fork() keeps its parent's, or measures anew if the fork cut
+/// the parent's short. Dispatchers call it from create() (adaptive) and
+/// setWeights(), before they take any lock; a host may call it earlier, at
+/// a moment of its choosing. Not async-signal-safe.
 const CostCalibration &processCostCalibration();
 
 } // namespace dispatchgen

@@ -267,10 +267,12 @@ struct DispatcherConfig {
   /// (ImageLowering::Codegen): milliseconds per update.
   bool RegisterWithDebugger = false;
   /// The cost model weighted and adaptive layouts are chosen by. Unset
-  /// (the default): the process's calibration (CostCalibration.h), which
-  /// the first weighted or adaptive dispatcher to build an image measures
-  /// on the calling thread, once per process (about 10 ms), falling back
-  /// to LayoutCostModel's defaults where it cannot measure. Set it to pin
+  /// (the default): the process's calibration (CostCalibration.h),
+  /// measured once per process (about 5 ms) on the thread that first
+  /// creates an adaptive dispatcher or sets weights (create(),
+  /// setWeights(), before they take any lock; a host may call
+  /// processCostCalibration() earlier, at a time of its choosing), falling
+  /// back to LayoutCostModel's defaults where it cannot measure. Set it to pin
   /// the layouts to known constants: LayoutCostModel() for the defaults
   /// (measured on the project's Xeon), or the constants `dispatch-gen
   /// bench` fits from its full run ("the cost model on this machine").

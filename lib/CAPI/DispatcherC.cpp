@@ -162,6 +162,9 @@ void DispatchGenConfigSetCostModel(DispatchGenConfigRef C, double Compare,
   M.IndirectMispredict = IndirectMispredict;
   unwrap(C)->Config.CostModel = M;
 }
+void DispatchGenConfigClearCostModel(DispatchGenConfigRef C) {
+  unwrap(C)->Config.CostModel.reset();
+}
 void DispatchGenConfigSetVerifyImages(DispatchGenConfigRef C, int On) {
   unwrap(C)->Config.VerifyImages = On != 0;
 }

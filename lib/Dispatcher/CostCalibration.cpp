@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dispatch-gen/CostCalibration.h"
+#include "ShadowStack.h"
 #include "dispatch-gen/X86ImageEmitter.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -25,7 +26,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <thread>
 #include <unistd.h>
 
@@ -123,6 +126,11 @@ Expected<CostCalibration> calibrateCostModel() {
 #if !defined(__x86_64__) || !defined(__linux__)
   return createStringError("the cost model is calibrated on x86-64 Linux only");
 #else
+  // The retpoline image returns to an address it wrote over its return
+  // address, which a shadow stack forbids (the `ret` faults).
+  if (shadowStackEnabled())
+    return createStringError("this thread runs with a shadow stack (CET), "
+                             "under which the retpoline image would fault");
   auto Start = std::chrono::steady_clock::now();
   LLVMContext Ctx;
   // Calls as a host makes them: `i32 (i32 x, ptr sel)`, the selector a
@@ -210,11 +218,12 @@ Expected<CostCalibration> calibrateCostModel() {
 
   // Indices into Targets: always one, or drawn at random among ScanCases.
   // IndexLength of them (as many as the bench's patterns: 256 KiB, read
-  // from the L2 cache), each round reading the next CallsPerRound: a
-  // predictor with a long history learns a few thousand draws it sees
-  // again (the same 8192 draws every round measured a misprediction 40%
-  // cheaper by the tenth calibration), and where the index comes from
-  // sets how long a mispredicted compare waits to resolve.
+  // from the L2 cache), each run reading the next CallsPerRound, and the
+  // random ones drawn anew before each run that reads them: a predictor
+  // with a long history learns a few thousand draws it sees again (the
+  // same 8192 draws every round measured a misprediction 40% cheaper by
+  // the tenth calibration), and where the index comes from sets how long
+  // a mispredicted compare waits to resolve.
   std::vector<uint32_t> One(IndexLength, 0);
   std::vector<uint32_t> Last(IndexLength, NumTargets - 1);
   std::vector<uint32_t> Random(IndexLength);
@@ -222,12 +231,15 @@ Expected<CostCalibration> calibrateCostModel() {
       0x9E3779B97F4A7C15ull ^
       static_cast<uint64_t>(
           std::chrono::steady_clock::now().time_since_epoch().count());
-  for (uint32_t &S : Random) {
-    State ^= State << 13;
-    State ^= State >> 7;
-    State ^= State << 17;
-    S = (State >> 32) % ScanCases;
-  }
+  auto Draw = [&](MutableArrayRef<uint32_t> Into) {
+    for (uint32_t &S : Into) {
+      State ^= State << 13;
+      State ^= State >> 7;
+      State ^= State << 17;
+      S = (State >> 32) % ScanCases;
+    }
+  };
+  Draw(Random);
   using EntryFn = uint32_t (*)(uint32_t, uint64_t);
   struct Timed {
     Image I;
@@ -247,9 +259,11 @@ Expected<CostCalibration> calibrateCostModel() {
       EntryFn volatile F = reinterpret_cast<EntryFn>(
           reinterpret_cast<uintptr_t>(Mem + PageBytes * (1 + Runs[R].I)));
       EntryFn Call = F;
-      const uint32_t *Index =
-          Runs[R].Indices->data() +
+      size_t Window =
           (size_t(Round) * std::size(Runs) + R) * CallsPerRound % IndexLength;
+      if (Runs[R].Indices == &Random)
+        Draw(MutableArrayRef(Random).slice(Window, CallsPerRound));
+      const uint32_t *Index = Runs[R].Indices->data() + Window;
       const uint64_t *Table = Targets.data();
       auto T0 = std::chrono::steady_clock::now();
       for (size_t J = 0; J < CallsPerRound; ++J) {
@@ -264,8 +278,8 @@ Expected<CostCalibration> calibrateCostModel() {
     }
   }
   // Keep the sums alive.
-  static volatile uint64_t Sink;
-  Sink = Sum;
+  volatile uint64_t Sink = Sum;
+  (void)Sink;
   for (size_t R = 0; R < std::size(Runs); ++R)
     *Runs[R].Into = median(Samples[R]);
   T.IndirectOne = IndirectOneNs;
@@ -279,36 +293,40 @@ Expected<CostCalibration> calibrateCostModel() {
 
 namespace {
 
-// 0: not measured; -1: measured; else the pid of the process measuring
-// (a child of fork() that finds its parent's pid there measures anew).
-std::atomic<pid_t> CalibrationOwner{0};
-CostCalibration ProcessCalibration;
+// The process's calibration, published once and never freed (a learner
+// thread may read it while the process exits): the pointer is constant-
+// initialised, so a static constructor elsewhere may already ask. State:
+// 0 not measured, 1 a thread is measuring; a child of fork() resets 1 to 0,
+// since the measuring thread is not in it.
+std::atomic<const CostCalibration *> Published{nullptr};
+std::atomic<int> State{0};
+
+void resetInChild() {
+  if (!Published.load(std::memory_order_relaxed))
+    State.store(0, std::memory_order_relaxed);
+}
 
 } // namespace
 
 const CostCalibration &processCostCalibration() {
+  static const int AtFork = pthread_atfork(nullptr, nullptr, resetInChild);
+  (void)AtFork;
   for (;;) {
-    pid_t Owner = CalibrationOwner.load(std::memory_order_acquire);
-    if (Owner == -1)
-      return ProcessCalibration;
-    pid_t Self = getpid();
-    if (Owner == Self) {
-      // Another thread of this process is measuring: about 10 ms.
+    if (const CostCalibration *P = Published.load(std::memory_order_acquire))
+      return *P;
+    int Idle = 0;
+    if (!State.compare_exchange_strong(Idle, 1, std::memory_order_acq_rel)) {
+      // Another thread is measuring: about 5 ms.
       std::this_thread::sleep_for(std::chrono::microseconds(200));
       continue;
     }
-    if (!CalibrationOwner.compare_exchange_strong(Owner, Self,
-                                                  std::memory_order_acq_rel))
-      continue;
-    Expected<CostCalibration> C = calibrateCostModel();
-    if (C) {
-      ProcessCalibration = std::move(*C);
-    } else {
-      ProcessCalibration = CostCalibration();
-      ProcessCalibration.Why = toString(C.takeError());
-    }
-    CalibrationOwner.store(-1, std::memory_order_release);
-    return ProcessCalibration;
+    auto *C = new CostCalibration();
+    if (Expected<CostCalibration> M = calibrateCostModel())
+      *C = std::move(*M);
+    else
+      C->Why = toString(M.takeError());
+    Published.store(C, std::memory_order_release);
+    return *C;
   }
 }
 

@@ -16,7 +16,9 @@
 
 #include "DispatcherImpl.h"
 #include "Learner.h"
+#include "ShadowStack.h"
 
+#include "dispatch-gen/CostCalibration.h"
 #include "dispatch-gen/DispatchIRBuilder.h"
 
 #include "llvm/ADT/DenseMap.h"
@@ -101,6 +103,11 @@ Error Dispatcher::Impl::init(ExecutionSession *ES) {
           "DispatcherConfig::CostModel's costs must be finite and not "
           "negative, and its ResidualMispredict 0 to 1");
   }
+  if (Config.RetpolineFallback && shadowStackEnabled())
+    return createStringError(
+        "RetpolineFallback: a retpoline returns to an address it wrote over "
+        "its return address, which this thread's shadow stack (CET) "
+        "forbids");
   ThunkFallback = Config.RetpolineFallback || Config.FallbackHookForTesting;
   InlineRetpoline = Config.RetpolineFallback && !Config.FallbackHookForTesting;
   auto Reg = checkSignature(Config);
@@ -389,6 +396,11 @@ Dispatcher::~Dispatcher() = default;
 
 static Expected<std::unique_ptr<Dispatcher::Impl>>
 createImpl(DispatcherConfig Config, ExecutionSession *ES) {
+  // An adaptive dispatcher chooses its layouts by the process's cost model:
+  // measured now, on the creating thread, before any lock is taken (once
+  // per process; later calls return at once).
+  if (Config.Adaptive.Enabled && !Config.CostModel)
+    processCostCalibration();
   auto I = std::make_unique<Dispatcher::Impl>(std::move(Config));
   if (Error E = I->init(ES))
     return createStringError(formatv("cannot create dispatcher '{0}': {1}",
@@ -461,6 +473,10 @@ Error Dispatcher::apply(const ProgramSet::Batch &Batch) {
 }
 
 void Dispatcher::setWeights(ArrayRef<std::pair<uint64_t, uint64_t>> Weights) {
+  // Weights choose the layout by the process's cost model: measured before
+  // the lock, as at the creation of an adaptive dispatcher.
+  if (!I->Config.CostModel && !Weights.empty())
+    processCostCalibration();
   std::lock_guard<std::mutex> Lock(I->UpdateMutex);
   for (const auto &[Address, Count] : Weights)
     if (I->Set.contains(Address))

@@ -151,8 +151,9 @@ public:
   DispatchLayout plainLayout(llvm::ArrayRef<LayoutCase> Cases) const;
   /// The model layouts are chosen by: the configured one, else the
   /// process's calibration (CostCalibration.h) for an adaptive or weighted
-  /// dispatcher (measured when the first one builds an image), else the
-  /// defaults (a plain layout does not depend on the model).
+  /// dispatcher (measured by create() or setWeights() before they lock,
+  /// so never under UpdateMutex), else the defaults (a plain layout does
+  /// not depend on the model).
   const LayoutCostModel &costModel() const;
   /// Where costModel() comes from, as DispatcherStatus::CostModelSource,
   /// and the calibration's note when it kept the defaults.

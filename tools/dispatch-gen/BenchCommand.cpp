@@ -317,6 +317,9 @@ int runBench(const Invocation &Inv) {
 
   Report R;
   R.Machine = describeMachine();
+  // The cost model the weighted and adaptive dispatchers choose by, before
+  // any of them is created: no timed create() or loop measures it.
+  R.Calibration = processCostCalibration();
   R.CallLoops = Opts.Repetitions;
   R.CallsPerLoop = Opts.Iterations;
   if (is_contained(Opts.Patterns, Pattern::Phase))
@@ -341,8 +344,6 @@ int runBench(const Invocation &Inv) {
       return writeJSONTo(Tool, R, *JSONOut);
     return 0;
   }
-  // Before any dispatcher measures it, outside the timed loops.
-  R.Calibration = processCostCalibration();
   auto Calls = measureCallCost(Opts, progress);
   if (!Calls)
     return fail(Tool, Calls.takeError());
