@@ -25,6 +25,8 @@
 #include "llvm/Support/WithColor.h"
 #include "llvm/Target/TargetMachine.h"
 
+#include <cmath>
+
 using namespace llvm;
 
 namespace dispatchgen::tool {
@@ -77,6 +79,15 @@ enum class Output { LLVM, Asm, Obj, Bin, Layout };
 /// How the layout becomes code.
 enum class Lowering { IR, Direct };
 } // namespace
+
+static cl::list<double> CostModel(
+    "cost-model", cl::sub(emitCommand()), cl::cat(EmitCategory),
+    cl::CommaSeparated, cl::value_desc("compare,mispredict,indirect"),
+    cl::desc("The cost model that lays out weighted targets: a predicted "
+             "compare, a mispredicted one and a mispredicted indirect "
+             "branch, in units of a twentieth of a retpoline, as `bench "
+             "--calibrate` prints them on the machine the dispatcher will "
+             "run on (default: LayoutCostModel's, 0.25,20,16)"));
 
 static cl::opt<Output> Emit(
     "emit", cl::sub(emitCommand()), cl::cat(EmitCategory),
@@ -265,8 +276,12 @@ static Error emitDirect(const DispatcherSpec &Spec, const Triple &TT,
   }
   // A retpoline fallback is the image's own, on the selector's register, as
   // a live dispatcher's laid-out image has it: the bytes need no thunk.
+  // The layout the IR lowering makes of the spec: its weights, fallback
+  // weight and cost model.
+  DispatchLayout Chosen = DispatchIRBuilder::getLayout(Spec);
   X86ImageOptions Options;
   Options.InlineRetpoline = Spec.RetpolineFallback;
+  Options.Layout = &Chosen;
   auto Image = emitX86Image(Cases, *Reg, Options);
   if (!Image)
     return Failed(toString(Image.takeError()));
@@ -336,6 +351,15 @@ int runEmit(const Invocation &Inv) {
   Spec.Name = Name;
   Spec.RetpolineFallback = Retpoline;
   Spec.FallbackWeight = FallbackWeight;
+  if (!CostModel.empty()) {
+    if (CostModel.size() != 3 ||
+        any_of(CostModel, [](double V) { return !std::isfinite(V) || V < 0; }))
+      return fail(ToolName, "--cost-model takes three costs, finite and not "
+                            "negative: compare,mispredict,indirect");
+    Spec.CostModel.Compare = CostModel[0];
+    Spec.CostModel.Mispredict = CostModel[1];
+    Spec.CostModel.IndirectMispredict = CostModel[2];
+  }
   if (SelectorArg.getNumOccurrences())
     Spec.SelectorArg = SelectorArg;
   size_t CFiles =
