@@ -1,5 +1,4 @@
-//===- ShadowStack.h - Whether the thread runs with a shadow stack -*- C++
-//-*-===//
+//===- ShadowStack.h - Whether a thread has a shadow stack ------*- C++ -*-===//
 //
 // Part of dispatch-gen.
 // SPDX-License-Identifier: Apache-2.0 WITH LLVM-exception

@@ -263,6 +263,26 @@ TEST(DispatchLayoutTest, FallbackCallsAddTheirTestsAndTheFallback) {
   EXPECT_NEAR(L.predictedCost(), Expected, 1e-9);
 }
 
+TEST(DispatchLayoutTest, TermsCountTestsAndMispredictionsWithoutTheFallback) {
+  // The same layout and calls as above, behind a retpoline: 1.75 tests and
+  // 0.5 mispredictions per call, by the accounting of predictedCost(); the
+  // retpoline the fallback's half of the calls pays is not a term (the
+  // calibration and the bench's fit price it separately).
+  auto Cases = makeCases(2, [](size_t) { return 10; });
+  LayoutOptions Options;
+  Options.FallbackWeight = 20;
+  Options.RetpolineFallback = true;
+  LayoutCostModel Model;
+  DispatchLayout L = DispatchLayout::choose(Cases, Options, Model);
+  DispatchLayout::CallTerms T = L.termsUnder(Cases, Options);
+  EXPECT_NEAR(T.Compares, 1.75, 1e-9);
+  EXPECT_NEAR(T.Mispredicts, 0.5, 1e-9);
+  EXPECT_NEAR(L.costUnder(Cases, Options, Model),
+              Model.Compare * T.Compares + Model.Mispredict * T.Mispredicts +
+                  0.5 * Model.Retpoline,
+              1e-9);
+}
+
 TEST(DispatchLayoutTest, ChainsTestTheHottestFirstAndKeepTheGivenOrderOnTies) {
   std::vector<LayoutCase> Cases = {{0, 5}, {0, 900}, {0, 5}, {0, 50}};
   DispatchLayout L = DispatchLayout::chain(Cases);
